@@ -1,0 +1,248 @@
+// Package inmem is sluice's in-process quota store: counters in sharded maps
+// guarded by mutexes, idle keys evicted, and (optionally) persisted to a
+// SQLite file in the data directory so that a restart loses nothing.
+package inmem
+
+import (
+	"context"
+	"hash/maphash"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/quota"
+)
+
+// numShards spreads keys over this many independently locked maps, so that
+// cores deciding different keys rarely wait for one another. A power of two.
+const numShards = 256
+
+// DefaultSweepInterval is how often idle keys are evicted.
+const DefaultSweepInterval = 10 * time.Second
+
+// Store is an in-memory sluice.QuotaStore. It is safe for concurrent use.
+// Close stops its background work (and, when persistent, flushes it).
+//
+// The state of each key is the quota package's []uint64 per window, which
+// stays compact (two words per sliding window holding one second's charges).
+// A key is forgotten once nothing it holds counts any more (quota.Expiry), so
+// memory is bounded by the keys active within the longest window, not by the
+// keys ever seen.
+type Store struct {
+	seed   maphash.Seed
+	shards [numShards]shard
+	logger *slog.Logger
+
+	p *persister // nil: not persistent
+
+	stop chan struct{}
+	done sync.WaitGroup
+	once sync.Once
+}
+
+var _ sluice.QuotaStore = (*Store)(nil)
+
+type shard struct {
+	mu    sync.Mutex
+	m     map[string]*keyState
+	dirty []string // keys changed since the last flush; guarded by mu
+	_     [64]byte // keeps neighbouring shards' locks off one cache line
+}
+
+// keyState is the state of one key; guarded by its shard's mutex.
+type keyState struct {
+	st      [][]uint64
+	expires int64 // Unix second from which st counts nothing
+	alg     sluice.Algorithm
+	dirty   bool // listed in the shard's dirty keys
+}
+
+// Options configure a Store.
+type Options struct {
+	// SweepInterval is how often idle keys are evicted; 0 means
+	// DefaultSweepInterval.
+	SweepInterval time.Duration
+	Logger        *slog.Logger
+}
+
+// New returns a store that keeps its counters in memory only.
+func New(opts Options) *Store {
+	s := &Store{seed: maphash.MakeSeed(), logger: opts.Logger, stop: make(chan struct{})}
+	if s.logger == nil {
+		s.logger = slog.Default()
+	}
+	for i := range s.shards {
+		s.shards[i].m = make(map[string]*keyState)
+	}
+	every := opts.SweepInterval
+	if every <= 0 {
+		every = DefaultSweepInterval
+	}
+	s.done.Add(1)
+	go s.loop(every, func() { s.Sweep(time.Now()) })
+	return s
+}
+
+// Close stops the store's background work; a persistent store writes its
+// last changes first. The store must not be used after Close.
+func (s *Store) Close() error {
+	var err error
+	s.once.Do(func() {
+		close(s.stop)
+		s.done.Wait()
+		if s.p != nil {
+			err = s.p.close(s)
+		}
+	})
+	return err
+}
+
+func (s *Store) loop(every time.Duration, f func()) {
+	defer s.done.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			f()
+		}
+	}
+}
+
+func (s *Store) shard(key string) *shard {
+	return &s.shards[maphash.String(s.seed, key)&(numShards-1)]
+}
+
+// Take implements sluice.QuotaStore. It allocates only when a key is new or
+// its state outgrows its capacity.
+func (s *Store) Take(ctx context.Context, key string, p *sluice.Policy, n int64, now time.Time) (sluice.Decision, error) {
+	if n < 0 {
+		return sluice.Decision{}, sluice.FieldError("n", "The number of units must not be negative.")
+	}
+	sh := s.shard(key)
+	sh.mu.Lock()
+	ks := sh.m[key]
+	if ks == nil {
+		ks = &keyState{st: make([][]uint64, len(p.Windows)), alg: p.Algorithm}
+		sh.m[strings.Clone(key)] = ks
+	}
+	ks.fit(p)
+	d := quota.Take(p, ks.st, n, now)
+	ks.expires = quota.Expiry(p, ks.st)
+	charged := d.Allowed && n > 0
+	if charged {
+		s.markDirty(sh, ks, key)
+	}
+	sh.mu.Unlock()
+	if charged && s.p != nil && s.p.sync {
+		if err := s.p.writeKey(s, key); err != nil {
+			// The charge stands in memory; say that it may not survive a crash.
+			return d, err
+		}
+	}
+	return d, nil
+}
+
+// markDirty lists key for the next flush of a store that flushes
+// periodically. The caller holds sh.mu.
+func (s *Store) markDirty(sh *shard, ks *keyState, key string) {
+	if s.p != nil && !s.p.sync && !ks.dirty {
+		ks.dirty = true
+		sh.dirty = append(sh.dirty, key)
+	}
+}
+
+// Refund implements sluice.QuotaStore.
+func (s *Store) Refund(ctx context.Context, key string, p *sluice.Policy, n int64, at, now time.Time) error {
+	sh := s.shard(key)
+	sh.mu.Lock()
+	ks := sh.m[key]
+	if ks == nil || ks.alg != p.Algorithm || len(ks.st) != len(p.Windows) {
+		sh.mu.Unlock()
+		return nil // nothing counted that could be refunded
+	}
+	quota.Refund(p, ks.st, n, at, now)
+	ks.expires = quota.Expiry(p, ks.st)
+	s.markDirty(sh, ks, key)
+	sh.mu.Unlock()
+	if s.p != nil && s.p.sync {
+		return s.p.writeKey(s, key)
+	}
+	return nil
+}
+
+// Peek implements sluice.QuotaStore.
+func (s *Store) Peek(ctx context.Context, key string, p *sluice.Policy, now time.Time) (sluice.Decision, error) {
+	sh := s.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	ks := sh.m[key]
+	if ks == nil {
+		// A fresh key: decide on an empty state without storing it.
+		ks = &keyState{st: make([][]uint64, len(p.Windows)), alg: p.Algorithm}
+	}
+	ks.fit(p)
+	return quota.Peek(p, ks.st, now), nil
+}
+
+// Reset implements sluice.QuotaStore.
+func (s *Store) Reset(ctx context.Context, key string) error {
+	if s.p != nil {
+		return s.p.reset(s, key)
+	}
+	sh := s.shard(key)
+	sh.mu.Lock()
+	delete(sh.m, key)
+	sh.mu.Unlock()
+	return nil
+}
+
+// Ping reports that the store is reachable, which it always is.
+func (s *Store) Ping(ctx context.Context) error { return nil }
+
+// Len returns the number of keys the store holds.
+func (s *Store) Len() int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// Sweep forgets every key whose state counts nothing at now. It runs in the
+// background every SweepInterval; tests call it directly.
+func (s *Store) Sweep(now time.Time) {
+	sec := now.Unix()
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for k, ks := range sh.m {
+			if ks.expires <= sec {
+				delete(sh.m, k)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// fit makes ks a state for p: a state kept under another algorithm or
+// another number of windows starts afresh. The caller holds the shard lock.
+func (ks *keyState) fit(p *sluice.Policy) {
+	if ks.alg == p.Algorithm && len(ks.st) == len(p.Windows) {
+		return
+	}
+	ks.alg = p.Algorithm
+	if cap(ks.st) >= len(p.Windows) {
+		ks.st = ks.st[:len(p.Windows)]
+		clear(ks.st)
+	} else {
+		ks.st = make([][]uint64, len(p.Windows))
+	}
+}

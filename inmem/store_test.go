@@ -1,0 +1,132 @@
+package inmem_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/inmem"
+	"github.com/sluicehq/sluice/internal/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	storetest.RunQuotaStore(t, func(t *testing.T) sluice.QuotaStore {
+		s := inmem.New(inmem.Options{})
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
+
+func TestConformancePersistent(t *testing.T) {
+	for _, every := range []time.Duration{0, time.Second} {
+		t.Run(every.String(), func(t *testing.T) {
+			storetest.RunQuotaStore(t, func(t *testing.T) sluice.QuotaStore {
+				s, err := inmem.Open(context.Background(), filepath.Join(t.TempDir(), "quota.db"), every, inmem.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { s.Close() })
+				return s
+			})
+		})
+	}
+}
+
+var hourDay = sluice.Policy{Windows: []sluice.Window{
+	{Name: "hour", Length: time.Hour, Limit: 100},
+	{Name: "day", Length: 24 * time.Hour, Limit: 1000},
+}}
+
+func TestEviction(t *testing.T) {
+	ctx := context.Background()
+	s := inmem.New(inmem.Options{})
+	defer s.Close()
+	now := time.Now()
+	short := sluice.Policy{Windows: []sluice.Window{{Name: "minute", Length: time.Minute, Limit: 5}}}
+	for i := range 1000 {
+		if _, err := s.Take(ctx, "k"+string(rune('a'+i%26))+string(rune(i)), &short, 1, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Take(ctx, "long", &hourDay, 1, now)
+	if got := s.Len(); got != 1001 {
+		t.Fatalf("len = %d, want 1001", got)
+	}
+	s.Sweep(now.Add(59 * time.Second))
+	if got := s.Len(); got != 1001 {
+		t.Fatalf("after 59s: len = %d, want 1001 (nothing expired yet)", got)
+	}
+	s.Sweep(now.Add(61 * time.Second))
+	if got := s.Len(); got != 1 {
+		t.Fatalf("after 61s: len = %d, want 1 (the day key)", got)
+	}
+	// A rejected take on a new key keeps nothing.
+	tiny := sluice.Policy{Windows: []sluice.Window{{Name: "minute", Length: time.Minute, Limit: 1}}}
+	s.Take(ctx, "never", &tiny, 2, now)
+	s.Sweep(now)
+	if got := s.Len(); got != 1 {
+		t.Fatalf("after a rejected take: len = %d, want 1", got)
+	}
+}
+
+func TestRestart(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "quota.db")
+	now := time.Now()
+	for _, every := range []time.Duration{0, time.Hour} { // an hour: only Close flushes
+		t.Run(every.String(), func(t *testing.T) {
+			s, err := inmem.Open(ctx, path, every, inmem.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Reset(ctx, "acct")
+			for range 7 {
+				s.Take(ctx, "acct", &hourDay, 1, now)
+			}
+			d, _ := s.Take(ctx, "acct", &hourDay, 2, now)
+			s.Refund(ctx, "acct", &hourDay, 2, d.Time, now)
+			s.Take(ctx, "gone", &hourDay, 1, now)
+			s.Reset(ctx, "gone")
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s, err = inmem.Open(ctx, path, every, inmem.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			d, _ = s.Peek(ctx, "acct", &hourDay, now)
+			if d.Windows[0].Remaining != 93 || d.Windows[1].Remaining != 993 {
+				t.Fatalf("after restart: remaining %d/%d, want 93/993", d.Windows[0].Remaining, d.Windows[1].Remaining)
+			}
+			if d, _ := s.Peek(ctx, "gone", &hourDay, now); d.Windows[0].Remaining != 100 {
+				t.Fatalf("a reset key came back: remaining %d", d.Windows[0].Remaining)
+			}
+		})
+	}
+}
+
+func TestOpenCorruptState(t *testing.T) {
+	// A row that cannot be decoded is skipped, not fatal.
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "quota.db")
+	s, err := inmem.Open(ctx, path, 0, inmem.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Take(ctx, "ok", &hourDay, 1, time.Now())
+	s.Close()
+	if err := inmem.CorruptForTest(path, "bad"); err != nil {
+		t.Fatal(err)
+	}
+	s, err = inmem.Open(ctx, path, 0, inmem.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if d, _ := s.Peek(ctx, "ok", &hourDay, time.Now()); d.Windows[0].Remaining != 99 {
+		t.Fatalf("remaining %d, want 99", d.Windows[0].Remaining)
+	}
+}

@@ -1,0 +1,213 @@
+package storetest
+
+import (
+	"math/big"
+	"time"
+
+	"github.com/sluicehq/sluice"
+)
+
+// model is a brute-force reference for the quota algorithms: it keeps every
+// charge it admitted and recomputes each answer from them by the contract's
+// definitions (scanning forward second by second for sliding windows, exact
+// rationals for token buckets). It shares no code with the quota package.
+type model struct {
+	p       sluice.Policy
+	charges [][]charge      // per window
+	tokens  []*big.Rat      // token bucket: units in the bucket
+	last    []time.Duration // token bucket: microseconds since epoch of tokens
+}
+
+type charge struct {
+	sec int64
+	n   int64
+}
+
+func newModel(p sluice.Policy) *model {
+	m := &model{p: p, charges: make([][]charge, len(p.Windows))}
+	for _, w := range p.Windows {
+		m.tokens = append(m.tokens, big.NewRat(int64(w.Limit), 1))
+		m.last = append(m.last, -1)
+	}
+	return m
+}
+
+// usedAt is the sum of the window's charges that count at second t.
+func (m *model) usedAt(i int, t int64) int64 {
+	w := m.p.Windows[i]
+	var u int64
+	for _, c := range m.charges[i] {
+		switch m.p.Algorithm {
+		case sluice.Sliding:
+			if c.sec <= t && c.sec > t-int64(w.Length/time.Second) {
+				u += c.n
+			}
+		case sluice.Calendar:
+			if m.start(i, c.sec) == m.start(i, t) {
+				u += c.n
+			}
+		}
+	}
+	return u
+}
+
+// start is the calendar window's start for second t (UTC, whole-second
+// lengths, by division: the model is only run in UTC).
+func (m *model) start(i int, t int64) int64 {
+	l := int64(m.p.Windows[i].Length / time.Second)
+	return t - ((t%l)+l)%l
+}
+
+func (m *model) refill(i int, now time.Time) {
+	w := m.p.Windows[i]
+	us := time.Duration(now.UnixMicro())
+	if m.last[i] >= 0 && us > m.last[i] {
+		add := new(big.Rat).SetFrac64(int64(us-m.last[i])*int64(w.Limit), int64(w.Length/time.Microsecond))
+		m.tokens[i].Add(m.tokens[i], add)
+		if lim := big.NewRat(int64(w.Limit), 1); m.tokens[i].Cmp(lim) > 0 {
+			m.tokens[i] = lim
+		}
+	}
+	if us > m.last[i] {
+		m.last[i] = us
+	}
+}
+
+// ceilRat returns the smallest integer at least r.
+func ceilRat(r *big.Rat) int64 {
+	q, rem := new(big.Int).QuoRem(r.Num(), r.Denom(), new(big.Int))
+	if rem.Sign() > 0 {
+		q.Add(q, big.NewInt(1))
+	}
+	return q.Int64()
+}
+
+func floorRat(r *big.Rat) int64 {
+	q, rem := new(big.Int).QuoRem(r.Num(), r.Denom(), new(big.Int))
+	if rem.Sign() < 0 {
+		q.Sub(q, big.NewInt(1))
+	}
+	return q.Int64()
+}
+
+// window returns the window's remaining units at now, when they next grow,
+// and how long until n units fit (0 if they do now).
+func (m *model) window(i int, n int64, now time.Time) (remaining int64, reset time.Time, wait time.Duration) {
+	w := m.p.Windows[i]
+	l := int64(w.Limit)
+	t := now.Unix()
+	wsec := int64(w.Length / time.Second)
+	if m.p.Algorithm == sluice.TokenBucket {
+		m.refill(i, now)
+		tok := m.tokens[i]
+		remaining = floorRat(tok)
+		reset = time.Unix(t, 0)
+		if tok.Cmp(big.NewRat(l, 1)) < 0 {
+			// Time until tokens reach remaining+1, in whole microseconds.
+			need := new(big.Rat).Sub(big.NewRat(remaining+1, 1), tok)
+			us := ceilRat(need.Mul(need, big.NewRat(int64(w.Length/time.Microsecond), l)))
+			at := now.UnixMicro() + us
+			reset = time.Unix((at+999_999)/1_000_000, 0)
+		}
+		if n > l {
+			return remaining, reset, sluice.InfDuration
+		}
+		if tok.Cmp(big.NewRat(n, 1)) < 0 {
+			need := new(big.Rat).Sub(big.NewRat(n, 1), tok)
+			us := ceilRat(need.Mul(need, big.NewRat(int64(w.Length/time.Microsecond), l)))
+			wait = time.Duration(us) * time.Microsecond
+		}
+		return remaining, reset, wait
+	}
+	used := m.usedAt(i, t)
+	remaining = max(l-used, 0)
+	reset = time.Unix(t, 0)
+	if used > 0 {
+		// The first second at which Remaining is larger, with no traffic.
+		for T := t + 1; ; T++ {
+			if max(l-m.usedAt(i, T), 0) > remaining {
+				reset = time.Unix(T, 0)
+				break
+			}
+		}
+	}
+	if n > l {
+		return remaining, reset, sluice.InfDuration
+	}
+	if used+n > l {
+		for T := t + 1; T <= t+wsec; T++ {
+			if m.usedAt(i, T)+n <= l {
+				return remaining, reset, time.Unix(T, 0).Sub(now)
+			}
+		}
+		panic("model: no second within the window frees room")
+	}
+	return remaining, reset, 0
+}
+
+func (m *model) take(n int64, now time.Time) sluice.Decision {
+	d := sluice.Decision{Allowed: true, Time: now, Blocking: -1, N: len(m.p.Windows)}
+	for i, w := range m.p.Windows {
+		if w.Limit.IsUnlimited() {
+			continue
+		}
+		if _, _, wait := m.window(i, n, now); wait > 0 {
+			d.Allowed = false
+			d.Windows[i].Short = true
+			if d.Blocking < 0 || wait > d.RetryAfter {
+				d.RetryAfter, d.Blocking = wait, i
+			}
+		}
+	}
+	if d.Allowed {
+		d.RetryAfter = 0
+		if n > 0 {
+			for i, w := range m.p.Windows {
+				if w.Limit.IsUnlimited() {
+					continue
+				}
+				if m.p.Algorithm == sluice.TokenBucket {
+					m.tokens[i].Sub(m.tokens[i], big.NewRat(n, 1))
+				} else {
+					m.charges[i] = append(m.charges[i], charge{now.Unix(), n})
+				}
+			}
+		}
+	}
+	for i, w := range m.p.Windows {
+		s := &d.Windows[i]
+		s.Name, s.Length, s.Limit = w.Name, w.Length, w.Limit
+		if !w.Limit.IsUnlimited() {
+			s.Remaining, s.Reset, _ = m.window(i, 0, now)
+		}
+	}
+	return d
+}
+
+func (m *model) refund(n int64, at, now time.Time) {
+	for i, w := range m.p.Windows {
+		if w.Limit.IsUnlimited() {
+			continue
+		}
+		switch m.p.Algorithm {
+		case sluice.TokenBucket:
+			m.refill(i, now)
+			m.tokens[i].Add(m.tokens[i], big.NewRat(n, 1))
+			if lim := big.NewRat(int64(w.Limit), 1); m.tokens[i].Cmp(lim) > 0 {
+				m.tokens[i] = lim
+			}
+		case sluice.Sliding, sluice.Calendar:
+			counts := m.p.Algorithm == sluice.Sliding && at.Unix() > now.Unix()-int64(w.Length/time.Second) ||
+				m.p.Algorithm == sluice.Calendar && m.start(i, at.Unix()) == m.start(i, now.Unix())
+			left := n
+			for j := len(m.charges[i]) - 1; j >= 0 && left > 0 && counts; j-- {
+				c := &m.charges[i][j]
+				if c.sec == at.Unix() || m.p.Algorithm == sluice.Calendar && m.start(i, c.sec) == m.start(i, now.Unix()) {
+					k := min(c.n, left)
+					c.n -= k
+					left -= k
+				}
+			}
+		}
+	}
+}

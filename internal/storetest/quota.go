@@ -1,0 +1,455 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/sluicehq/sluice"
+)
+
+// T0 is the suite's time origin: the top of an hour, so that calendar
+// windows of 10 and 30 seconds start at it.
+var T0 = time.Date(2026, 3, 8, 12, 0, 0, 0, time.UTC)
+
+// RunQuotaStore runs the conformance suite for sluice.QuotaStore against the
+// stores that open returns, each fresh (or at least with no keys of its own
+// in common with another). The store must decide at the times the suite
+// passes: a store that owns a clock runs the suite in a mode that takes the
+// caller's.
+func RunQuotaStore(t *testing.T, open func(t *testing.T) sluice.QuotaStore) {
+	t.Run("Sliding", func(t *testing.T) {
+		p := policy(sluice.Sliding, 3, 10*time.Second, 5, 30*time.Second)
+		runSteps(t, open(t), &p, []step{
+			{at: 0, n: 1, allowed: true, rem: []int64{2, 4}, reset: []int64{10, 30}},
+			{at: ms(500), n: 2, allowed: true, rem: []int64{0, 2}, reset: []int64{10, 30}},
+			{at: ms(1000), n: 1, rem: []int64{0, 2}, reset: []int64{10, 30}, retry: 9 * time.Second, blocking: 0},
+			{at: ms(9999), n: 1, rem: []int64{0, 2}, reset: []int64{10, 30}, retry: time.Millisecond, blocking: 0},
+			{at: ms(10000), n: 1, allowed: true, rem: []int64{2, 1}, reset: []int64{20, 30}},
+			{at: ms(11000), n: 2, rem: []int64{2, 1}, reset: []int64{20, 30}, retry: 19 * time.Second, blocking: 1},
+			{at: ms(29999), n: 2, rem: []int64{3, 1}, reset: []int64{29, 30}, retry: time.Millisecond, blocking: 1},
+			{at: ms(30000), n: 2, allowed: true, rem: []int64{1, 2}, reset: []int64{40, 40}},
+		})
+	})
+	t.Run("SlidingRetryExact", func(t *testing.T) {
+		// A retry at exactly now+retry_after is admitted, one a second
+		// earlier is not, from a fractional now.
+		p := policy(sluice.Sliding, 2, 60*time.Second, 10, 600*time.Second)
+		s, key := open(t), keyFor(t)
+		take(t, s, key, &p, 2, T0.Add(ms(300)))
+		now := T0.Add(ms(20_700))
+		d := take(t, s, key, &p, 1, now)
+		if d.Allowed {
+			t.Fatal("third unit admitted")
+		}
+		after := time.Duration(d.RetryAfterSeconds()) * time.Second
+		if got := take(t, s, key, &p, 1, now.Add(after-time.Second)); got.Allowed {
+			t.Fatalf("admitted a second before retry_after %v", after)
+		}
+		if got := take(t, s, key, &p, 1, now.Add(after)); !got.Allowed {
+			t.Fatalf("rejected at retry_after %v: %+v", after, got)
+		}
+	})
+	t.Run("Calendar", func(t *testing.T) {
+		p := policy(sluice.Calendar, 3, 10*time.Second, 5, 30*time.Second)
+		runSteps(t, open(t), &p, []step{
+			{at: 0, n: 2, allowed: true, rem: []int64{1, 3}, reset: []int64{10, 30}},
+			{at: ms(9000), n: 2, rem: []int64{1, 3}, reset: []int64{10, 30}, retry: time.Second, blocking: 0},
+			{at: ms(10000), n: 2, allowed: true, rem: []int64{1, 1}, reset: []int64{20, 30}},
+			{at: ms(12500), n: 2, rem: []int64{1, 1}, reset: []int64{20, 30}, retry: ms(17500), blocking: 1},
+			{at: ms(30000), n: 3, allowed: true, rem: []int64{0, 2}, reset: []int64{40, 60}},
+			{at: ms(41000), peek: true, allowed: true, rem: []int64{3, 2}, reset: []int64{41, 60}},
+		})
+	})
+	t.Run("CalendarDayInZone", func(t *testing.T) {
+		// A day window starts at midnight in the policy's zone, and lasts
+		// 23 hours on the day the clocks go forward.
+		ny, err := time.LoadLocation("America/New_York")
+		if err != nil {
+			t.Skipf("no time zone data: %v", err)
+		}
+		p := sluice.Policy{Algorithm: sluice.Calendar, Location: ny,
+			Windows: []sluice.Window{{Name: "day", Length: 24 * time.Hour, Limit: 1}}}
+		s, key := open(t), keyFor(t)
+		at := time.Date(2026, 3, 8, 1, 0, 0, 0, ny) // the day of the change to EDT
+		take(t, s, key, &p, 1, at)
+		d := take(t, s, key, &p, 1, at)
+		want := time.Date(2026, 3, 9, 0, 0, 0, 0, ny)
+		if d.Allowed || !d.Windows[0].Reset.Equal(want) || d.RetryAfter != want.Sub(at) || d.RetryAfter != 22*time.Hour {
+			t.Fatalf("got allowed=%v reset=%v retry=%v, want rejected until %v (22h)", d.Allowed, d.Windows[0].Reset, d.RetryAfter, want)
+		}
+		if d := take(t, s, key, &p, 1, want); !d.Allowed {
+			t.Fatal("rejected after local midnight")
+		}
+	})
+	t.Run("TokenBucket", func(t *testing.T) {
+		p := policy(sluice.TokenBucket, 2, 10*time.Second, 4, 40*time.Second)
+		runSteps(t, open(t), &p, []step{
+			{at: 0, n: 2, allowed: true, rem: []int64{0, 2}, reset: []int64{5, 10}},
+			{at: ms(1000), n: 1, rem: []int64{0, 2}, reset: []int64{5, 10}, retry: 4 * time.Second, blocking: 0},
+			{at: ms(5000), n: 1, allowed: true, rem: []int64{0, 1}, reset: []int64{10, 10}},
+			{at: ms(7500), peek: true, allowed: true, rem: []int64{0, 1}, reset: []int64{10, 10}},
+			{at: ms(100_000), peek: true, allowed: true, rem: []int64{2, 4}, reset: []int64{100, 100}},
+		})
+	})
+	t.Run("AllOrNothing", func(t *testing.T) {
+		for _, alg := range algorithms {
+			p := policy(alg, 10, 10*time.Second, 4, 30*time.Second)
+			runSteps(t, open(t), &p, []step{
+				{at: 0, n: 3, allowed: true, rem: []int64{7, 1}},
+				{at: 0, n: 2, rem: []int64{7, 1}, blocking: 1},
+				{at: 0, n: 1, allowed: true, rem: []int64{6, 0}},
+			})
+		}
+	})
+	t.Run("TooLarge", func(t *testing.T) {
+		for _, alg := range algorithms {
+			p := policy(alg, 3, 10*time.Second, 5, 30*time.Second)
+			s, key := open(t), keyFor(t)+alg.String()
+			d := take(t, s, key, &p, 4, T0)
+			if d.Allowed || d.RetryAfter != sluice.InfDuration || d.Blocking != 0 {
+				t.Errorf("%v: n > limit: got allowed=%v retry=%v blocking=%d, want rejected forever by window 0", alg, d.Allowed, d.RetryAfter, d.Blocking)
+			}
+			if d := peek(t, s, key, &p, T0); d.Windows[0].Remaining != 3 {
+				t.Errorf("%v: a rejection charged: remaining %d", alg, d.Windows[0].Remaining)
+			}
+		}
+	})
+	t.Run("UnlimitedWindow", func(t *testing.T) {
+		for _, alg := range algorithms {
+			p := policy(alg, int64(sluice.Unlimited), 10*time.Second, 2, 30*time.Second)
+			runSteps(t, open(t), &p, []step{
+				{at: 0, n: 1, allowed: true, rem: []int64{0, 1}},
+				{at: 0, n: 1, allowed: true, rem: []int64{0, 0}},
+				{at: 0, n: 1, rem: []int64{0, 0}, blocking: 1},
+			})
+		}
+	})
+	t.Run("ZeroUnits", func(t *testing.T) {
+		for _, alg := range algorithms {
+			p := policy(alg, 1, 10*time.Second, 1, 30*time.Second)
+			runSteps(t, open(t), &p, []step{
+				{at: 0, n: 0, allowed: true, rem: []int64{1, 1}},
+				{at: 0, n: 1, allowed: true, rem: []int64{0, 0}},
+				{at: 0, n: 0, allowed: true, rem: []int64{0, 0}},
+			})
+		}
+	})
+	t.Run("Refund", func(t *testing.T) {
+		for _, alg := range algorithms {
+			p := policy(alg, 3, 10*time.Second, 5, 30*time.Second)
+			s, key := open(t), keyFor(t)+alg.String()
+			d := take(t, s, key, &p, 2, T0)
+			refund(t, s, key, &p, 2, d.Time, T0.Add(ms(1500)))
+			refund(t, s, key, &p, 2, d.Time, T0.Add(ms(1500))) // a second refund gives nothing more
+			got := peek(t, s, key, &p, T0.Add(ms(1500)))
+			if got.Windows[0].Remaining != 3 || got.Windows[1].Remaining != 5 {
+				t.Errorf("%v: after refund: remaining %d, %d; want 3, 5", alg, got.Windows[0].Remaining, got.Windows[1].Remaining)
+			}
+		}
+	})
+	t.Run("RefundKeepsOtherCharges", func(t *testing.T) {
+		p := policy(sluice.Sliding, 3, 10*time.Second, 5, 30*time.Second)
+		s, key := open(t), keyFor(t)
+		d := take(t, s, key, &p, 2, T0)
+		take(t, s, key, &p, 1, T0.Add(ms(1000)))
+		refund(t, s, key, &p, 2, d.Time, T0.Add(ms(2000)))
+		got := peek(t, s, key, &p, T0.Add(ms(2000)))
+		want := []int64{2, 4}
+		if r := []int64{got.Windows[0].Remaining, got.Windows[1].Remaining}; !cmp.Equal(r, want) || got.Windows[0].Reset.Unix() != T0.Unix()+11 {
+			t.Errorf("remaining %v reset %v, want %v reset +11s (the unit charged at +1s)", r, got.Windows[0].Reset.Unix()-T0.Unix(), want)
+		}
+	})
+	t.Run("RefundAfterWindow", func(t *testing.T) {
+		// Units that no longer count in a window are not refunded there.
+		p := policy(sluice.Sliding, 3, 10*time.Second, 5, 30*time.Second)
+		s, key := open(t), keyFor(t)
+		d := take(t, s, key, &p, 2, T0)
+		take(t, s, key, &p, 3, T0.Add(ms(12_000)))
+		refund(t, s, key, &p, 2, d.Time, T0.Add(ms(12_000)))
+		got := peek(t, s, key, &p, T0.Add(ms(12_000)))
+		if got.Windows[0].Remaining != 0 || got.Windows[1].Remaining != 2 {
+			t.Errorf("remaining %d, %d; want 0, 2", got.Windows[0].Remaining, got.Windows[1].Remaining)
+		}
+	})
+	t.Run("PeekChargesNothing", func(t *testing.T) {
+		for _, alg := range algorithms {
+			p := policy(alg, 3, 10*time.Second, 5, 30*time.Second)
+			s, key := open(t), keyFor(t)+alg.String()
+			take(t, s, key, &p, 1, T0)
+			for range 5 {
+				if d := peek(t, s, key, &p, T0); d.Windows[0].Remaining != 2 || !d.Allowed {
+					t.Fatalf("%v: peek: remaining %d allowed %v", alg, d.Windows[0].Remaining, d.Allowed)
+				}
+			}
+			// Peeking at a key never seen is a full window.
+			if d := peek(t, s, key+"-never", &p, T0); d.Windows[0].Remaining != 3 || d.Windows[0].Reset.Unix() != T0.Unix() {
+				t.Fatalf("%v: fresh key: %+v", alg, d.Windows[0])
+			}
+		}
+	})
+	t.Run("Reset", func(t *testing.T) {
+		p := policy(sluice.Sliding, 2, 10*time.Second, 5, 30*time.Second)
+		s, key := open(t), keyFor(t)
+		take(t, s, key, &p, 2, T0)
+		if err := s.Reset(context.Background(), key); err != nil {
+			t.Fatal(err)
+		}
+		if d := take(t, s, key, &p, 2, T0); !d.Allowed || d.Windows[1].Remaining != 3 {
+			t.Fatalf("after reset: %+v", d)
+		}
+	})
+	t.Run("KeysIndependent", func(t *testing.T) {
+		p := policy(sluice.Sliding, 1, 10*time.Second, 5, 30*time.Second)
+		s, key := open(t), keyFor(t)
+		take(t, s, key+"a", &p, 1, T0)
+		if d := take(t, s, key+"b", &p, 1, T0); !d.Allowed {
+			t.Fatal("one key's charge limited another key")
+		}
+	})
+	t.Run("LimitLowered", func(t *testing.T) {
+		// A plan change to a lower limit: Remaining is 0, not negative,
+		// and Reset is when the count falls under the new limit.
+		p := policy(sluice.Sliding, 10, 10*time.Second, 20, 30*time.Second)
+		s, key := open(t), keyFor(t)
+		take(t, s, key, &p, 4, T0)
+		take(t, s, key, &p, 1, T0.Add(ms(2000)))
+		low := policy(sluice.Sliding, 3, 10*time.Second, 20, 30*time.Second)
+		runSteps(t, s, &low, []step{
+			{key: key, at: ms(3000), n: 1, rem: []int64{0, 15}, reset: []int64{10, 30}, retry: 7 * time.Second, blocking: 0},
+			{key: key, at: ms(10_000), n: 1, allowed: true, rem: []int64{1, 14}, reset: []int64{12, 30}},
+		})
+	})
+	for _, alg := range algorithms {
+		t.Run("Model/"+alg.String(), func(t *testing.T) { runModel(t, open, alg) })
+	}
+	t.Run("Concurrent", func(t *testing.T) {
+		// 64 goroutines on one key with a limit of 1,000: exactly 1,000
+		// admitted, and every window agrees.
+		p := policy(sluice.Sliding, 1000, time.Hour, 1500, 24*time.Hour)
+		s, key := open(t), keyFor(t)
+		var admitted atomic.Int64
+		var wg sync.WaitGroup
+		for range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 30 {
+					d, err := s.Take(context.Background(), key, &p, 1, T0)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if d.Allowed {
+						admitted.Add(1)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		d := peek(t, s, key, &p, T0)
+		if admitted.Load() != 1000 || d.Windows[0].Remaining != 0 || d.Windows[1].Remaining != 500 {
+			t.Fatalf("admitted %d, remaining %d/%d; want 1000, 0/500", admitted.Load(), d.Windows[0].Remaining, d.Windows[1].Remaining)
+		}
+	})
+	t.Run("ConcurrentMixed", func(t *testing.T) {
+		// Requests of 1 to 3 units and refunds, concurrently: what the
+		// windows count is exactly what was admitted and not refunded.
+		p := policy(sluice.Sliding, 500, time.Hour, 700, 24*time.Hour)
+		s, key := open(t), keyFor(t)
+		var net atomic.Int64
+		var wg sync.WaitGroup
+		for g := range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := rand.New(rand.NewPCG(uint64(g), 1))
+				for range 60 {
+					n := 1 + r.Int64N(3)
+					d, err := s.Take(context.Background(), key, &p, n, T0)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if d.Allowed {
+						net.Add(n)
+						if r.IntN(4) == 0 {
+							if err := s.Refund(context.Background(), key, &p, n, d.Time, T0); err != nil {
+								t.Error(err)
+								return
+							}
+							net.Add(-n)
+						}
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		d := peek(t, s, key, &p, T0)
+		if used := d.Windows[0].Used(); used != net.Load() || used > 500 || d.Windows[1].Used() != used {
+			t.Fatalf("windows count %d and %d, admitted net of refunds %d (limit 500)", used, d.Windows[1].Used(), net.Load())
+		}
+	})
+}
+
+var algorithms = []sluice.Algorithm{sluice.Sliding, sluice.Calendar, sluice.TokenBucket}
+
+func policy(alg sluice.Algorithm, l1 int64, w1 time.Duration, l2 int64, w2 time.Duration) sluice.Policy {
+	return sluice.Policy{Algorithm: alg, Windows: []sluice.Window{
+		{Name: "hour", Length: w1, Limit: sluice.Limit(l1)},
+		{Name: "day", Length: w2, Limit: sluice.Limit(l2)},
+	}}
+}
+
+func ms(n int64) time.Duration { return time.Duration(n) * time.Millisecond }
+
+// keyFor returns a key of the test's own.
+func keyFor(t *testing.T) string { return "storetest:" + t.Name() }
+
+// step is one request of a step table: at T0+at, take n units (or peek) and
+// expect the decision's admission, remaining units and resets (seconds after
+// T0; nil: not checked), and for a rejection retry_after (0: not checked)
+// and the blocking window.
+type step struct {
+	key      string // "": the test's key
+	at       time.Duration
+	n        int64
+	peek     bool
+	allowed  bool
+	rem      []int64
+	reset    []int64
+	retry    time.Duration
+	blocking int
+}
+
+func runSteps(t *testing.T, s sluice.QuotaStore, p *sluice.Policy, steps []step) {
+	t.Helper()
+	key := keyFor(t) + p.Algorithm.String()
+	for i, st := range steps {
+		k := key
+		if st.key != "" {
+			k = st.key
+		}
+		now := T0.Add(st.at)
+		var d sluice.Decision
+		if st.peek {
+			d = peek(t, s, k, p, now)
+		} else {
+			d = take(t, s, k, p, st.n, now)
+		}
+		name := fmt.Sprintf("%v step %d (at +%v, n=%d)", p.Algorithm, i, st.at, st.n)
+		if d.Allowed != st.allowed {
+			t.Errorf("%s: allowed = %v, want %v", name, d.Allowed, st.allowed)
+		}
+		for w := range st.rem {
+			if got := d.Windows[w].Remaining; got != st.rem[w] {
+				t.Errorf("%s: %s remaining = %d, want %d", name, p.Windows[w].Name, got, st.rem[w])
+			}
+		}
+		for w := range st.reset {
+			if got := d.Windows[w].Reset.Unix() - T0.Unix(); got != st.reset[w] {
+				t.Errorf("%s: %s reset = +%ds, want +%ds", name, p.Windows[w].Name, got, st.reset[w])
+			}
+		}
+		if !st.allowed {
+			if st.retry != 0 && d.RetryAfter != st.retry {
+				t.Errorf("%s: retry after %v, want %v", name, d.RetryAfter, st.retry)
+			}
+			if d.Blocking != st.blocking {
+				t.Errorf("%s: blocking window %d, want %d", name, d.Blocking, st.blocking)
+			}
+		}
+	}
+}
+
+func take(t *testing.T, s sluice.QuotaStore, key string, p *sluice.Policy, n int64, now time.Time) sluice.Decision {
+	t.Helper()
+	d, err := s.Take(context.Background(), key, p, n, now)
+	if err != nil {
+		t.Fatalf("take: %v", err)
+	}
+	return d
+}
+
+func peek(t *testing.T, s sluice.QuotaStore, key string, p *sluice.Policy, now time.Time) sluice.Decision {
+	t.Helper()
+	d, err := s.Peek(context.Background(), key, p, now)
+	if err != nil {
+		t.Fatalf("peek: %v", err)
+	}
+	return d
+}
+
+func refund(t *testing.T, s sluice.QuotaStore, key string, p *sluice.Policy, n int64, at, now time.Time) {
+	t.Helper()
+	if err := s.Refund(context.Background(), key, p, n, at, now); err != nil {
+		t.Fatalf("refund: %v", err)
+	}
+}
+
+// runModel drives random takes, refunds, peeks and time jumps through the
+// store and the reference model, and requires the same decision, field for
+// field, every time.
+func runModel(t *testing.T, open func(t *testing.T) sluice.QuotaStore, alg sluice.Algorithm) {
+	s := open(t)
+	seeds, ops := 40, 300
+	if testing.Short() {
+		seeds = 10
+	}
+	lengths := []time.Duration{3 * time.Second, 7 * time.Second, 20 * time.Second, 60 * time.Second}
+	for seed := range seeds {
+		r := rand.New(rand.NewPCG(uint64(seed), uint64(alg)))
+		p := sluice.Policy{Algorithm: alg}
+		for i := range 1 + r.IntN(3) {
+			l := sluice.Limit(1 + r.IntN(12))
+			if r.IntN(8) == 0 {
+				l = sluice.Unlimited
+			}
+			p.Windows = append(p.Windows, sluice.Window{Name: fmt.Sprint("w", i), Length: lengths[r.IntN(len(lengths))], Limit: l})
+		}
+		m := newModel(p)
+		key := fmt.Sprintf("%s/%d", keyFor(t), seed)
+		now := T0.Add(time.Duration(r.IntN(1000)) * time.Millisecond)
+		var admitted []sluice.Decision
+		var ns []int64
+		for op := range ops {
+			switch r.IntN(6) {
+			case 0:
+				now = now.Add(time.Duration(r.IntN(1000)) * time.Millisecond)
+			case 1:
+				now = now.Add(time.Duration(r.IntN(70)) * time.Second)
+			}
+			what := fmt.Sprintf("seed %d op %d (%v, %+v) at +%v", seed, op, alg, p.Windows, now.Sub(T0))
+			switch k := r.IntN(10); {
+			case k < 6:
+				n := int64(r.IntN(5))
+				got := take(t, s, key, &p, n, now)
+				want := m.take(n, now)
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Fatalf("%s: take %d: decision differs from the model (-want +got):\n%s", what, n, diff)
+				}
+				if got.Allowed && n > 0 {
+					admitted = append(admitted, got)
+					ns = append(ns, n)
+				}
+			case k < 8 && len(admitted) > 0:
+				j := r.IntN(len(admitted))
+				refund(t, s, key, &p, ns[j], admitted[j].Time, now)
+				m.refund(ns[j], admitted[j].Time, now)
+				admitted = append(admitted[:j], admitted[j+1:]...)
+				ns = append(ns[:j], ns[j+1:]...)
+			default:
+				got := peek(t, s, key, &p, now)
+				want := m.take(0, now)
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Fatalf("%s: peek: decision differs from the model (-want +got):\n%s", what, diff)
+				}
+			}
+		}
+	}
+}
