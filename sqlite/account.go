@@ -1,0 +1,452 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	sluice "github.com/sluicehq/sluice"
+)
+
+// Errors shown to users. Each call makes a new one, since an *sluice.Error
+// is mutable. They never carry a password, hash or token.
+
+func errAccountNotFound() error {
+	return sluice.Errorf(sluice.ENOTFOUND, "Account not found.")
+}
+
+func errKeyNotFound() error {
+	return sluice.Errorf(sluice.ENOTFOUND, "API key not found.")
+}
+
+func errSessionNotFound() error {
+	return sluice.Errorf(sluice.ENOTFOUND, "Session not found or expired.")
+}
+
+func errTokenNotFound() error {
+	return sluice.Errorf(sluice.ENOTFOUND, "Token not found or expired.")
+}
+
+func errEmailTaken() error {
+	return sluice.Errorf(sluice.EEMAILTAKEN, "An account with this email already exists.")
+}
+
+// emailKey is what email uniqueness and lookups compare: the email
+// lower-cased, or NULL for no email.
+func emailKey(email string) sql.NullString {
+	if email == "" {
+		return sql.NullString{}
+	}
+	return sql.NullString{String: strings.ToLower(email), Valid: true}
+}
+
+func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
+
+func nullID(id int64) sql.NullInt64 { return sql.NullInt64{Int64: id, Valid: id != 0} }
+
+// limit returns l as stored: every unlimited value is stored as -1.
+func limit(l sluice.Limit) int64 {
+	if l.IsUnlimited() {
+		return int64(sluice.Unlimited)
+	}
+	return int64(l)
+}
+
+// CreateAccount stores a and sets its ID and CreatedAt. An empty Plan is
+// stored as sluice.DefaultPlan, and a.Plan is set to it. A Telegram user
+// already bound to another account is an internal error; the caller should
+// have looked it up first.
+func (db *DB) CreateAccount(ctx context.Context, a *sluice.Account) error {
+	plan := a.Plan
+	if plan == "" {
+		plan = sluice.DefaultPlan
+	}
+	var oh, od sql.NullInt64
+	if o := a.Override; o != nil {
+		oh = sql.NullInt64{Int64: limit(o.Hour), Valid: true}
+		od = sql.NullInt64{Int64: limit(o.Day), Valid: true}
+	}
+	created := db.now()
+	createdNanos, err := nanos(created)
+	if err != nil {
+		return fmt.Errorf("create account: %w", err)
+	}
+	var id int64
+	err = db.w.QueryRowContext(ctx, `
+INSERT INTO accounts (email, email_key, password_hash, plan, override_hour, override_day, telegram_id, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+RETURNING id`,
+		nullString(a.Email), emailKey(a.Email), a.PasswordHash, plan, oh, od, nullID(a.TelegramID), createdNanos,
+	).Scan(&id)
+	switch {
+	case isUnique(err) && strings.Contains(err.Error(), "accounts.email_key"):
+		return errEmailTaken()
+	case isUnique(err) && strings.Contains(err.Error(), "accounts.telegram_id"):
+		return fmt.Errorf("create account: telegram user already bound to an account")
+	case err != nil:
+		return fmt.Errorf("create account: %w", err)
+	}
+	a.ID, a.Plan, a.CreatedAt = id, plan, created
+	return nil
+}
+
+const accountColumns = `id, email, password_hash, plan, override_hour, override_day, telegram_id, created_at`
+
+func scanAccount(row *sql.Row) (*sluice.Account, error) {
+	var (
+		a       sluice.Account
+		email   sql.NullString
+		oh, od  sql.NullInt64
+		tg      sql.NullInt64
+		created int64
+	)
+	if err := row.Scan(&a.ID, &email, &a.PasswordHash, &a.Plan, &oh, &od, &tg, &created); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, errAccountNotFound()
+		}
+		return nil, err
+	}
+	a.Email = email.String
+	if oh.Valid && od.Valid {
+		a.Override = &sluice.LimitOverride{Hour: sluice.Limit(oh.Int64), Day: sluice.Limit(od.Int64)}
+	}
+	a.TelegramID = tg.Int64
+	a.CreatedAt = fromNanos(created)
+	return &a, nil
+}
+
+// FindAccountByID returns the account with the ID.
+func (db *DB) FindAccountByID(ctx context.Context, id int64) (*sluice.Account, error) {
+	a, err := scanAccount(db.r.QueryRowContext(ctx, `SELECT `+accountColumns+` FROM accounts WHERE id = ?`, id))
+	if err != nil {
+		return nil, fmt.Errorf("find account: %w", err)
+	}
+	return a, nil
+}
+
+// FindAccountByEmail compares emails case-insensitively.
+func (db *DB) FindAccountByEmail(ctx context.Context, email string) (*sluice.Account, error) {
+	if email == "" {
+		return nil, fmt.Errorf("find account: %w", errAccountNotFound())
+	}
+	a, err := scanAccount(db.r.QueryRowContext(ctx, `SELECT `+accountColumns+` FROM accounts WHERE email_key = ?`, emailKey(email)))
+	if err != nil {
+		return nil, fmt.Errorf("find account: %w", err)
+	}
+	return a, nil
+}
+
+// FindAccountByTelegram returns the account the Telegram user is bound to.
+func (db *DB) FindAccountByTelegram(ctx context.Context, telegramID int64) (*sluice.Account, error) {
+	if telegramID == 0 {
+		return nil, fmt.Errorf("find account: %w", errAccountNotFound())
+	}
+	a, err := scanAccount(db.r.QueryRowContext(ctx, `SELECT `+accountColumns+` FROM accounts WHERE telegram_id = ?`, telegramID))
+	if err != nil {
+		return nil, fmt.Errorf("find account: %w", err)
+	}
+	return a, nil
+}
+
+// updateAccount runs an UPDATE of one account and maps "no such row" to
+// ENOTFOUND.
+func (db *DB) updateAccount(ctx context.Context, op, query string, args ...any) error {
+	res, err := db.w.ExecContext(ctx, query, args...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	} else if n == 0 {
+		return fmt.Errorf("%s: %w", op, errAccountNotFound())
+	}
+	return nil
+}
+
+// SetPlan sets the account's plan.
+func (db *DB) SetPlan(ctx context.Context, id int64, plan string) error {
+	return db.updateAccount(ctx, "set plan", `UPDATE accounts SET plan = ? WHERE id = ?`, plan, id)
+}
+
+// SetOverride sets the account's limit override; nil removes it. Every
+// negative limit is stored, and read back, as sluice.Unlimited.
+func (db *DB) SetOverride(ctx context.Context, id int64, o *sluice.LimitOverride) error {
+	var oh, od sql.NullInt64
+	if o != nil {
+		oh = sql.NullInt64{Int64: limit(o.Hour), Valid: true}
+		od = sql.NullInt64{Int64: limit(o.Day), Valid: true}
+	}
+	return db.updateAccount(ctx, "set override",
+		`UPDATE accounts SET override_hour = ?, override_day = ? WHERE id = ?`, oh, od, id)
+}
+
+// SetPassword sets the account's password hash; empty disables password login.
+func (db *DB) SetPassword(ctx context.Context, id int64, passwordHash string) error {
+	return db.updateAccount(ctx, "set password", `UPDATE accounts SET password_hash = ? WHERE id = ?`, passwordHash, id)
+}
+
+// LinkTelegram binds the Telegram user to the account, taking it away from
+// any other account, in one transaction: if the account does not exist,
+// nothing changes. A telegramID of 0 unbinds the account's Telegram user.
+func (db *DB) LinkTelegram(ctx context.Context, id int64, telegramID int64) error {
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("link telegram: %w", err)
+	}
+	defer tx.Rollback()
+
+	if telegramID != 0 {
+		if _, err := tx.ExecContext(ctx,
+			`UPDATE accounts SET telegram_id = NULL WHERE telegram_id = ? AND id <> ?`, telegramID, id); err != nil {
+			return fmt.Errorf("link telegram: %w", err)
+		}
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE accounts SET telegram_id = ? WHERE id = ?`, nullID(telegramID), id)
+	if err != nil {
+		return fmt.Errorf("link telegram: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("link telegram: %w", err)
+	} else if n == 0 {
+		return fmt.Errorf("link telegram: %w", errAccountNotFound())
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("link telegram: %w", err)
+	}
+	return nil
+}
+
+// CreateAPIKey stores k and sets its CreatedAt. ENOTFOUND if the account
+// does not exist.
+func (db *DB) CreateAPIKey(ctx context.Context, k *sluice.APIKey) error {
+	created := db.now()
+	createdNanos, err := nanos(created)
+	if err != nil {
+		return fmt.Errorf("create api key: %w", err)
+	}
+	lastUsed, err := nullNanos(k.LastUsedAt)
+	if err != nil {
+		return fmt.Errorf("create api key: %w", err)
+	}
+	revoked, err := nullNanos(k.RevokedAt)
+	if err != nil {
+		return fmt.Errorf("create api key: %w", err)
+	}
+	_, err = db.w.ExecContext(ctx, `
+INSERT INTO api_keys (id, account_id, name, hash, created_at, last_used_at, revoked_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		k.ID, k.AccountID, k.Name, k.Hash, createdNanos, lastUsed, revoked)
+	switch {
+	case isForeignKey(err):
+		return fmt.Errorf("create api key: %w", errAccountNotFound())
+	case isUnique(err):
+		return fmt.Errorf("create api key: lookup id already in use")
+	case err != nil:
+		return fmt.Errorf("create api key: %w", err)
+	}
+	k.CreatedAt = created
+	return nil
+}
+
+const apiKeyColumns = `id, account_id, name, hash, created_at, last_used_at, revoked_at`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanAPIKey(row scanner) (*sluice.APIKey, error) {
+	var (
+		k                 sluice.APIKey
+		created           int64
+		lastUsed, revoked sql.NullInt64
+	)
+	if err := row.Scan(&k.ID, &k.AccountID, &k.Name, &k.Hash, &created, &lastUsed, &revoked); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, errKeyNotFound()
+		}
+		return nil, err
+	}
+	k.CreatedAt = fromNanos(created)
+	k.LastUsedAt = fromNullNanos(lastUsed)
+	k.RevokedAt = fromNullNanos(revoked)
+	return &k, nil
+}
+
+// FindAPIKey returns the key with the lookup ID, revoked or not.
+func (db *DB) FindAPIKey(ctx context.Context, id string) (*sluice.APIKey, error) {
+	k, err := scanAPIKey(db.r.QueryRowContext(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE id = ?`, id))
+	if err != nil {
+		return nil, fmt.Errorf("find api key: %w", err)
+	}
+	return k, nil
+}
+
+// ListAPIKeys returns the account's live keys, oldest first; keys created
+// at the same instant are in the order they were created.
+func (db *DB) ListAPIKeys(ctx context.Context, accountID int64) ([]*sluice.APIKey, error) {
+	rows, err := db.r.QueryContext(ctx, `
+SELECT `+apiKeyColumns+` FROM api_keys
+WHERE account_id = ? AND revoked_at IS NULL
+ORDER BY created_at, rowid`, accountID)
+	if err != nil {
+		return nil, fmt.Errorf("list api keys: %w", err)
+	}
+	defer rows.Close()
+	var keys []*sluice.APIKey
+	for rows.Next() {
+		k, err := scanAPIKey(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list api keys: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list api keys: %w", err)
+	}
+	return keys, nil
+}
+
+// RevokeAPIKey revokes a live key of the account at now; ENOTFOUND if the
+// account has no such live key.
+func (db *DB) RevokeAPIKey(ctx context.Context, accountID int64, id string, now time.Time) error {
+	at, err := nanos(now)
+	if err != nil {
+		return fmt.Errorf("revoke api key: %w", err)
+	}
+	res, err := db.w.ExecContext(ctx,
+		`UPDATE api_keys SET revoked_at = ? WHERE id = ? AND account_id = ? AND revoked_at IS NULL`, at, id, accountID)
+	if err != nil {
+		return fmt.Errorf("revoke api key: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("revoke api key: %w", err)
+	} else if n == 0 {
+		return fmt.Errorf("revoke api key: %w", errKeyNotFound())
+	}
+	return nil
+}
+
+// TouchAPIKey records that the key was used at t; ENOTFOUND if there is no
+// such key. It is a write: callers on a hot path may want to touch a key at
+// most once in a while.
+func (db *DB) TouchAPIKey(ctx context.Context, id string, t time.Time) error {
+	at, err := nanos(t)
+	if err != nil {
+		return fmt.Errorf("touch api key: %w", err)
+	}
+	res, err := db.w.ExecContext(ctx, `UPDATE api_keys SET last_used_at = ? WHERE id = ?`, at, id)
+	if err != nil {
+		return fmt.Errorf("touch api key: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("touch api key: %w", err)
+	} else if n == 0 {
+		return fmt.Errorf("touch api key: %w", errKeyNotFound())
+	}
+	return nil
+}
+
+// CreateSession stores s; a zero CreatedAt is set to the current time.
+// ENOTFOUND if the account does not exist.
+func (db *DB) CreateSession(ctx context.Context, s *sluice.Session) error {
+	created := s.CreatedAt
+	if created.IsZero() {
+		created = db.now()
+	}
+	createdNanos, err := nanos(created)
+	if err != nil {
+		return fmt.Errorf("create session: %w", err)
+	}
+	expires, err := nanos(s.ExpiresAt)
+	if err != nil {
+		return fmt.Errorf("create session: expiry: %w", err)
+	}
+	_, err = db.w.ExecContext(ctx,
+		`INSERT INTO sessions (token_hash, account_id, created_at, expires_at) VALUES (?, ?, ?, ?)`,
+		s.TokenHash, s.AccountID, createdNanos, expires)
+	switch {
+	case isForeignKey(err):
+		return fmt.Errorf("create session: %w", errAccountNotFound())
+	case isUnique(err):
+		return fmt.Errorf("create session: token hash already in use")
+	case err != nil:
+		return fmt.Errorf("create session: %w", err)
+	}
+	s.CreatedAt = created
+	return nil
+}
+
+// FindSession returns the session with the token hash if it expires after
+// now.
+func (db *DB) FindSession(ctx context.Context, tokenHash []byte, now time.Time) (*sluice.Session, error) {
+	at, err := nanos(now)
+	if err != nil {
+		return nil, fmt.Errorf("find session: %w", err)
+	}
+	var (
+		s                sluice.Session
+		created, expires int64
+	)
+	err = db.r.QueryRowContext(ctx,
+		`SELECT token_hash, account_id, created_at, expires_at FROM sessions WHERE token_hash = ? AND expires_at > ?`,
+		tokenHash, at).Scan(&s.TokenHash, &s.AccountID, &created, &expires)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, fmt.Errorf("find session: %w", errSessionNotFound())
+	case err != nil:
+		return nil, fmt.Errorf("find session: %w", err)
+	}
+	s.CreatedAt, s.ExpiresAt = fromNanos(created), fromNanos(expires)
+	return &s, nil
+}
+
+// DeleteSessions ends every session of the account.
+func (db *DB) DeleteSessions(ctx context.Context, accountID int64) error {
+	if _, err := db.w.ExecContext(ctx, `DELETE FROM sessions WHERE account_id = ?`, accountID); err != nil {
+		return fmt.Errorf("delete sessions: %w", err)
+	}
+	return nil
+}
+
+// CreateToken stores a single-use token of a kind for the account, valid
+// until expires. ENOTFOUND if the account does not exist.
+func (db *DB) CreateToken(ctx context.Context, kind string, hash []byte, accountID int64, expires time.Time) error {
+	exp, err := nanos(expires)
+	if err != nil {
+		return fmt.Errorf("create token: expiry: %w", err)
+	}
+	_, err = db.w.ExecContext(ctx,
+		`INSERT INTO tokens (kind, hash, account_id, expires_at) VALUES (?, ?, ?, ?)`, kind, hash, accountID, exp)
+	switch {
+	case isForeignKey(err):
+		return fmt.Errorf("create token: %w", errAccountNotFound())
+	case isUnique(err):
+		return fmt.Errorf("create token: hash already in use")
+	case err != nil:
+		return fmt.Errorf("create token: %w", err)
+	}
+	return nil
+}
+
+// ConsumeToken deletes the token and returns its account in one statement,
+// so that it is used once however many callers race for it; ENOTFOUND if
+// it does not exist or has expired at now. An expired token is left in
+// place.
+func (db *DB) ConsumeToken(ctx context.Context, kind string, hash []byte, now time.Time) (int64, error) {
+	at, err := nanos(now)
+	if err != nil {
+		return 0, fmt.Errorf("consume token: %w", err)
+	}
+	var id int64
+	err = db.w.QueryRowContext(ctx,
+		`DELETE FROM tokens WHERE kind = ? AND hash = ? AND expires_at > ? RETURNING account_id`,
+		kind, hash, at).Scan(&id)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return 0, fmt.Errorf("consume token: %w", errTokenNotFound())
+	case err != nil:
+		return 0, fmt.Errorf("consume token: %w", err)
+	}
+	return id, nil
+}
