@@ -52,11 +52,37 @@ type shard struct {
 }
 
 // keyState is the state of one key; guarded by its shard's mutex.
+//
+// A key of up to two windows whose states fit in two words each (sliding
+// windows charged in one second, calendar windows) lives in one 128-byte
+// allocation: st points into arr and arr into buf. Bigger states grow out
+// of it by append. Fewer allocations mean fewer cache misses on a large
+// table, which is what a take on a cold key costs.
 type keyState struct {
 	st      [][]uint64
 	expires int64 // Unix second from which st counts nothing
 	alg     sluice.Algorithm
 	dirty   bool // listed in the shard's dirty keys
+	arr     [2][]uint64
+	buf     [4]uint64
+}
+
+func newKeyState(p *sluice.Policy) *keyState {
+	ks := &keyState{alg: p.Algorithm}
+	ks.init(len(p.Windows))
+	return ks
+}
+
+// init gives ks n fresh windows, in its own storage where they fit.
+func (ks *keyState) init(n int) {
+	if n > len(ks.arr) {
+		ks.st = make([][]uint64, n)
+		return
+	}
+	ks.st = ks.arr[:n]
+	for i := range ks.st {
+		ks.st[i] = ks.buf[2*i : 2*i : 2*i+2]
+	}
 }
 
 // Options configure a Store.
@@ -127,7 +153,7 @@ func (s *Store) Take(ctx context.Context, key string, p *sluice.Policy, n int64,
 	sh.mu.Lock()
 	ks := sh.m[key]
 	if ks == nil {
-		ks = &keyState{st: make([][]uint64, len(p.Windows)), alg: p.Algorithm}
+		ks = newKeyState(p)
 		sh.m[strings.Clone(key)] = ks
 	}
 	ks.fit(p)
@@ -183,7 +209,7 @@ func (s *Store) Peek(ctx context.Context, key string, p *sluice.Policy, now time
 	ks := sh.m[key]
 	if ks == nil {
 		// A fresh key: decide on an empty state without storing it.
-		ks = &keyState{st: make([][]uint64, len(p.Windows)), alg: p.Algorithm}
+		ks = newKeyState(p)
 	}
 	ks.fit(p)
 	return quota.Peek(p, ks.st, now), nil
@@ -239,10 +265,6 @@ func (ks *keyState) fit(p *sluice.Policy) {
 		return
 	}
 	ks.alg = p.Algorithm
-	if cap(ks.st) >= len(p.Windows) {
-		ks.st = ks.st[:len(p.Windows)]
-		clear(ks.st)
-	} else {
-		ks.st = make([][]uint64, len(p.Windows))
-	}
+	ks.buf = [4]uint64{}
+	ks.init(len(p.Windows))
 }
