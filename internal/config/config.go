@@ -1,0 +1,251 @@
+// Package config is the configuration of the sluice gateway: one YAML file
+// whose every key has a default, overridden by SLUICE_* environment
+// variables (CONTRACT.md §8).
+//
+// A Config is a plain value: copy it freely; it is safe for concurrent reads.
+// Load builds one from defaults, a file and the environment, and validates
+// it. A Config built in code (tests, flags applied by cmd) should be checked
+// with Validate before use.
+//
+// Value syntax, the same in the file and in the environment:
+//
+//   - durations are Go durations ("90s", "1h30m", "100ms") or whole days
+//     optionally followed by a Go duration ("7d", "1d12h"); a bare number
+//     is not a duration;
+//   - sizes are a byte count ("65536") or a whole number with a unit: KiB,
+//     MiB, GiB (powers of 1024) or KB, MB, GB (powers of 1000), like "64KiB";
+//   - rates (the auth limits) are "N/duration" like "10/1m" or "3/1h"; a
+//     duration without a number counts one unit ("10/m"); "unlimited" turns
+//     the limit off;
+//   - plan limits (plans[].hour, plans[].day) are whole numbers, or null
+//     (or "unlimited") for no limit;
+//   - server.trusted_proxies is a list of CIDRs, or in the environment a
+//     comma-separated string; a bare IP is a one-address prefix.
+package config
+
+import (
+	"log/slog"
+	"net/netip"
+	"time"
+
+	_ "time/tzdata" // limits.timezone must load on machines without a zoneinfo database
+
+	"github.com/sluicehq/sluice"
+)
+
+// Config is the whole configuration. Struct tags name the YAML keys; the
+// environment variable of a key is EnvName of its dotted path. Fields tagged
+// secret hold credentials: they never appear in error messages and Redacted
+// blanks them ("url": only the credentials inside the URL).
+type Config struct {
+	Server   Server         `yaml:"server"`
+	Limits   Limits         `yaml:"limits"`
+	Plans    []sluice.Plan  `yaml:"plans"`  // YAML keys: id, name, hour, day, models, api
+	Models   []sluice.Model `yaml:"models"` // YAML keys: id, tier, owned_by
+	Upstream Upstream       `yaml:"upstream"`
+	Quota    Quota          `yaml:"quota"`
+	Redis    Redis          `yaml:"redis"`
+	Database Database       `yaml:"database"`
+	Telegram Telegram       `yaml:"telegram"`
+	Mail     Mail           `yaml:"mail"`
+	Log      Log            `yaml:"log"`
+}
+
+// Server is the HTTP listener.
+type Server struct {
+	Addr string `yaml:"addr"`
+	// Data is the data directory: the SQLite database, persisted counters,
+	// the admin token and the mail outbox.
+	Data    string `yaml:"data"`
+	MaxBody Size   `yaml:"max_body"`
+	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	// Prefixes are masked: 10.1.2.3/8 is stored as 10.0.0.0/8.
+	TrustedProxies []netip.Prefix `yaml:"trusted_proxies"`
+	// Timeouts of net/http.Server; 0 means none, except ShutdownTimeout.
+	// WriteTimeout must leave room for Upstream.Timeout.
+	ReadTimeout     time.Duration `yaml:"read_timeout"`
+	WriteTimeout    time.Duration `yaml:"write_timeout"`
+	IdleTimeout     time.Duration `yaml:"idle_timeout"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// Limits is how quotas are counted (CONTRACT.md §3) and the per-IP limits of
+// the auth endpoints (§6).
+type Limits struct {
+	Algorithm sluice.Algorithm `yaml:"algorithm"`
+	Windows   Windows          `yaml:"windows"`
+	// Timezone is where a calendar day starts; never nil in a valid Config.
+	Timezone *time.Location `yaml:"timezone"`
+	Mode     string         `yaml:"mode"`  // ModeEnforce or ModeShadow
+	MaxN     int            `yaml:"max_n"` // most images in one request
+	Auth     AuthLimits     `yaml:"auth"`
+}
+
+// Limit modes.
+const (
+	ModeEnforce = "enforce"
+	ModeShadow  = "shadow" // decide, count and log, but never reject
+)
+
+// Windows are the lengths of the two windows of every plan, in whole seconds.
+type Windows struct {
+	Hour time.Duration `yaml:"hour"`
+	Day  time.Duration `yaml:"day"`
+}
+
+// AuthLimits are the limits of the auth endpoints. All are per client IP
+// except ForgotPasswordEmail, which is per target email address, so that one
+// inbox cannot be flooded from many addresses.
+type AuthLimits struct {
+	Login               Rate `yaml:"login"`
+	Register            Rate `yaml:"register"`
+	ForgotPassword      Rate `yaml:"forgot_password"`
+	ForgotPasswordEmail Rate `yaml:"forgot_password_email"`
+}
+
+// Upstream is the image generator. An empty URL means the built-in demo
+// generator.
+type Upstream struct {
+	// URL is the base URL of an OpenAI-compatible API, as an OpenAI SDK
+	// takes it: sluice posts to URL + "/images/generations".
+	URL     string        `yaml:"url" secret:"url"`
+	APIKey  string        `yaml:"api_key" secret:"true"`
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Quota is the counter store.
+type Quota struct {
+	Store string `yaml:"store"` // StoreEmbedded or StoreRedis
+	// FlushInterval bounds what the embedded store can lose in a crash:
+	// counters are persisted to the data directory at least this often.
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	// OnStoreError is what happens when the store cannot decide:
+	// FailClosed, FailOpen or FailLocal.
+	OnStoreError string `yaml:"on_store_error"`
+	// Timeout bounds one decision of a shared store.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Quota stores.
+const (
+	StoreEmbedded = "embedded"
+	StoreRedis    = "redis"
+)
+
+// Failure policies of the quota store.
+const (
+	FailClosed = "closed" // answer 503 quota_unavailable
+	FailOpen   = "open"   // admit without counting
+	FailLocal  = "local"  // count in this instance's memory until the store is back
+)
+
+// Redis is the shared quota store.
+type Redis struct {
+	// URL is a redis://, rediss://, Sentinel or Cluster URL.
+	URL string `yaml:"url" secret:"url"`
+}
+
+// Database is the account store.
+type Database struct {
+	// URL is empty for SQLite in the data directory, or a postgres:// URL.
+	URL string `yaml:"url" secret:"url"`
+}
+
+// Telegram is the bot. An empty Token turns the bot off; an empty
+// WebhookURL means long polling.
+type Telegram struct {
+	Token string `yaml:"token" secret:"true"`
+	// APIURL is the Bot API base URL (tests point it at a fake).
+	APIURL     string `yaml:"api_url" secret:"url"`
+	WebhookURL string `yaml:"webhook_url" secret:"url"`
+	// WebhookSecret is the secret_token Telegram sends in the
+	// X-Telegram-Bot-Api-Secret-Token header of every webhook delivery.
+	WebhookSecret string `yaml:"webhook_secret" secret:"true"`
+}
+
+// Mail is the mailer. An empty SMTPHost means mail goes to the log and the
+// outbox directory in the data directory.
+type Mail struct {
+	SMTPHost string `yaml:"smtp_host"`
+	SMTPPort int    `yaml:"smtp_port"`
+	Username string `yaml:"username"`
+	Password string `yaml:"password" secret:"true"`
+	From     string `yaml:"from"` // an address like "Sluice <noreply@example.com>"
+}
+
+// Log is the logger.
+type Log struct {
+	Level  slog.Level `yaml:"level"`  // debug, info, warn or error
+	Format string     `yaml:"format"` // LogText or LogJSON
+}
+
+// Log formats.
+const (
+	LogText = "text"
+	LogJSON = "json"
+)
+
+// DefaultTelegramAPI is the default Bot API base URL.
+const DefaultTelegramAPI = "https://api.telegram.org"
+
+// Default returns the configuration of a gateway started without a file:
+// the plans of CONTRACT.md §2, the demo models and generator, and embedded
+// storage in ./sluice-data.
+func Default() Config {
+	return Config{
+		Server: Server{
+			Addr:            ":8080",
+			Data:            "./sluice-data",
+			MaxBody:         64 * KiB,
+			ReadTimeout:     10 * time.Second,
+			WriteTimeout:    90 * time.Second,
+			IdleTimeout:     120 * time.Second,
+			ShutdownTimeout: 30 * time.Second,
+		},
+		Limits: Limits{
+			Algorithm: sluice.Sliding,
+			Windows:   Windows{Hour: time.Hour, Day: 24 * time.Hour},
+			Timezone:  time.UTC,
+			Mode:      ModeEnforce,
+			MaxN:      4,
+			Auth: AuthLimits{
+				Login:               Rate{Limit: 10, Per: time.Minute},
+				Register:            Rate{Limit: 10, Per: time.Minute},
+				ForgotPassword:      Rate{Limit: 3, Per: time.Hour},
+				ForgotPasswordEmail: Rate{Limit: 3, Per: time.Hour},
+			},
+		},
+		Plans:    sluice.DefaultPlans(),
+		Models:   sluice.DefaultModels(),
+		Upstream: Upstream{Timeout: 60 * time.Second},
+		Quota: Quota{
+			Store:         StoreEmbedded,
+			FlushInterval: time.Second,
+			OnStoreError:  FailClosed,
+			Timeout:       100 * time.Millisecond,
+		},
+		Telegram: Telegram{APIURL: DefaultTelegramAPI},
+		Mail:     Mail{SMTPPort: 587},
+		Log:      Log{Level: slog.LevelInfo, Format: LogText},
+	}
+}
+
+// PlanByID returns the plan with the id, pointing into c.Plans.
+func (c *Config) PlanByID(id string) (*sluice.Plan, bool) {
+	for i := range c.Plans {
+		if c.Plans[i].ID == id {
+			return &c.Plans[i], true
+		}
+	}
+	return nil, false
+}
+
+// ModelByID returns the model with the id, pointing into c.Models.
+func (c *Config) ModelByID(id string) (*sluice.Model, bool) {
+	for i := range c.Models {
+		if c.Models[i].ID == id {
+			return &c.Models[i], true
+		}
+	}
+	return nil, false
+}

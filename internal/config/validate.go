@@ -1,0 +1,284 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/mail"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice"
+)
+
+// problems collects what Validate finds.
+type problems []error
+
+func (p *problems) add(field, format string, args ...any) {
+	*p = append(*p, &Error{Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+// notShown ends the message about an invalid secret.
+const notShown = "(the value is not shown: it may hold credentials)"
+
+// Validate reports every problem of c, each an *Error naming its key, joined
+// with errors.Join; nil if there is none. Secrets are never echoed.
+func (c *Config) Validate() error {
+	var p problems
+	c.validateServer(&p)
+	c.validateLimits(&p)
+	c.validatePlans(&p)
+	c.validateModels(&p)
+	c.validateStores(&p)
+	c.validateTelegram(&p)
+	c.validateMail(&p)
+	if !slices.Contains(levels, c.Log.Level) {
+		p.add("log.level", "must be debug, info, warn or error, got %v", c.Log.Level)
+	}
+	if c.Log.Format != LogText && c.Log.Format != LogJSON {
+		p.add("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	return errors.Join(p...)
+}
+
+func (c *Config) validateServer(p *problems) {
+	s := &c.Server
+	if _, port, err := net.SplitHostPort(s.Addr); err != nil || !validPort(port) {
+		p.add("server.addr", "must be host:port, like :8080 or 127.0.0.1:8080, got %q", s.Addr)
+	}
+	if s.Data == "" {
+		p.add("server.data", "must not be empty")
+	}
+	if s.MaxBody <= 0 {
+		p.add("server.max_body", "must be positive, got %d", s.MaxBody)
+	}
+	for i, pr := range s.TrustedProxies {
+		if !pr.IsValid() {
+			p.add(fmt.Sprintf("server.trusted_proxies[%d]", i), "is not a valid CIDR")
+		}
+	}
+	nonNegative(p, "server.read_timeout", s.ReadTimeout)
+	nonNegative(p, "server.idle_timeout", s.IdleTimeout)
+	nonNegative(p, "server.write_timeout", s.WriteTimeout)
+	if s.WriteTimeout > 0 && s.WriteTimeout <= c.Upstream.Timeout {
+		p.add("server.write_timeout", "must be longer than upstream.timeout (%s) so that a slow generation can still be answered, or 0 for none; got %q",
+			formatDuration(c.Upstream.Timeout), formatDuration(s.WriteTimeout))
+	}
+	positive(p, "server.shutdown_timeout", s.ShutdownTimeout)
+}
+
+func (c *Config) validateLimits(p *problems) {
+	l := &c.Limits
+	if !slices.Contains(algorithms, l.Algorithm) {
+		p.add("limits.algorithm", "must be sliding, calendar or token_bucket, got %d", l.Algorithm)
+	}
+	wholeSeconds(p, "limits.windows.hour", l.Windows.Hour)
+	wholeSeconds(p, "limits.windows.day", l.Windows.Day)
+	if l.Timezone == nil {
+		p.add("limits.timezone", "must be set, like UTC")
+	}
+	if l.Mode != ModeEnforce && l.Mode != ModeShadow {
+		p.add("limits.mode", "must be enforce or shadow, got %q", l.Mode)
+	}
+	if l.MaxN < 1 || l.MaxN > 100 {
+		p.add("limits.max_n", "must be between 1 and 100, got %d", l.MaxN)
+	}
+	for _, r := range []struct {
+		field string
+		rate  Rate
+	}{
+		{"limits.auth.login", l.Auth.Login},
+		{"limits.auth.register", l.Auth.Register},
+		{"limits.auth.forgot_password", l.Auth.ForgotPassword},
+		{"limits.auth.forgot_password_email", l.Auth.ForgotPasswordEmail},
+	} {
+		switch {
+		case r.rate.Unlimited():
+		case r.rate.Limit < 1:
+			p.add(r.field, "must allow at least 1 request, or be unlimited; got %q", r.rate)
+		case r.rate.Per <= 0 || r.rate.Per%time.Second != 0:
+			p.add(r.field, "the duration must be a positive whole number of seconds, got %q", r.rate)
+		}
+	}
+}
+
+func (c *Config) validatePlans(p *problems) {
+	if len(c.Plans) == 0 {
+		p.add("plans", "must list at least one plan")
+		return
+	}
+	first := make(map[string]int, len(c.Plans))
+	for i, pl := range c.Plans {
+		f := fmt.Sprintf("plans[%d]", i)
+		if pl.ID == "" {
+			p.add(f+".id", "must not be empty")
+		} else if j, dup := first[pl.ID]; dup {
+			p.add(f+".id", "%q is already the id of plans[%d]", pl.ID, j)
+		} else {
+			first[pl.ID] = i
+		}
+		if pl.Name == "" {
+			p.add(f+".name", "must not be empty")
+		}
+		planLimit(p, f+".hour", pl.Hour)
+		planLimit(p, f+".day", pl.Day)
+		if pl.Models != sluice.ModelsStarter && pl.Models != sluice.ModelsAll {
+			p.add(f+".models", "must be %q or %q, got %q", sluice.ModelsStarter, sluice.ModelsAll, pl.Models)
+		}
+	}
+	if _, ok := first[sluice.DefaultPlan]; !ok {
+		p.add("plans", "must include %q, the plan new accounts start on", sluice.DefaultPlan)
+	}
+}
+
+func planLimit(p *problems, field string, l sluice.Limit) {
+	switch {
+	case l == limitMissing:
+		p.add(field, "missing: give a whole number, or null for unlimited")
+	case l < 0 && l != sluice.Unlimited:
+		p.add(field, "must be a whole number ≥ 0, or null for unlimited; got %d", l)
+	}
+}
+
+func (c *Config) validateModels(p *problems) {
+	first := make(map[string]int, len(c.Models))
+	for i, m := range c.Models {
+		f := fmt.Sprintf("models[%d]", i)
+		if m.ID == "" {
+			p.add(f+".id", "must not be empty")
+		} else if j, dup := first[m.ID]; dup {
+			p.add(f+".id", "%q is already the id of models[%d]", m.ID, j)
+		} else {
+			first[m.ID] = i
+		}
+		if m.Tier == "" {
+			p.add(f+".tier", "must not be empty: %q for every plan, any other tier for Basic and above", sluice.TierStarter)
+		}
+	}
+}
+
+// redisSchemes are the URL schemes of redis.url: a single server, a server
+// over TLS, a Unix socket, Sentinel, and the Valkey spellings.
+var redisSchemes = []string{"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "valkey", "valkeys"}
+
+func (c *Config) validateStores(p *problems) {
+	u := &c.Upstream
+	if u.URL != "" {
+		if !isURL(u.URL, true, "http", "https") {
+			p.add("upstream.url", "must be empty (the demo generator) or an http:// or https:// URL %s", notShown)
+		} else if pu, _ := url.Parse(u.URL); strings.HasSuffix(strings.ToLower(strings.TrimSuffix(pu.Path, "/")), "/images/generations") {
+			p.add("upstream.url", "must be the API's base URL, like https://api.openai.com/v1: sluice appends /images/generations")
+		}
+	}
+	positive(p, "upstream.timeout", u.Timeout)
+
+	q := &c.Quota
+	switch q.Store {
+	case StoreEmbedded:
+	case StoreRedis:
+		if c.Redis.URL == "" {
+			p.add("redis.url", "must be set when quota.store is redis")
+		}
+	default:
+		p.add("quota.store", "must be embedded or redis, got %q", q.Store)
+	}
+	positive(p, "quota.flush_interval", q.FlushInterval)
+	if q.OnStoreError != FailClosed && q.OnStoreError != FailOpen && q.OnStoreError != FailLocal {
+		p.add("quota.on_store_error", "must be closed, open or local, got %q", q.OnStoreError)
+	}
+	positive(p, "quota.timeout", q.Timeout)
+
+	if c.Redis.URL != "" && !isURL(c.Redis.URL, false, redisSchemes...) {
+		p.add("redis.url", "must be a redis://, rediss://, unix:// or Sentinel URL %s", notShown)
+	}
+	if c.Database.URL != "" && !isURL(c.Database.URL, false, "postgres", "postgresql") {
+		p.add("database.url", "must be empty (SQLite in the data directory) or a postgres:// URL %s", notShown)
+	}
+}
+
+func (c *Config) validateTelegram(p *problems) {
+	t := &c.Telegram
+	if (t.APIURL != "" || t.Token != "") && !isURL(t.APIURL, true, "http", "https") {
+		p.add("telegram.api_url", "must be an http:// or https:// URL, like %s %s", DefaultTelegramAPI, notShown)
+	}
+	if t.WebhookURL != "" {
+		if !isURL(t.WebhookURL, true, "http", "https") {
+			p.add("telegram.webhook_url", "must be empty (long polling) or an https:// URL %s", notShown)
+		}
+		if t.Token == "" {
+			p.add("telegram.token", "must be set when telegram.webhook_url is")
+		}
+		if t.WebhookSecret == "" {
+			p.add("telegram.webhook_secret", "must be set when telegram.webhook_url is, so that forged deliveries are refused")
+		}
+	}
+	if t.WebhookSecret != "" && !validWebhookSecret(t.WebhookSecret) {
+		p.add("telegram.webhook_secret", "must be 1 to 256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule; the value is not shown)")
+	}
+}
+
+func (c *Config) validateMail(p *problems) {
+	m := &c.Mail
+	if m.SMTPHost != "" {
+		if m.SMTPPort < 1 || m.SMTPPort > 65535 {
+			p.add("mail.smtp_port", "must be between 1 and 65535, got %d", m.SMTPPort)
+		}
+		if m.From == "" {
+			p.add("mail.from", "must be set when mail.smtp_host is")
+		}
+	}
+	if m.From != "" {
+		if _, err := mail.ParseAddress(m.From); err != nil {
+			p.add("mail.from", "must be an address like noreply@example.com or \"Sluice <noreply@example.com>\", got %q", m.From)
+		}
+	}
+}
+
+func positive(p *problems, field string, d time.Duration) {
+	if d <= 0 {
+		p.add(field, "must be positive, got %q", formatDuration(d))
+	}
+}
+
+func nonNegative(p *problems, field string, d time.Duration) {
+	if d < 0 {
+		p.add(field, "must not be negative (0 means none), got %q", formatDuration(d))
+	}
+}
+
+func wholeSeconds(p *problems, field string, d time.Duration) {
+	if d <= 0 || d%time.Second != 0 {
+		p.add(field, "must be a positive whole number of seconds, got %q", formatDuration(d))
+	}
+}
+
+// validPort reports whether port is a decimal port number, 0 to 65535.
+func validPort(port string) bool {
+	_, err := strconv.ParseUint(port, 10, 16)
+	return err == nil
+}
+
+// isURL reports whether s is an absolute URL with one of the schemes and,
+// if needHost, a host name. It never returns url.Parse's error, which would
+// quote s.
+func isURL(s string, needHost bool, schemes ...string) bool {
+	u, err := url.Parse(s)
+	return err == nil && u.Opaque == "" && slices.Contains(schemes, u.Scheme) && (!needHost || u.Hostname() != "")
+}
+
+// validWebhookSecret applies Telegram's rule for secret_token.
+func validWebhookSecret(s string) bool {
+	if len(s) < 1 || len(s) > 256 {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
