@@ -420,7 +420,8 @@ func TestValidate(t *testing.T) {
 		{"plans: [{id: starter, name: S, hour: 2, models: all}]", "plans[0].day"},
 		{"plans: [{id: starter, name: S, hour: 1, day: 2, models: some}]", "plans[0].models"},
 		{"plans: [{id: starter, name: S, hour: 1, day: 2}]", "plans[0].models"},
-		{"plans: [{id: basic, name: Basic, hour: 1, day: 2, models: all}]", "plans"}, // no starter
+		{"plans: [{id: basic, name: Basic, hour: 1, day: 2, models: all}]", "plans"},                                                 // no starter
+		{"plans: [{id: starter, name: S, hour: 1, day: 100000000, models: all}]\nlimits: {algorithm: token_bucket}", "plans[0].day"}, // too large to count
 		{"models: [{id: a, tier: starter}, {id: a, tier: starter}]", "models[1].id"},
 		{"models: [{tier: starter}]", "models[0].id"},
 		{"models: [{id: a}]", "models[0].tier"},

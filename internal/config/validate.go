@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/quota"
 )
 
 // problems collects what Validate finds.
@@ -99,7 +100,7 @@ func (c *Config) validateLimits(p *problems) {
 		case r.rate.Unlimited():
 		case r.rate.Limit < 1:
 			p.add(r.field, "must allow at least 1 request, or be unlimited; got %q", r.rate)
-		case r.rate.Per <= 0 || r.rate.Per%time.Second != 0:
+		case !isWholeSeconds(r.rate.Per):
 			p.add(r.field, "the duration must be a positive whole number of seconds, got %q", r.rate)
 		}
 	}
@@ -110,6 +111,8 @@ func (c *Config) validatePlans(p *problems) {
 		p.add("plans", "must list at least one plan")
 		return
 	}
+	l := &c.Limits
+	countable := slices.Contains(algorithms, l.Algorithm) && isWholeSeconds(l.Windows.Hour) && isWholeSeconds(l.Windows.Day)
 	first := make(map[string]int, len(c.Plans))
 	for i, pl := range c.Plans {
 		f := fmt.Sprintf("plans[%d]", i)
@@ -123,8 +126,20 @@ func (c *Config) validatePlans(p *problems) {
 		if pl.Name == "" {
 			p.add(f+".name", "must not be empty")
 		}
-		planLimit(p, f+".hour", pl.Hour)
-		planLimit(p, f+".day", pl.Day)
+		for _, w := range []sluice.Window{
+			{Name: "hour", Length: l.Windows.Hour, Limit: pl.Hour},
+			{Name: "day", Length: l.Windows.Day, Limit: pl.Day},
+		} {
+			if planLimit(p, f+"."+w.Name, w.Limit) && countable {
+				// What quota.Validate refuses would fail every request
+				// of the plan, such as a limit too large for the
+				// token bucket's arithmetic.
+				pol := sluice.Policy{Algorithm: l.Algorithm, Windows: []sluice.Window{w}}
+				if err := quota.Validate(&pol); err != nil {
+					p.add(f+"."+w.Name, "the quota algorithm cannot count this limit: %v", err)
+				}
+			}
+		}
 		if pl.Models != sluice.ModelsStarter && pl.Models != sluice.ModelsAll {
 			p.add(f+".models", "must be %q or %q, got %q", sluice.ModelsStarter, sluice.ModelsAll, pl.Models)
 		}
@@ -134,13 +149,17 @@ func (c *Config) validatePlans(p *problems) {
 	}
 }
 
-func planLimit(p *problems, field string, l sluice.Limit) {
+// planLimit reports whether l is a valid plan limit, and a problem if not.
+func planLimit(p *problems, field string, l sluice.Limit) bool {
 	switch {
 	case l == limitMissing:
 		p.add(field, "missing: give a whole number, or null for unlimited")
 	case l < 0 && l != sluice.Unlimited:
 		p.add(field, "must be a whole number ≥ 0, or null for unlimited; got %d", l)
+	default:
+		return true
 	}
+	return false
 }
 
 func (c *Config) validateModels(p *problems) {
@@ -206,7 +225,7 @@ func (c *Config) validateTelegram(p *problems) {
 	}
 	if t.WebhookURL != "" {
 		if !isURL(t.WebhookURL, true, "http", "https") {
-			p.add("telegram.webhook_url", "must be empty (long polling) or an https:// URL %s", notShown)
+			p.add("telegram.webhook_url", "must be empty (long polling) or the https:// URL Telegram delivers to %s", notShown)
 		}
 		if t.Token == "" {
 			p.add("telegram.token", "must be set when telegram.webhook_url is")
@@ -250,10 +269,12 @@ func nonNegative(p *problems, field string, d time.Duration) {
 }
 
 func wholeSeconds(p *problems, field string, d time.Duration) {
-	if d <= 0 || d%time.Second != 0 {
+	if !isWholeSeconds(d) {
 		p.add(field, "must be a positive whole number of seconds, got %q", formatDuration(d))
 	}
 }
+
+func isWholeSeconds(d time.Duration) bool { return d > 0 && d%time.Second == 0 }
 
 // validPort reports whether port is a decimal port number, 0 to 65535.
 func validPort(port string) bool {
