@@ -1,0 +1,203 @@
+package http
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/sluicehq/sluice"
+)
+
+// codes maps every sluice error code to its HTTP status. It is the only place
+// where codes meet statuses (CONTRACT.md §5).
+var codes = map[string]int{
+	sluice.EINVALID:         http.StatusBadRequest,
+	sluice.EINVALIDKEY:      http.StatusUnauthorized,
+	sluice.EUNAUTHORIZED:    http.StatusUnauthorized,
+	sluice.EINVALIDCREDS:    http.StatusUnauthorized,
+	sluice.ENOAPIACCESS:     http.StatusForbidden,
+	sluice.EMODELNOTALLOWED: http.StatusForbidden,
+	sluice.EMODELNOTFOUND:   http.StatusNotFound,
+	sluice.ENOTFOUND:        http.StatusNotFound,
+	sluice.EEMAILTAKEN:      http.StatusConflict,
+	sluice.ETOOLARGE:        http.StatusRequestEntityTooLarge,
+	sluice.ERATELIMIT:       http.StatusTooManyRequests,
+	sluice.EUPSTREAM:        http.StatusBadGateway,
+	sluice.EUNAVAILABLE:     http.StatusServiceUnavailable,
+	sluice.EINTERNAL:        http.StatusInternalServerError,
+}
+
+// codeMethodNotAllowed is the code of a 405. It is not a sluice error code
+// because no domain operation fails with it: only the router does.
+const codeMethodNotAllowed = "method_not_allowed"
+
+// ErrorStatusCode returns the HTTP status of a sluice error code; unknown
+// codes are 500.
+func ErrorStatusCode(code string) int {
+	if code == codeMethodNotAllowed {
+		return http.StatusMethodNotAllowed
+	}
+	if v, ok := codes[code]; ok {
+		return v
+	}
+	return http.StatusInternalServerError
+}
+
+// apiError is an error body of CONTRACT.md §5: a code, a message and the
+// extra fields that the code carries. Zero extra fields are left out, except
+// that a plan quota 429 (planLimits set) always sends limit_hour and
+// limit_day, null when unlimited.
+type apiError struct {
+	Code    string
+	Message string
+	Field   string // "field"; "param" in the OpenAI shape
+	Plan    string
+	Model   string
+	// RetryAfter, when positive, is sent as "retry_after" and as the
+	// Retry-After header.
+	RetryAfter int64
+	planLimits bool
+	LimitHour  sluice.Limit
+	LimitDay   sluice.Limit
+}
+
+// toAPIError converts err to the body that a client is shown. Errors that
+// are not *sluice.Error are internal: the client gets a generic message.
+func toAPIError(err error) *apiError {
+	var e *sluice.Error
+	if errors.As(err, &e) && e.Code != "" {
+		return &apiError{Code: e.Code, Message: e.Message, Field: e.Field}
+	}
+	return &apiError{Code: sluice.EINTERNAL, Message: sluice.ErrorMessage(err)}
+}
+
+// Error writes err as a JSON error body in the shape of the request's
+// family (flat under /v1/, OpenAI's under /openai/). Internal errors are
+// logged with the request id; their text never reaches the client.
+func (s *Server) Error(w http.ResponseWriter, r *http.Request, err error) {
+	e := toAPIError(err)
+	if e.Code == sluice.EINTERNAL {
+		s.logger().LogAttrs(r.Context(), slog.LevelError, "internal error",
+			slog.String("request_id", requestID(r)),
+			slog.String("method", r.Method),
+			slog.String("route", routeOf(r)),
+			slog.String("error", err.Error()))
+	}
+	s.writeError(w, r, e)
+}
+
+// writeError writes e with the status of its code.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, e *apiError) {
+	status := ErrorStatusCode(e.Code)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	if e.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.FormatInt(e.RetryAfter, 10))
+	} else if e.Code == sluice.EUNAVAILABLE {
+		h.Set("Retry-After", "1")
+	}
+	if st := stateOf(r); st != nil {
+		st.errCode = e.Code
+	}
+	w.WriteHeader(status)
+	b := appendErrorBody(make([]byte, 0, 256), e, isOpenAI(r), status)
+	w.Write(append(b, '\n'))
+}
+
+// appendErrorBody appends the JSON body of e: flat,
+//
+//	{"error":"<code>","message":"…",<extras>}
+//
+// or, for the OpenAI-compatible routes,
+//
+//	{"error":{"message":"…","type":"…","code":"<code>","param":"<field>"|null,<extras>}}
+//
+// where the extras (plan, model, retry_after, limit_hour, limit_day) keep
+// their names. The order of the fields is fixed: the public page shows the
+// flat 429 body byte for byte.
+func appendErrorBody(b []byte, e *apiError, openai bool, status int) []byte {
+	if openai {
+		b = append(b, `{"error":{"message":`...)
+		b = appendJSONString(b, e.Message)
+		b = append(b, `,"type":`...)
+		b = appendJSONString(b, openAIType(status))
+		b = append(b, `,"code":`...)
+		b = appendJSONString(b, e.Code)
+		b = append(b, `,"param":`...)
+		if e.Field != "" {
+			b = appendJSONString(b, e.Field)
+		} else {
+			b = append(b, "null"...)
+		}
+	} else {
+		b = append(b, `{"error":`...)
+		b = appendJSONString(b, e.Code)
+		b = append(b, `,"message":`...)
+		b = appendJSONString(b, e.Message)
+		if e.Field != "" {
+			b = append(b, `,"field":`...)
+			b = appendJSONString(b, e.Field)
+		}
+	}
+	if e.RetryAfter > 0 {
+		b = append(b, `,"retry_after":`...)
+		b = strconv.AppendInt(b, e.RetryAfter, 10)
+	}
+	if e.Plan != "" {
+		b = append(b, `,"plan":`...)
+		b = appendJSONString(b, e.Plan)
+	}
+	if e.Model != "" {
+		b = append(b, `,"model":`...)
+		b = appendJSONString(b, e.Model)
+	}
+	if e.planLimits {
+		b = append(b, `,"limit_hour":`...)
+		b = appendLimit(b, e.LimitHour)
+		b = append(b, `,"limit_day":`...)
+		b = appendLimit(b, e.LimitDay)
+	}
+	if openai {
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}
+
+// openAIType is the "type" of an OpenAI-shaped error with the status.
+func openAIType(status int) string {
+	switch {
+	case status == http.StatusTooManyRequests:
+		return "rate_limit_error"
+	case status == http.StatusUnauthorized:
+		return "authentication_error"
+	case status == http.StatusForbidden:
+		return "permission_error"
+	case status >= 500:
+		return "api_error"
+	}
+	return "invalid_request_error"
+}
+
+// appendLimit appends l as a JSON number, or null when unlimited.
+func appendLimit(b []byte, l sluice.Limit) []byte {
+	if l.IsUnlimited() {
+		return append(b, "null"...)
+	}
+	return strconv.AppendInt(b, int64(l), 10)
+}
+
+// appendJSONString appends s as a JSON string. Strings that need no escaping
+// (the common case) are appended directly.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always marshals
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}

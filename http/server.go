@@ -1,0 +1,321 @@
+// Package http is the gateway of sluice: the HTTP API of CONTRACT.md §4–§6
+// (images, models and usage under /v1/ and /openai/v1/, the admin API and
+// the operations endpoints), its middleware (request ids, access log,
+// recovery, metrics), the rate-limit headers and the JSON error bodies. It is
+// the only package that maps sluice error codes to HTTP statuses.
+package http
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sluicehq/sluice"
+)
+
+// Defaults of the Server's fields.
+const (
+	DefaultMaxBody           = 64 << 10
+	DefaultMaxN              = 4
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 30 * time.Second
+	// DefaultWriteTimeout outlasts the upstream's default timeout (60s):
+	// the answer to an image request is written only once the images are
+	// done.
+	DefaultWriteTimeout = 2 * time.Minute
+	DefaultIdleTimeout  = 2 * time.Minute
+	// MaxHeaderBytes bounds the request line and headers.
+	MaxHeaderBytes = 32 << 10
+	// readyTimeout bounds the checks of GET /readyz.
+	readyTimeout = time.Second
+)
+
+// Limits are the deployment's quota settings that the gateway turns into a
+// policy per account (CONTRACT.md §3, §8 limits.*).
+type Limits struct {
+	Algorithm sluice.Algorithm
+	Hour      time.Duration  // length of the "hour" window; 0 means 1h
+	Day       time.Duration  // length of the "day" window; 0 means 24h
+	Location  *time.Location // of calendar days; nil means UTC
+	MaxN      int            // most images in one request; 0 means DefaultMaxN
+}
+
+// ReadyCheck is one check of GET /readyz.
+type ReadyCheck struct {
+	Name string
+	Ping func(ctx context.Context) error
+}
+
+// Server is the HTTP gateway. Set its fields, then call Handler (to mount
+// it yourself) or Open (to listen); the fields must not change after that.
+// Close stops it. A Server is safe for concurrent use.
+type Server struct {
+	Accounts sluice.AccountService
+	Quota    sluice.QuotaService
+	Images   sluice.ImageGenerator
+	Plans    []sluice.Plan
+	Models   []sluice.Model
+	Limits   Limits
+	// AdminToken is the bearer token of the admin API; empty disables the
+	// admin API (every call is 401).
+	AdminToken string
+	// MaxBody bounds request bodies; 0 means DefaultMaxBody.
+	MaxBody int64
+	// Timeouts of the http.Server that Open starts; 0 means the defaults.
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// Logger receives the access log and errors; nil means slog.Default().
+	Logger *slog.Logger
+	// Registry receives the metrics and is served at /metrics; nil means a
+	// registry of the Server's own.
+	Registry *prometheus.Registry
+	// Now returns the current time, for session expiry and the last use of
+	// keys; nil means time.Now. Quota decisions use the QuotaService's
+	// clock, not this one.
+	Now func() time.Time
+	// Ready are the checks of GET /readyz; nil means the Ping of Accounts
+	// ("accounts") and of Quota ("quota").
+	Ready []ReadyCheck
+
+	once    sync.Once
+	handler http.Handler
+	mux     *http.ServeMux
+	plans   map[string]*sluice.Plan
+	models  map[string]*sluice.Model
+	limits  Limits
+	maxBody int64
+	metrics *metrics
+	reg     *prometheus.Registry
+	touches *toucher
+	// apiPlans names the plans with API access, for the 403 message.
+	apiPlans string
+
+	mu     sync.Mutex // guards ln, srv and closed
+	ln     net.Listener
+	srv    *http.Server
+	closed bool
+}
+
+// Handler returns the gateway: every route behind its middleware. It
+// starts the background flush of API keys' last use, which Close stops.
+func (s *Server) Handler() http.Handler {
+	s.init()
+	return s.handler
+}
+
+func (s *Server) init() {
+	s.once.Do(func() {
+		s.limits = s.Limits
+		if s.limits.Hour <= 0 {
+			s.limits.Hour = time.Hour
+		}
+		if s.limits.Day <= 0 {
+			s.limits.Day = 24 * time.Hour
+		}
+		if s.limits.MaxN <= 0 {
+			s.limits.MaxN = DefaultMaxN
+		}
+		s.maxBody = s.MaxBody
+		if s.maxBody <= 0 {
+			s.maxBody = DefaultMaxBody
+		}
+		s.plans = make(map[string]*sluice.Plan, len(s.Plans))
+		var api []string
+		for i := range s.Plans {
+			p := &s.Plans[i]
+			s.plans[p.ID] = p
+			if p.API {
+				api = append(api, p.Name)
+			}
+		}
+		s.apiPlans = strings.Join(api, ", ")
+		s.models = make(map[string]*sluice.Model, len(s.Models))
+		for i := range s.Models {
+			s.models[s.Models[i].ID] = &s.Models[i]
+		}
+		s.reg = s.Registry
+		if s.reg == nil {
+			s.reg = prometheus.NewRegistry()
+		}
+		s.metrics = newMetrics(s.reg)
+		s.touches = newToucher(s.Accounts, s.logger())
+		s.mux = s.routes()
+		s.handler = http.HandlerFunc(s.serveHTTP)
+	})
+}
+
+// routes registers every route. Each path that has routes also gets a
+// method-less pattern answering 405, and "/" answers 404, so that the mux's
+// plain-text errors never reach a client.
+func (s *Server) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	methods := map[string][]string{}
+	var paths []string
+	handle := func(pattern string, h http.HandlerFunc) {
+		method, path, _ := strings.Cut(pattern, " ")
+		if methods[path] == nil {
+			paths = append(paths, path)
+		}
+		methods[path] = append(methods[path], method)
+		if method == http.MethodGet {
+			methods[path] = append(methods[path], http.MethodHead)
+		}
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			stateOf(r).route = pattern
+			h(w, r)
+		})
+	}
+
+	// The API, in both error shapes.
+	for _, prefix := range []string{"/v1", "/openai/v1"} {
+		handle("POST "+prefix+"/images/generations", s.handleGenerate)
+		handle("GET "+prefix+"/models", s.handleModels)
+		handle("GET "+prefix+"/usage", s.handleUsage)
+	}
+
+	// Admin.
+	handle("POST /admin/accounts", s.admin(s.handleCreateAccount))
+	handle("GET /admin/accounts/{id}", s.admin(s.handleGetAccount))
+	handle("PUT /admin/accounts/{id}/plan", s.admin(s.handleSetPlan))
+	handle("PUT /admin/accounts/{id}/limits", s.admin(s.handleSetLimits))
+	handle("DELETE /admin/accounts/{id}/limits", s.admin(s.handleDeleteLimits))
+	handle("POST /admin/accounts/{id}/keys", s.admin(s.handleCreateKey))
+	handle("DELETE /admin/accounts/{id}/usage", s.admin(s.handleResetUsage))
+	handle("GET /admin/plans", s.admin(s.handlePlans))
+
+	// Operations.
+	handle("GET /healthz", s.handleHealthz)
+	handle("GET /readyz", s.handleReadyz)
+	handle("GET /metrics", s.handleMetrics())
+
+	for _, path := range paths {
+		allow := strings.Join(methods[path], ", ")
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			stateOf(r).route = path
+			w.Header().Set("Allow", allow)
+			s.writeError(w, r, &apiError{Code: codeMethodNotAllowed,
+				Message: "Method " + r.Method + " is not allowed here; use " + allow + "."})
+		})
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		stateOf(r).route = "/"
+		s.notFound(w, r)
+	})
+	return mux
+}
+
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	s.writeError(w, r, &apiError{Code: sluice.ENOTFOUND, Message: "There is no such endpoint."})
+}
+
+// Open listens on addr (host:port; port 0 picks a free one) and serves in a
+// goroutine until Close.
+func (s *Server) Open(addr string) error {
+	h := s.Handler()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("http: server closed")
+	}
+	if s.srv != nil {
+		return errors.New("http: server already open")
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	s.ln = ln
+	s.srv = &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: DefaultReadHeaderTimeout,
+		ReadTimeout:       orDefault(s.ReadTimeout, DefaultReadTimeout),
+		WriteTimeout:      orDefault(s.WriteTimeout, DefaultWriteTimeout),
+		IdleTimeout:       orDefault(s.IdleTimeout, DefaultIdleTimeout),
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.logger().Handler(), slog.LevelWarn),
+	}
+	srv := s.srv
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.logger().Error("http: serve", slog.String("error", err.Error()))
+		}
+	}()
+	return nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// Addr returns the address the Server listens on, or nil before Open.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// URL returns the base URL of the listening Server ("http://127.0.0.1:8080"),
+// with "localhost" for an unspecified host; empty before Open.
+func (s *Server) URL() string {
+	a, ok := s.Addr().(*net.TCPAddr)
+	if !ok {
+		return ""
+	}
+	host := "localhost"
+	if a.IP != nil && !a.IP.IsUnspecified() {
+		host = a.IP.String()
+	}
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(a.Port))
+}
+
+// Close stops the Server gracefully: it stops accepting connections, waits
+// for in-flight requests until ctx ends (then closes their connections), and
+// writes the pending last-use times of API keys. It returns ctx's error if
+// requests were still running when ctx ended.
+func (s *Server) Close(ctx context.Context) error {
+	s.init()
+	s.mu.Lock()
+	srv := s.srv
+	already := s.closed
+	s.closed = true
+	s.mu.Unlock()
+	var err error
+	if srv != nil {
+		if err = srv.Shutdown(ctx); err != nil {
+			srv.Close()
+		}
+	}
+	if !already {
+		// A bounded context of its own: ctx may have ended already.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		s.touches.close(fctx, time.Now())
+		cancel()
+	}
+	return err
+}
+
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
