@@ -17,6 +17,8 @@ var (
 	errMissingKey = &sluice.Error{Code: sluice.EINVALIDKEY,
 		Message: "Missing API key; send it as Authorization: Bearer <key>."}
 	errInvalidKey = &sluice.Error{Code: sluice.EINVALIDKEY, Message: "Invalid API key."}
+	errNotBearer  = &sluice.Error{Code: sluice.EINVALIDKEY,
+		Message: "The Authorization header must be \"Bearer <key>\"."}
 	errRevokedKey = &sluice.Error{Code: sluice.EINVALIDKEY, Message: "This API key has been revoked."}
 	errSession    = &sluice.Error{Code: sluice.EUNAUTHORIZED, Message: "Invalid or expired session token."}
 	errAdmin      = &sluice.Error{Code: sluice.EUNAUTHORIZED, Message: "Missing or invalid admin token."}
@@ -60,7 +62,7 @@ func (s *Server) authAPIKey(r *http.Request) (*principal, error) {
 	}
 	tok, ok := parseBearer(h)
 	if !ok {
-		return nil, errInvalidKey
+		return nil, errNotBearer
 	}
 	return s.apiKeyPrincipal(r.Context(), tok)
 }
@@ -119,7 +121,7 @@ func (s *Server) authKeyOrSession(r *http.Request) (*principal, error) {
 	}
 	tok, ok := parseBearer(h)
 	if !ok {
-		return nil, errInvalidKey
+		return nil, errNotBearer
 	}
 	if strings.HasPrefix(tok, sluice.APIKeyPrefix) {
 		return s.apiKeyPrincipal(r.Context(), tok)

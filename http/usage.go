@@ -1,22 +1,27 @@
 package http
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 
 	"github.com/sluicehq/sluice"
 )
 
-// writeJSON writes v as the JSON body of a response with the status.
+// writeJSON writes v as the JSON body of a response with the status,
+// followed by a newline. Like the error bodies it leaves <, > and &
+// unescaped.
 func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		s.Error(w, r, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
+	w.Write(buf.Bytes())
 }
 
 type modelJSON struct {
