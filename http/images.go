@@ -160,18 +160,20 @@ func (s *Server) resolveAccount(w http.ResponseWriter, r *http.Request, p *princ
 		return nil, false
 	}
 	if api && !q.plan.API {
-		s.failWithUsage(w, r, q, s.noAPIAccess(q.plan))
+		s.peekHeaders(w, r, q)
+		s.writeError(w, r, s.noAPIAccess(q.plan))
 		return nil, false
 	}
 	return q, true
 }
 
-func (s *Server) noAPIAccess(p *sluice.Plan) *sluice.Error {
+// noAPIAccess is the 403 of a plan without API access; it names the plan.
+func (s *Server) noAPIAccess(p *sluice.Plan) *apiError {
 	msg := "The " + p.Name + " plan does not include API access"
 	if s.apiPlans != "" {
 		msg += "; plans with API access: " + s.apiPlans
 	}
-	return &sluice.Error{Code: sluice.ENOAPIACCESS, Message: msg + "."}
+	return &apiError{Code: sluice.ENOAPIACCESS, Message: msg + ".", Plan: p.ID}
 }
 
 // copyBufs are the buffers that relay generated images.
