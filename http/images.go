@@ -232,10 +232,10 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 
 	// From here the units are charged. Every way out that delivers nothing
 	// refunds them, a panic included (deferred calls run before the panic
-	// reaches the recovery middleware).
-	delivered := false
+	// reaches the recovery middleware). settled: delivered or refunded.
+	settled := false
 	defer func() {
-		if !delivered {
+		if !settled {
 			s.refund(ctx, q, n, d, "panic")
 		}
 	}()
@@ -243,7 +243,7 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	res, err := s.Images.Generate(ctx, req)
 	if err != nil {
-		delivered = true // refunded here, not by the deferred call
+		settled = true
 		s.metrics.upstream.WithLabelValues(upstreamOutcome(ctx, err)).Observe(time.Since(start).Seconds())
 		s.refund(ctx, q, n, d, "upstream_error")
 		s.failWithUsage(w, r, q, s.upstreamError(r, err))
@@ -263,18 +263,21 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 	_, err = io.CopyBuffer(w, res.Body, *buf)
 	copyBufs.Put(buf)
 	if err != nil {
-		delivered = true
+		settled = true
 		s.metrics.upstream.WithLabelValues(upstreamOutcome(ctx, err)).Observe(time.Since(start).Seconds())
 		s.refund(ctx, q, n, d, "relay_error")
 		s.logger().LogAttrs(ctx, slog.LevelWarn, "relay of generated images failed; refunded",
 			slog.String("request_id", requestID(r)), slog.Int64("account_id", q.account.ID),
 			slog.String("error", err.Error()))
+		if st := stateOf(r); st != nil {
+			st.errCode = "relay_aborted"
+		}
 		// The status is out and part of the body may be: break the
 		// connection so that the client cannot mistake it for a whole
 		// answer.
 		panic(http.ErrAbortHandler)
 	}
-	delivered = true
+	settled = true
 	s.metrics.upstream.WithLabelValues("ok").Observe(time.Since(start).Seconds())
 }
 

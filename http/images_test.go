@@ -87,7 +87,8 @@ func TestHeadersStepByStep(t *testing.T) {
 		{advance: time.Second, n: 1, status: 429, headers: hd(1, 0, 3, 1, 10),
 			body: `{"error":"rate_limit_exceeded","message":"Hourly limit reached: 2 requests/hour on Tiny plan","retry_after":2,"plan":"tiny","limit_hour":2,"limit_day":3}`},
 		// Asking for more than a window can ever hold is a 400, not a 429.
-		{n: 4, status: 400, headers: hd(1, 0, 3, 1, 10)},
+		{n: 4, status: 400, headers: hd(1, 0, 3, 1, 10),
+			body: `{"error":"invalid_request","message":"n is 4 but the limit is 2 images/hour on Tiny plan; ask for fewer images per request.","field":"n"}`},
 		{advance: 2 * time.Second, n: 1, status: 200, headers: hd(3, 1, 6, 0, 10)},
 		{n: 1, status: 429, headers: hd(3, 1, 6, 0, 10),
 			body: `{"error":"rate_limit_exceeded","message":"Daily limit reached: 3 requests/day on Tiny plan","retry_after":7,"plan":"tiny","limit_hour":2,"limit_day":3}`},

@@ -3,6 +3,23 @@
 // the operations endpoints), its middleware (request ids, access log,
 // recovery, metrics), the rate-limit headers and the JSON error bodies. It is
 // the only package that maps sluice error codes to HTTP statuses.
+//
+// Decisions the contract leaves open:
+//
+//   - GET /v1/models needs an API key whose plan includes API access, like
+//     every API call; other plans get 403 api_access_not_included.
+//   - GET /v1/usage takes an API key (a bearer starting with
+//     sluice.APIKeyPrefix, whose plan must include API access) or a session
+//     token (any plan).
+//   - Under /openai/v1/ an error is {"error":{"message","type","code",
+//     "param"}} and the extra fields of the flat body (retry_after, plan,
+//     model, limit_hour, limit_day) stay inside the "error" object.
+//   - A request for more images than a window's limit can never be
+//     admitted, so it is a 400 naming "n", not a 429.
+//   - Unknown routes are 404 not_found, wrong methods 405
+//     method_not_allowed with Allow, both JSON.
+//   - GET /readyz answers {"status","checks"} (not a §5 error body): it is
+//     for probes, and says which check failed but not why.
 package http
 
 import (
