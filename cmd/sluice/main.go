@@ -1,0 +1,76 @@
+// Command sluice is the sluice quota gateway: `sluice serve` runs it,
+// `sluice batch` generates images in bulk through it, `sluice version` says
+// which build it is.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Version is the build's version, set with -ldflags "-X main.Version=…".
+var Version = "dev"
+
+const usage = `sluice: a quota gateway for paid image-generation APIs
+
+Usage:
+  sluice serve [--config FILE] [--addr ADDR] [--data DIR]   run the gateway
+  sluice batch --url URL --key KEY --model ID [--out DIR] FILE
+  sluice version
+
+Run "sluice serve -h" for the flags of a command.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the exit, so that it can be tested.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	switch args[0] {
+	case "serve":
+		m := NewMain(stdout, stderr)
+		if err := m.ParseFlags(args[1:]); err != nil {
+			if errors.Is(err, errHelp) {
+				return 0
+			}
+			fmt.Fprintln(stderr, err)
+			return 2
+		}
+		if err := m.Run(ctx); err != nil {
+			fmt.Fprintln(stderr, "sluice:", err)
+			m.Close()
+			return 1
+		}
+		<-ctx.Done()
+		stop() // a second signal kills at once
+		fmt.Fprintln(stderr, "sluice: shutting down; draining requests and flushing counters")
+		if err := m.Close(); err != nil {
+			fmt.Fprintln(stderr, "sluice:", err)
+			return 1
+		}
+		return 0
+	case "batch":
+		fmt.Fprintln(stderr, "sluice batch: not built yet (the client SDK and bulk tool are the next issue)")
+		return 2
+	case "version", "-v", "--version":
+		fmt.Fprintln(stdout, "sluice", Version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "sluice: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}

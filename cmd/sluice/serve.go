@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/sluicehq/sluice"
+	shttp "github.com/sluicehq/sluice/http"
+	"github.com/sluicehq/sluice/imagegen"
+	"github.com/sluicehq/sluice/inmem"
+	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/quota"
+	"github.com/sluicehq/sluice/sqlite"
+)
+
+var errHelp = errors.New("help requested")
+
+// Main is `sluice serve`: it wires the stores, the limiter, the generator
+// and the HTTP gateway together from the configuration. The end-to-end tests
+// run it on 127.0.0.1:0 with a temporary data directory.
+type Main struct {
+	Config config.Config
+	// Getenv reads the environment; tests replace it.
+	Getenv func(string) string
+
+	Stdout, Stderr io.Writer
+	Logger         *slog.Logger
+
+	Accounts sluice.AccountService
+	Quota    *quota.Limiter
+	Server   *shttp.Server
+
+	closers []func() error // run in reverse by Close
+}
+
+// NewMain returns a Main with the default configuration.
+func NewMain(stdout, stderr io.Writer) *Main {
+	return &Main{Config: config.Default(), Getenv: os.Getenv, Stdout: stdout, Stderr: stderr}
+}
+
+// ParseFlags reads the flags of `sluice serve` and loads the configuration:
+// defaults, then the file, then SLUICE_* variables, then the flags.
+func (m *Main) ParseFlags(args []string) error {
+	fset := flag.NewFlagSet("sluice serve", flag.ContinueOnError)
+	fset.SetOutput(m.Stderr)
+	path := fset.String("config", "", "YAML configuration `file` (every key has a default)")
+	addr := fset.String("addr", "", "listen `address` (default :8080, or server.addr)")
+	data := fset.String("data", "", "data `directory` (default ./sluice-data, or server.data)")
+	if err := fset.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return err
+	}
+	if fset.NArg() > 0 {
+		return fmt.Errorf("sluice serve: unexpected argument %q", fset.Arg(0))
+	}
+	cfg, err := config.Load(*path, m.Getenv)
+	if err != nil {
+		return err
+	}
+	if *addr != "" {
+		cfg.Server.Addr = *addr
+	}
+	if *data != "" {
+		cfg.Server.Data = *data
+	}
+	m.Config = cfg
+	return nil
+}
+
+// Run starts the gateway and returns once it is listening. Close stops it.
+func (m *Main) Run(ctx context.Context) error {
+	cfg := &m.Config
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if m.Logger == nil {
+		m.Logger = newLogger(cfg.Log, m.Stderr)
+	}
+	log := m.Logger
+	if err := os.MkdirAll(cfg.Server.Data, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+
+	// Accounts.
+	switch {
+	case cfg.Database.URL == "":
+		db, err := sqlite.Open(ctx, filepath.Join(cfg.Server.Data, "sluice.db"))
+		if err != nil {
+			return err
+		}
+		m.closers = append(m.closers, db.Close)
+		m.Accounts = db
+	default:
+		return errors.New("database.url: PostgreSQL is not supported by this build yet; leave it empty for the embedded SQLite store")
+	}
+
+	// Quota.
+	var store sluice.QuotaStore
+	switch cfg.Quota.Store {
+	case config.StoreEmbedded:
+		s, err := inmem.Open(ctx, filepath.Join(cfg.Server.Data, "quota.db"), cfg.Quota.FlushInterval, inmem.Options{Logger: log})
+		if err != nil {
+			return err
+		}
+		m.closers = append(m.closers, s.Close)
+		store = s
+	default:
+		return errors.New("quota.store: redis is not supported by this build yet; use embedded")
+	}
+	mode, err := quota.ParseMode(cfg.Limits.Mode)
+	if err != nil {
+		return fmt.Errorf("limits.mode: %w", err)
+	}
+	onErr, err := quota.ParseFailurePolicy(cfg.Quota.OnStoreError)
+	if err != nil {
+		return fmt.Errorf("quota.on_store_error: %w", err)
+	}
+	m.Quota = &quota.Limiter{Store: store, Mode: mode, OnError: onErr, Logger: log}
+	if onErr == quota.FailLocal {
+		local := inmem.New(inmem.Options{Logger: log})
+		m.closers = append(m.closers, local.Close)
+		m.Quota.Fallback = local
+	}
+
+	// Images.
+	var images sluice.ImageGenerator = &imagegen.Demo{}
+	if cfg.Upstream.URL != "" {
+		up := imagegen.NewUpstream(cfg.Upstream.URL, cfg.Upstream.APIKey, cfg.Upstream.Timeout, nil)
+		m.closers = append(m.closers, func() error { up.CloseIdleConnections(); return nil })
+		images = up
+	}
+
+	token, created, err := adminToken(cfg.Server.Data, m.Getenv("SLUICE_ADMIN_TOKEN"))
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.Server = &shttp.Server{
+		Accounts: m.Accounts,
+		Quota:    m.Quota,
+		Images:   images,
+		Plans:    cfg.Plans,
+		Models:   cfg.Models,
+		Limits: shttp.Limits{
+			Algorithm: cfg.Limits.Algorithm,
+			Hour:      cfg.Limits.Windows.Hour,
+			Day:       cfg.Limits.Windows.Day,
+			Location:  cfg.Limits.Timezone,
+			MaxN:      cfg.Limits.MaxN,
+		},
+		AdminToken:   token,
+		MaxBody:      int64(cfg.Server.MaxBody),
+		ReadTimeout:  cfg.Server.ReadTimeout,
+		WriteTimeout: cfg.Server.WriteTimeout,
+		IdleTimeout:  cfg.Server.IdleTimeout,
+		Logger:       log,
+		Registry:     reg,
+	}
+	if err := m.Server.Open(cfg.Server.Addr); err != nil {
+		return err
+	}
+	m.closers = append(m.closers, m.shutdown)
+	log.Info("sluice listening", "addr", m.Server.Addr().String(), "data", cfg.Server.Data,
+		"algorithm", cfg.Limits.Algorithm.String(), "mode", cfg.Limits.Mode, "version", Version)
+	m.quickstart(token, created)
+	return nil
+}
+
+// shutdown drains the HTTP server within the configured time.
+func (m *Main) shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), m.Config.Server.ShutdownTimeout)
+	defer cancel()
+	return m.Server.Close(ctx)
+}
+
+// Close stops the gateway: it stops accepting requests, drains the ones in
+// flight, then flushes the counters and closes the stores.
+func (m *Main) Close() error {
+	var errs []error
+	for i := len(m.closers) - 1; i >= 0; i-- {
+		errs = append(errs, m.closers[i]())
+	}
+	m.closers = nil
+	return errors.Join(errs...)
+}
+
+// adminToken returns the admin API's token: from the environment if set,
+// else the one stored in the data directory, else a new one stored there
+// with mode 0600 (created reports that).
+func adminToken(dir, fromEnv string) (token string, created bool, err error) {
+	if fromEnv != "" {
+		return fromEnv, false, nil
+	}
+	path := filepath.Join(dir, "admin-token")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, false, nil
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", false, fmt.Errorf("admin token: %w", err)
+	}
+	token = "sla_" + sluice.RandomString(40)
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", false, fmt.Errorf("admin token: %w", err)
+	}
+	return token, true, nil
+}
+
+// quickstart prints how to get going. The admin token is printed only when
+// it was just generated; later starts say where it is kept.
+func (m *Main) quickstart(token string, created bool) {
+	base := m.Server.URL()
+	shown := "$SLUICE_ADMIN_TOKEN"
+	w := m.Stdout
+	fmt.Fprintf(w, "\nsluice %s is running at %s\n\n", Version, base)
+	switch {
+	case created:
+		fmt.Fprintf(w, "Admin token (shown once; kept in %s, mode 0600):\n\n  export SLUICE_ADMIN_TOKEN=%s\n\n",
+			filepath.Join(m.Config.Server.Data, "admin-token"), token)
+	case subtle.ConstantTimeCompare([]byte(token), []byte(m.Getenv("SLUICE_ADMIN_TOKEN"))) == 1:
+		fmt.Fprintf(w, "Admin token: from SLUICE_ADMIN_TOKEN.\n\n")
+	default:
+		fmt.Fprintf(w, "Admin token: in %s\n\n  export SLUICE_ADMIN_TOKEN=$(cat %s)\n\n",
+			filepath.Join(m.Config.Server.Data, "admin-token"), filepath.Join(m.Config.Server.Data, "admin-token"))
+	}
+	fmt.Fprintf(w, `Quickstart:
+
+  # 1. an account on the VIP plan (100 images/hour, 1,000/day, API access)
+  curl -s %[1]s/admin/accounts -H "Authorization: Bearer %[2]s" \
+    -d '{"email":"you@example.com","plan":"vip"}'
+
+  # 2. an API key for it (use the user_id printed above; the key is shown once)
+  curl -s %[1]s/admin/accounts/1/keys -H "Authorization: Bearer %[2]s" -d '{"name":"first"}'
+  export SLUICE_KEY=slk_...   # the "key" printed above
+
+  # 3. an image, with your quota in the X-RateLimit-* headers
+  curl -s -D - %[1]s/v1/images/generations -H "Authorization: Bearer $SLUICE_KEY" \
+    -d '{"model":"sluice-sketch","prompt":"a lighthouse at dusk"}' -o image.json
+
+  # where you stand, without spending anything
+  curl -s %[1]s/v1/usage -H "Authorization: Bearer $SLUICE_KEY"
+
+OpenAI SDKs work with base_url=%[1]s/openai/v1 (or %[1]s/v1). Stop with Ctrl-C.
+
+`, base, shown)
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.Level}
+	if c.Format == config.LogJSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
