@@ -20,6 +20,7 @@ import (
 	shttp "github.com/sluicehq/sluice/http"
 	"github.com/sluicehq/sluice/imagegen"
 	"github.com/sluicehq/sluice/inmem"
+	"github.com/sluicehq/sluice/internal/cache"
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/quota"
 	"github.com/sluicehq/sluice/sqlite"
@@ -103,7 +104,7 @@ func (m *Main) Run(ctx context.Context) error {
 			return err
 		}
 		m.closers = append(m.closers, db.Close)
-		m.Accounts = db
+		m.Accounts = cache.New(db, cache.DefaultTTL)
 	default:
 		return errors.New("database.url: PostgreSQL is not supported by this build yet; leave it empty for the embedded SQLite store")
 	}

@@ -1,0 +1,130 @@
+package cache_test
+
+import (
+	"context"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/internal/cache"
+	"github.com/sluicehq/sluice/internal/storetest"
+	"github.com/sluicehq/sluice/sqlite"
+)
+
+func open(t *testing.T) *sqlite.DB {
+	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "sluice.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// The cache is an AccountService like any other.
+func TestConformance(t *testing.T) {
+	storetest.RunAccountService(t, func(t *testing.T) sluice.AccountService {
+		return cache.New(open(t), time.Hour)
+	})
+}
+
+// counting counts the lookups that reach the store.
+type counting struct {
+	sluice.AccountService
+	keys, accts atomic.Int64
+}
+
+func (c *counting) FindAPIKey(ctx context.Context, id string) (*sluice.APIKey, error) {
+	c.keys.Add(1)
+	return c.AccountService.FindAPIKey(ctx, id)
+}
+
+func (c *counting) FindAccountByID(ctx context.Context, id int64) (*sluice.Account, error) {
+	c.accts.Add(1)
+	return c.AccountService.FindAccountByID(ctx, id)
+}
+
+func TestCaching(t *testing.T) {
+	ctx := context.Background()
+	store := &counting{AccountService: open(t)}
+	c := cache.New(store, time.Hour)
+	a := &sluice.Account{Email: "a@example.com", Plan: "vip"}
+	if err := c.CreateAccount(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	_, id, hash := sluice.NewAPIKey()
+	if err := c.CreateAPIKey(ctx, &sluice.APIKey{ID: id, AccountID: a.ID, Name: "k", Hash: hash}); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		k, err := c.FindAPIKey(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.Hash[0] ^= 0xff // a caller's change stays its own
+		got, err := c.FindAccountByID(ctx, a.ID)
+		if err != nil || got.Plan != "vip" {
+			t.Fatalf("account %+v, %v", got, err)
+		}
+		got.Plan = "mangled"
+	}
+	if k, a := store.keys.Load(), store.accts.Load(); k != 1 || a != 1 {
+		t.Fatalf("store saw %d key and %d account lookups, want 1 and 1", k, a)
+	}
+	if k, _ := c.FindAPIKey(ctx, id); string(k.Hash) != string(hash) {
+		t.Fatal("a caller's change reached the cache")
+	}
+
+	// Writes through the cache apply at once.
+	if err := c.SetPlan(ctx, a.ID, "pro"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := c.FindAccountByID(ctx, a.ID); got.Plan != "pro" {
+		t.Fatalf("plan %q after SetPlan, want pro", got.Plan)
+	}
+	if err := c.SetOverride(ctx, a.ID, &sluice.LimitOverride{Hour: 1, Day: sluice.Unlimited}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := c.FindAccountByID(ctx, a.ID); got.Override == nil || got.Override.Hour != 1 {
+		t.Fatalf("override %+v after SetOverride", got.Override)
+	}
+	if err := c.RevokeAPIKey(ctx, a.ID, id, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if k, _ := c.FindAPIKey(ctx, id); k.RevokedAt.IsZero() {
+		t.Fatal("a revoked key reads back live")
+	}
+
+	// Misses are not cached.
+	before := store.keys.Load()
+	for range 3 {
+		if _, err := c.FindAPIKey(ctx, "nosuchkey000"); sluice.ErrorCode(err) != sluice.ENOTFOUND {
+			t.Fatalf("unknown key: %v", err)
+		}
+	}
+	if n := store.keys.Load() - before; n != 3 {
+		t.Fatalf("%d lookups of an unknown key reached the store, want 3", n)
+	}
+}
+
+// A change made behind the cache's back (another instance) shows after the
+// TTL.
+func TestTTL(t *testing.T) {
+	ctx := context.Background()
+	db := open(t)
+	c := cache.New(db, time.Second)
+	now := time.Now()
+	c.Now = func() time.Time { return now }
+	a := &sluice.Account{Email: "b@example.com", Plan: "vip"}
+	db.CreateAccount(ctx, a)
+	c.FindAccountByID(ctx, a.ID)
+	db.SetPlan(ctx, a.ID, "basic")
+	if got, _ := c.FindAccountByID(ctx, a.ID); got.Plan != "vip" {
+		t.Fatalf("plan %q within the TTL, want the cached vip", got.Plan)
+	}
+	now = now.Add(time.Second)
+	if got, _ := c.FindAccountByID(ctx, a.ID); got.Plan != "basic" {
+		t.Fatalf("plan %q after the TTL, want basic", got.Plan)
+	}
+}
