@@ -64,7 +64,7 @@ func NewUpstream(baseURL, apiKey string, timeout time.Duration, client *http.Cli
 			TLSHandshakeTimeout:   10 * time.Second,
 			ExpectContinueTimeout: time.Second,
 			MaxIdleConns:          256,
-			MaxIdleConnsPerHost:   64,
+			MaxIdleConnsPerHost:   256,
 			IdleConnTimeout:       90 * time.Second,
 		}}
 	}

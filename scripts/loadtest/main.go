@@ -53,11 +53,12 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "length of each wrk run")
 	conns := flag.Int("connections", 64, "wrk connections")
 	rounds := flag.Int("rounds", 2, "alternating rounds of proxy and sluice")
+	rate := flag.Float64("rate", 0, "requests/s of the latency run; 0: half of sluice's best throughput")
 	flag.Parse()
 	if _, err := exec.LookPath("wrk"); err != nil {
 		log.Fatal("wrk not found: apt-get install wrk")
 	}
-	if err := run(*duration, *conns, *rounds); err != nil {
+	if err := run(*duration, *conns, *rounds, *rate); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -113,7 +114,7 @@ func waitUp(url string) error {
 	return fmt.Errorf("%s did not come up", url)
 }
 
-func run(duration time.Duration, conns, rounds int) error {
+func run(duration time.Duration, conns, rounds int, rate float64) error {
 	dir, err := os.MkdirTemp("", "sluice-loadtest")
 	if err != nil {
 		return err
@@ -181,20 +182,28 @@ func run(duration time.Duration, conns, rounds int) error {
 
 	// Latency at half of sluice's best throughput, open loop, against the
 	// upstream directly and through sluice.
-	rate := best["sluice"] / 2
+	if rate == 0 {
+		rate = best["sluice"] / 2
+	}
 	n := int(rate * duration.Seconds())
 	direct, err := openLoop("http://"+upAddr+"/images/generations", "", rate, n)
 	if err != nil {
 		return err
 	}
-	through, err := openLoop("http://"+sluiceAddr+"/v1/images/generations", key, rate, n)
+	proxied, err := openLoop(targets[0].url, key, rate, n)
+	if err != nil {
+		return err
+	}
+	through, err := openLoop(targets[1].url, key, rate, n)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("\nlatency at %.0f req/s (%d requests each, open loop):\n", rate, n)
-	fmt.Printf("  upstream direct  p50 %v  p99 %v\n", pct(direct, 50), pct(direct, 99))
-	fmt.Printf("  through sluice   p50 %v  p99 %v\n", pct(through, 50), pct(through, 99))
-	fmt.Printf("  added by sluice  p50 %v  p99 %v\n", pct(through, 50)-pct(direct, 50), pct(through, 99)-pct(direct, 99))
+	fmt.Printf("  upstream direct      p50 %8v  p99 %8v\n", pct(direct, 50), pct(direct, 99))
+	fmt.Printf("  through the proxy    p50 %8v  p99 %8v\n", pct(proxied, 50), pct(proxied, 99))
+	fmt.Printf("  through sluice       p50 %8v  p99 %8v\n", pct(through, 50), pct(through, 99))
+	fmt.Printf("  added by sluice      p50 %8v  p99 %8v  (vs direct)\n", pct(through, 50)-pct(direct, 50), pct(through, 99)-pct(direct, 99))
+	fmt.Printf("  sluice vs the proxy  p50 %8v  p99 %8v\n", pct(through, 50)-pct(proxied, 50), pct(through, 99)-pct(proxied, 99))
 	return nil
 }
 
@@ -259,7 +268,10 @@ func wrk(script, url string, conns int, d time.Duration) (float64, string, error
 // (so that a slow answer does not hide the queueing it causes) and returns
 // their latencies.
 func openLoop(url, key string, rate float64, n int) ([]time.Duration, error) {
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512}, Timeout: 10 * time.Second}
+	// Enough connections that the generator is never the bottleneck at these
+	// rates, few enough that a stall queues requests rather than opening
+	// thousands of sockets.
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}, Timeout: 10 * time.Second}
 	lat := make([]time.Duration, n)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
