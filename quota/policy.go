@@ -2,6 +2,7 @@ package quota
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -59,51 +60,84 @@ func ParseAlgorithm(s string) (sluice.Algorithm, error) {
 			return a, nil
 		}
 	}
-	return 0, fmt.Errorf("unknown algorithm %q (want sliding, calendar or token_bucket)", s)
+	return 0, fmt.Errorf("unknown algorithm %q: use sliding, calendar or token_bucket", s)
 }
 
-// ParseDuration parses a Go duration ("90s", "1h30m") or a number of days
-// ("7d").
+// ParseDuration parses a Go duration ("90s", "1h30m", "-5m") or a whole
+// number of days followed by an optional non-negative Go duration ("7d",
+// "1d12h", "-2d"). A bare number other than "0" is not a duration.
 func ParseDuration(s string) (time.Duration, error) {
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.ParseInt(days, 10, 64)
-		if err != nil || n < 0 || n > int64(sluice.InfDuration/(24*time.Hour)) {
-			return 0, fmt.Errorf("invalid duration %q", s)
-		}
-		return time.Duration(n) * 24 * time.Hour, nil
+	body, neg := s, false
+	if body != "" && (body[0] == '-' || body[0] == '+') {
+		body, neg = body[1:], body[0] == '-'
 	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q", s)
+	i := strings.IndexByte(body, 'd')
+	if i < 0 {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return 0, invalidDuration(s)
+		}
+		return d, nil
+	}
+	days, err := strconv.ParseUint(body[:i], 10, 63)
+	if err != nil || days > uint64(math.MaxInt64/int64(24*time.Hour)) {
+		return 0, invalidDuration(s)
+	}
+	d := time.Duration(days) * 24 * time.Hour
+	if rest := body[i+1:]; rest != "" {
+		if !isDigit(rest[0]) && rest[0] != '.' {
+			return 0, invalidDuration(s) // no second sign: "1d-1h"
+		}
+		r, err := time.ParseDuration(rest)
+		if err != nil || r > math.MaxInt64-d {
+			return 0, invalidDuration(s)
+		}
+		d += r
+	}
+	if neg {
+		d = -d
 	}
 	return d, nil
 }
 
-// ParseRate parses a limit per window such as "10/1m" or "3/1h"; the limit
-// may be "unlimited".
+func invalidDuration(s string) error {
+	return fmt.Errorf("invalid duration %q: use a Go duration like 90s, 10m or 1h30m, or whole days like 7d", s)
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// ParseRate parses a limit per window: "N/DURATION" ("10/1m", "3/1h",
+// "100/1d"), where a duration without a leading number counts one unit
+// ("10/m" is "10/1m"), "unlimited/DURATION", or "unlimited" alone (whose
+// window is 0). The window of a limited rate must be positive.
 func ParseRate(s string) (sluice.Limit, time.Duration, error) {
-	num, per, ok := strings.Cut(strings.TrimSpace(s), "/")
-	if !ok {
-		return 0, 0, fmt.Errorf("invalid rate %q (want N/DURATION, e.g. 10/1m)", s)
+	if s == "unlimited" {
+		return sluice.Unlimited, 0, nil
 	}
-	var l sluice.Limit
-	if num == "unlimited" {
-		l = sluice.Unlimited
-	} else {
-		n, err := strconv.ParseInt(num, 10, 64)
-		if err != nil || n < 0 {
-			return 0, 0, fmt.Errorf("invalid rate %q: limit must be a whole number at least 0", s)
+	num, per, ok := strings.Cut(s, "/")
+	if !ok {
+		return 0, 0, invalidRate(s)
+	}
+	l := sluice.Unlimited
+	if num != "unlimited" {
+		n, err := strconv.ParseUint(num, 10, 63)
+		if err != nil {
+			return 0, 0, invalidRate(s)
 		}
 		l = sluice.Limit(n)
 	}
-	d, err := ParseDuration(per)
-	if err != nil {
-		return 0, 0, fmt.Errorf("invalid rate %q: %w", s, err)
+	if per != "" && !isDigit(per[0]) && per[0] != '.' && per[0] != '-' && per[0] != '+' {
+		per = "1" + per
 	}
-	if d <= 0 {
-		return 0, 0, fmt.Errorf("invalid rate %q: window must be positive", s)
+	d, err := ParseDuration(per)
+	if err != nil || d <= 0 {
+		return 0, 0, invalidRate(s)
 	}
 	return l, d, nil
+}
+
+func invalidRate(s string) error {
+	return fmt.Errorf("invalid rate %q: use requests/duration like 10/1m or 3/1h, or unlimited", s)
 }
 
 // ParsePolicy parses a policy written as an algorithm and its windows, e.g.

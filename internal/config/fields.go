@@ -13,6 +13,7 @@ import (
 	"unicode"
 
 	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/quota"
 )
 
 // The decoder, the environment overlay and Redacted all walk Config by
@@ -30,7 +31,7 @@ var leaves = map[reflect.Type]func(string) (reflect.Value, error){
 	reflect.TypeFor[Size]():             leaf(ParseSize),
 	reflect.TypeFor[Rate]():             leaf(ParseRate),
 	reflect.TypeFor[sluice.Limit]():     leaf(parseLimit),
-	reflect.TypeFor[sluice.Algorithm](): leaf(parseAlgorithm),
+	reflect.TypeFor[sluice.Algorithm](): leaf(quota.ParseAlgorithm),
 	reflect.TypeFor[slog.Level]():       leaf(parseLevel),
 	reflect.TypeFor[*time.Location]():   leaf(parseLocation),
 	reflect.TypeFor[[]netip.Prefix]():   leaf(parsePrefixes),

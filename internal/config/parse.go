@@ -10,50 +10,12 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/quota"
 )
 
-// ParseDuration parses a Go duration ("90s", "1h30m", "-5m") or a whole
-// number of days followed by an optional non-negative Go duration ("7d",
-// "1d12h", "-2d"). A bare number other than "0" is not a duration.
-func ParseDuration(s string) (time.Duration, error) {
-	body, neg := s, false
-	if body != "" && (body[0] == '-' || body[0] == '+') {
-		body, neg = body[1:], body[0] == '-'
-	}
-	i := strings.IndexByte(body, 'd')
-	if i < 0 {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return 0, invalidDuration(s)
-		}
-		return d, nil
-	}
-	days, err := strconv.ParseUint(body[:i], 10, 63)
-	if err != nil || days > uint64(math.MaxInt64/int64(24*time.Hour)) {
-		return 0, invalidDuration(s)
-	}
-	d := time.Duration(days) * 24 * time.Hour
-	if rest := body[i+1:]; rest != "" {
-		if !isDigit(rest[0]) && rest[0] != '.' {
-			return 0, invalidDuration(s) // no second sign: "1d-1h"
-		}
-		r, err := time.ParseDuration(rest)
-		if err != nil || r > math.MaxInt64-d {
-			return 0, invalidDuration(s)
-		}
-		d += r
-	}
-	if neg {
-		d = -d
-	}
-	return d, nil
-}
-
-func invalidDuration(s string) error {
-	return fmt.Errorf("invalid duration %q: use a Go duration like 90s, 10m or 1h30m, or whole days like 7d", s)
-}
-
-func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+// ParseDuration parses a Go duration ("90s", "1h30m") or whole days
+// optionally followed by a Go duration ("7d", "1d12h"): quota.ParseDuration.
+func ParseDuration(s string) (time.Duration, error) { return quota.ParseDuration(s) }
 
 // formatDuration is d as ParseDuration reads it, without time.Duration's
 // trailing zero units: "1h", "1m30s", "100ms".
@@ -135,28 +97,13 @@ func (r Rate) Unlimited() bool { return r.Limit.IsUnlimited() }
 
 // ParseRate parses "N/duration" ("10/1m", "3/1h", "100/1d"), where a
 // duration without a leading number counts one unit ("10/m" is "10/1m"), or
-// "unlimited". The duration must be positive.
+// "unlimited": the syntax of quota.ParseRate.
 func ParseRate(s string) (Rate, error) {
-	if s == "unlimited" {
-		return Rate{Limit: sluice.Unlimited}, nil
+	l, per, err := quota.ParseRate(s)
+	if err != nil || (l.IsUnlimited() && s != "unlimited") {
+		return Rate{}, fmt.Errorf("invalid rate %q: use requests/duration like 10/1m or 3/1h, or unlimited", s)
 	}
-	num, per, ok := strings.Cut(s, "/")
-	n, err := strconv.ParseUint(num, 10, 63)
-	if !ok || err != nil {
-		return Rate{}, invalidRate(s)
-	}
-	if per != "" && !isDigit(per[0]) && per[0] != '.' && per[0] != '-' && per[0] != '+' {
-		per = "1" + per
-	}
-	d, err := ParseDuration(per)
-	if err != nil || d <= 0 {
-		return Rate{}, invalidRate(s)
-	}
-	return Rate{Limit: sluice.Limit(n), Per: d}, nil
-}
-
-func invalidRate(s string) error {
-	return fmt.Errorf("invalid rate %q: use requests/duration like 10/1m or 3/1h, or unlimited", s)
+	return Rate{Limit: l, Per: per}, nil
 }
 
 // String formats r as ParseRate reads it: "10/1m", "unlimited".
@@ -178,17 +125,6 @@ func parseLimit(s string) (sluice.Limit, error) {
 		return 0, fmt.Errorf("invalid limit %q: use a whole number of images, or null for unlimited", s)
 	}
 	return sluice.Limit(n), nil
-}
-
-var algorithms = []sluice.Algorithm{sluice.Sliding, sluice.Calendar, sluice.TokenBucket}
-
-func parseAlgorithm(s string) (sluice.Algorithm, error) {
-	for _, a := range algorithms {
-		if s == a.String() {
-			return a, nil
-		}
-	}
-	return 0, fmt.Errorf("unknown algorithm %q: use sliding, calendar or token_bucket", s)
 }
 
 var levels = []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError}

@@ -73,7 +73,7 @@ func (c *Config) validateServer(p *problems) {
 
 func (c *Config) validateLimits(p *problems) {
 	l := &c.Limits
-	if !slices.Contains(algorithms, l.Algorithm) {
+	if l.Algorithm > sluice.TokenBucket {
 		p.add("limits.algorithm", "must be sliding, calendar or token_bucket, got %d", l.Algorithm)
 	}
 	wholeSeconds(p, "limits.windows.hour", l.Windows.Hour)
@@ -112,7 +112,7 @@ func (c *Config) validatePlans(p *problems) {
 		return
 	}
 	l := &c.Limits
-	countable := slices.Contains(algorithms, l.Algorithm) && isWholeSeconds(l.Windows.Hour) && isWholeSeconds(l.Windows.Day)
+	countable := l.Algorithm <= sluice.TokenBucket && isWholeSeconds(l.Windows.Hour) && isWholeSeconds(l.Windows.Day)
 	first := make(map[string]int, len(c.Plans))
 	for i, pl := range c.Plans {
 		f := fmt.Sprintf("plans[%d]", i)
