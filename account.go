@@ -72,10 +72,13 @@ const (
 
 // AccountService stores accounts, API keys, sessions and single-use tokens.
 // Implementations are safe for concurrent use. Lookups of something that
-// does not exist return an *Error with code ENOTFOUND.
+// does not exist, and changes to an account that does not exist, return an
+// *Error with code ENOTFOUND. Something that expires at T has expired at
+// every now >= T.
 type AccountService interface {
-	// CreateAccount stores a and sets its ID and CreatedAt. An email that
-	// is taken (compared case-insensitively) is EEMAILTAKEN.
+	// CreateAccount stores a and sets its ID and CreatedAt, and its Plan to
+	// DefaultPlan if empty. IDs are never reused. An email that is taken
+	// (compared case-insensitively) is EEMAILTAKEN.
 	CreateAccount(ctx context.Context, a *Account) error
 	FindAccountByID(ctx context.Context, id int64) (*Account, error)
 	FindAccountByEmail(ctx context.Context, email string) (*Account, error)
