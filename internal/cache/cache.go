@@ -11,8 +11,11 @@ package cache
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/sluicehq/sluice"
 )
@@ -32,6 +35,8 @@ type Accounts struct {
 	Now func() time.Time
 
 	ttl time.Duration
+
+	flight singleflight.Group // concurrent misses, by type and id
 
 	mu    sync.Mutex
 	gen   uint64 // bumped by every invalidation; guarded by mu
@@ -81,32 +86,49 @@ func (c *Accounts) FindAccountByID(ctx context.Context, id int64) (*sluice.Accou
 
 // lookup serves id from m while fresh, else from find, storing the answer
 // unless an invalidation happened while find ran (which may have returned
-// what the invalidating write changed). Errors are not cached. clone makes
-// the copies that keep the cached value apart from what callers hold.
+// what the invalidating write changed). Concurrent misses of one id share
+// one call of find, so that an entry expiring under load costs the store one
+// query, not one per waiting request. Errors are not cached. clone makes the
+// copies that keep the cached value apart from what callers hold.
 func lookup[K comparable, T any](c *Accounts, m map[K]entry[T], id K,
 	find func(context.Context, K) (*T, error), ctx context.Context, clone func(*T) T) (*T, error) {
 	now := c.Now()
 	c.mu.Lock()
 	e, ok := m[id]
-	gen := c.gen
 	c.mu.Unlock()
 	if ok && now.Before(e.expires) {
 		v := clone(&e.v)
 		return &v, nil
 	}
-	v, err := find(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	if c.gen == gen {
-		if len(m) >= maxEntries {
-			clear(m)
+	fill := func() (any, error) {
+		c.mu.Lock()
+		gen := c.gen
+		c.mu.Unlock()
+		// The call outlives a caller that gives up: others may wait on it.
+		v, err := find(context.WithoutCancel(ctx), id)
+		if err != nil {
+			return nil, err
 		}
-		m[id] = entry[T]{v: clone(v), expires: now.Add(c.ttl)}
+		c.mu.Lock()
+		if c.gen == gen {
+			if len(m) >= maxEntries {
+				clear(m)
+			}
+			m[id] = entry[T]{v: clone(v), expires: now.Add(c.ttl)}
+		}
+		c.mu.Unlock()
+		return v, nil
 	}
-	c.mu.Unlock()
-	return v, nil
+	select {
+	case res := <-c.flight.DoChan(fmt.Sprintf("%T/%v", id, id), fill):
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		v := clone(res.Val.(*T))
+		return &v, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // invalidate forgets everything: writes are rare, and a coarse rule is one

@@ -2,6 +2,7 @@ package cache_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -126,5 +127,51 @@ func TestTTL(t *testing.T) {
 	now = now.Add(time.Second)
 	if got, _ := c.FindAccountByID(ctx, a.ID); got.Plan != "basic" {
 		t.Fatalf("plan %q after the TTL, want basic", got.Plan)
+	}
+}
+
+// slow holds every FindAccountByID until released, counting the calls.
+type slow struct {
+	sluice.AccountService
+	calls   atomic.Int64
+	release chan struct{}
+}
+
+func (s *slow) FindAccountByID(ctx context.Context, id int64) (*sluice.Account, error) {
+	s.calls.Add(1)
+	<-s.release
+	return s.AccountService.FindAccountByID(ctx, id)
+}
+
+// Concurrent misses of one account share one lookup.
+func TestSharedMiss(t *testing.T) {
+	ctx := context.Background()
+	db := open(t)
+	a := &sluice.Account{Email: "c@example.com", Plan: "vip"}
+	db.CreateAccount(ctx, a)
+	store := &slow{AccountService: db, release: make(chan struct{})}
+	c := cache.New(store, time.Hour)
+	done := make(chan error)
+	for range 20 {
+		go func() {
+			got, err := c.FindAccountByID(ctx, a.ID)
+			if err == nil && got.Plan != "vip" {
+				err = fmt.Errorf("plan %q", got.Plan)
+			}
+			done <- err
+		}()
+	}
+	for store.calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(10 * time.Millisecond) // let the others queue behind the first
+	close(store.release)
+	for range 20 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := store.calls.Load(); n != 1 {
+		t.Fatalf("%d lookups reached the store, want 1", n)
 	}
 }
