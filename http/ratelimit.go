@@ -11,11 +11,17 @@ import (
 	"github.com/sluicehq/sluice"
 )
 
-// Window names of an account's policy, and their index in it.
+// Indexes of the windows in an account's policy.
 const (
-	hourWindow = 0
-	dayWindow  = 1
+	hourWindow = sluice.HourWindow
+	dayWindow  = sluice.DayWindow
 )
+
+// windowConfig is the part of l that decides an account's policy; every
+// channel builds policies from it (sluice.WindowConfig).
+func (l *Limits) windowConfig() sluice.WindowConfig {
+	return sluice.WindowConfig{Algorithm: l.Algorithm, Hour: l.Hour, Day: l.Day, Location: l.Location}
+}
 
 // quotaCtx is an account resolved for a request: its plan, the key of its
 // counters and its policy. The policy's windows live in the struct so that
@@ -38,11 +44,9 @@ func (s *Server) quotaFor(a *sluice.Account) (*quotaCtx, error) {
 	}
 	hour, day := a.Limits(p)
 	q := &quotaCtx{account: a, plan: p, key: sluice.AccountQuotaKey(a.ID)}
-	q.windows = [2]sluice.Window{
-		hourWindow: {Name: "hour", Length: s.limits.Hour, Limit: hour},
-		dayWindow:  {Name: "day", Length: s.limits.Day, Limit: day},
-	}
-	q.policy = sluice.Policy{Algorithm: s.limits.Algorithm, Windows: q.windows[:], Location: s.limits.Location}
+	wc := s.limits.windowConfig()
+	q.windows = wc.AccountWindows(hour, day)
+	q.policy = wc.Policy(q.windows[:])
 	return q, nil
 }
 
