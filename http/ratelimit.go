@@ -159,7 +159,6 @@ func setRateHeaders(h http.Header, d *sluice.Decision) {
 		spans[ns] = span{name, start, len(b)}
 		ns++
 	}
-	now := d.Time.Unix()
 	limited := 0
 	for _, w := range d.Statuses() {
 		if w.Limit.IsUnlimited() {
@@ -181,6 +180,26 @@ func setRateHeaders(h http.Header, d *sluice.Decision) {
 		return
 	}
 	start := len(b)
+	b = appendStructured(b, d, true)
+	value("RateLimit-Policy", start)
+	start = len(b)
+	b = appendStructured(b, d, false)
+	value("RateLimit", start)
+
+	all := string(b)
+	vals := make([]string, ns)
+	for i, sp := range spans[:ns] {
+		vals[i] = all[sp.start:sp.end]
+		h[sp.name] = vals[i : i+1 : i+1]
+	}
+}
+
+// appendStructured appends the structured-field list of an IETF RateLimit
+// header for each window that has a limit: RateLimit-Policy's
+// `"hour";q=100;w=3600, ...` if policy, else RateLimit's
+// `"hour";r=87;t=847, ...` (t counted from the decision's second).
+func appendStructured(b []byte, d *sluice.Decision, policy bool) []byte {
+	now := d.Time.Unix()
 	sep := false
 	for _, w := range d.Statuses() {
 		if w.Limit.IsUnlimited() {
@@ -192,37 +211,19 @@ func setRateHeaders(h http.Header, d *sluice.Decision) {
 		sep = true
 		b = append(b, '"')
 		b = append(b, w.Name...)
-		b = append(b, `";q=`...)
-		b = strconv.AppendInt(b, int64(w.Limit), 10)
-		b = append(b, ";w="...)
-		b = strconv.AppendInt(b, int64(w.Length/time.Second), 10)
-	}
-	value("RateLimit-Policy", start)
-	start = len(b)
-	sep = false
-	for _, w := range d.Statuses() {
-		if w.Limit.IsUnlimited() {
-			continue
+		if policy {
+			b = append(b, `";q=`...)
+			b = strconv.AppendInt(b, int64(w.Limit), 10)
+			b = append(b, ";w="...)
+			b = strconv.AppendInt(b, int64(w.Length/time.Second), 10)
+		} else {
+			b = append(b, `";r=`...)
+			b = strconv.AppendInt(b, max(w.Remaining, 0), 10)
+			b = append(b, ";t="...)
+			b = strconv.AppendInt(b, max(w.Reset.Unix()-now, 0), 10)
 		}
-		if sep {
-			b = append(b, ", "...)
-		}
-		sep = true
-		b = append(b, '"')
-		b = append(b, w.Name...)
-		b = append(b, `";r=`...)
-		b = strconv.AppendInt(b, max(w.Remaining, 0), 10)
-		b = append(b, ";t="...)
-		b = strconv.AppendInt(b, max(w.Reset.Unix()-now, 0), 10)
 	}
-	value("RateLimit", start)
-
-	all := string(b)
-	vals := make([]string, ns)
-	for i, sp := range spans[:ns] {
-		vals[i] = all[sp.start:sp.end]
-		h[sp.name] = vals[i : i+1 : i+1]
-	}
+	return b
 }
 
 // windowWords are how a 429 names a window.
