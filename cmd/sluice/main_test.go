@@ -355,3 +355,31 @@ func TestOpenAIClient(t *testing.T) {
 		t.Fatalf("over the limit: %v", err)
 	}
 }
+
+// TestMainAlgorithms: limits.algorithm and limits.mode from the environment
+// reach the limiter.
+func TestMainAlgorithms(t *testing.T) {
+	for _, tc := range []struct {
+		alg, mode string
+		status    int
+		retry     string
+	}{
+		{"calendar", "enforce", 429, "20"},     // the clock is 40 s into a 60 s window
+		{"token_bucket", "enforce", 429, "30"}, // one unit back every 60/2 s
+		{"sliding", "shadow", 200, ""},         // would reject, lets through
+	} {
+		t.Run(tc.alg+"/"+tc.mode, func(t *testing.T) {
+			g := startMain(t, "", map[string]string{"SLUICE_LIMITS_ALGORITHM": tc.alg, "SLUICE_LIMITS_MODE": tc.mode,
+				"SLUICE_LIMITS_WINDOWS_HOUR": "60s"})
+			id, key := g.account("alg@example.com", "vip")
+			g.do("PUT", fmt.Sprintf("/admin/accounts/%d/limits", id), g.admin, `{"hour":2,"day":100}`)
+			g.generate(key, 1)
+			g.generate(key, 1)
+			r := g.generate(key, 1)
+			if r.status != tc.status || r.header.Get("Retry-After") != tc.retry || r.header.Get("X-Ratelimit-Remaining-Hour") != "0" {
+				t.Fatalf("third request: %d, Retry-After %q, remaining %q: %s", r.status, r.header.Get("Retry-After"),
+					r.header.Get("X-Ratelimit-Remaining-Hour"), r.body)
+			}
+		})
+	}
+}
