@@ -180,8 +180,9 @@ func (c *Config) validateModels(p *problems) {
 }
 
 // redisSchemes are the URL schemes of redis.url: a single server, a server
-// over TLS, a Unix socket, Sentinel, and the Valkey spellings.
-var redisSchemes = []string{"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "valkey", "valkeys"}
+// over TLS, a Unix socket, Sentinel, Cluster, and the Valkey spellings
+// (redis.NewClient documents the forms).
+var redisSchemes = []string{"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster", "valkey", "valkeys"}
 
 func (c *Config) validateStores(p *problems) {
 	u := &c.Upstream
@@ -211,7 +212,7 @@ func (c *Config) validateStores(p *problems) {
 	positive(p, "quota.timeout", q.Timeout)
 
 	if c.Redis.URL != "" && !isURL(c.Redis.URL, false, redisSchemes...) {
-		p.add("redis.url", "must be a redis://, rediss://, unix:// or Sentinel URL %s", notShown)
+		p.add("redis.url", "must be a redis://, rediss://, unix://, Sentinel (redis+sentinel://) or Cluster (redis+cluster://) URL %s", notShown)
 	}
 	if c.Database.URL != "" && !isURL(c.Database.URL, false, "postgres", "postgresql") {
 		p.add("database.url", "must be empty (SQLite in the data directory) or a postgres:// URL %s", notShown)

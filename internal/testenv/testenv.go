@@ -1,0 +1,110 @@
+// Package testenv finds the services that integration tests need: the Redis
+// on 127.0.0.1:6379 and the PostgreSQL on 127.0.0.1:5432 of the machine.
+// A test that needs one skips, with a message that says why, when it is not
+// reachable; with SLUICE_TEST_REQUIRE_SERVICES=1 (CI) it fails instead.
+package testenv
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Addresses of the machine's services. SLUICE_TEST_REDIS_ADDR and
+// SLUICE_TEST_POSTGRES_URL override them.
+const (
+	DefaultRedisAddr   = "127.0.0.1:6379"
+	DefaultPostgresURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+)
+
+// Required reports whether tests must fail rather than skip when a service
+// is missing.
+func Required() bool { return os.Getenv("SLUICE_TEST_REQUIRE_SERVICES") == "1" }
+
+// Missing skips t, or fails it when services are required, saying what is
+// missing.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if Required() {
+		t.Fatalf("SLUICE_TEST_REQUIRE_SERVICES=1: "+format, args...)
+	}
+	t.Skipf(format+" (set SLUICE_TEST_REQUIRE_SERVICES=1 to fail instead)", args...)
+}
+
+// RedisAddr returns the address of the shared Redis, or skips t.
+func RedisAddr(t testing.TB) string {
+	t.Helper()
+	addr := env("SLUICE_TEST_REDIS_ADDR", DefaultRedisAddr)
+	if !reachable(addr) {
+		Missing(t, "Redis is not reachable at %s", addr)
+	}
+	return addr
+}
+
+// PostgresURL returns the URL of the shared PostgreSQL, or skips t.
+func PostgresURL(t testing.TB) string {
+	t.Helper()
+	u := env("SLUICE_TEST_POSTGRES_URL", DefaultPostgresURL)
+	if !reachable("127.0.0.1:5432") && u == DefaultPostgresURL {
+		Missing(t, "PostgreSQL is not reachable at 127.0.0.1:5432")
+	}
+	return u
+}
+
+// RedisServer returns the path of the redis-server binary, or skips t.
+func RedisServer(t testing.TB) string {
+	t.Helper()
+	p, err := exec.LookPath("redis-server")
+	if err != nil {
+		Missing(t, "redis-server is not installed")
+	}
+	return p
+}
+
+// Unique returns a name of the test's own for keys, prefixes and schemas:
+// lowercase letters, digits and underscores.
+func Unique(t testing.TB) string {
+	var b strings.Builder
+	for _, c := range strings.ToLower(t.Name()) {
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' {
+			b.WriteRune(c)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	s := b.String()
+	if len(s) > 30 {
+		s = s[:30]
+	}
+	return s + "_" + strings.ToLower(strings.ReplaceAll(time.Now().Format("150405.000000"), ".", "")) + "_" + itoa(os.Getpid())
+}
+
+func itoa(n int) string {
+	var b [20]byte
+	i := len(b)
+	for n > 0 || i == len(b) {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[i:])
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func reachable(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}

@@ -1,0 +1,350 @@
+-- sluice quota script: the algorithms of quota/algorithm.go on one key that
+-- holds every window of one key under one policy, packed. One call decides
+-- (or refunds) all windows, atomically.
+--
+-- KEYS[1]  the state key
+-- ARGV[1]  "take" (a peek is a take of 0 units) or "refund"
+-- ARGV[2]  now in Unix microseconds, or "" for the server's TIME
+-- ARGV[3]  n
+-- ARGV[4]  algorithm: 0 sliding, 1 calendar, 2 token bucket
+-- ARGV[5]  number of windows
+-- ARGV[6]  refund: the Unix second of the charge being refunded
+-- then per window: limit (-1 unlimited), length (seconds; microseconds for
+-- the token bucket), calendar table (see calinfo), refund: the start of the
+-- calendar window the charge was made in.
+--
+-- Numbers are Lua doubles: every figure here stays below 2^53 (the Go side
+-- refuses token buckets whose limit times length in microseconds does not),
+-- so integer arithmetic on them is exact; idiv is exact below 2^53.
+--
+-- State: ">BB" algorithm, windows; per window ">B" present, then
+--   sliding:  ">I4" entries, entries x ">I4I4" (Unix second, units), oldest first
+--   calendar: ">dd" window start, units
+--   bucket:   ">ddd" debt, Unix microsecond, window microseconds
+
+local MAXC = 4294967295
+
+local key = KEYS[1]
+local op = ARGV[1]
+local nowus
+if ARGV[2] == '' then
+  local t = redis.call('TIME')
+  nowus = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  nowus = tonumber(ARGV[2])
+end
+local nowsec = math.floor(nowus / 1000000)
+local n = tonumber(ARGV[3])
+local alg = tonumber(ARGV[4])
+local nw = tonumber(ARGV[5])
+local atsec = tonumber(ARGV[6])
+
+local function idiv(a, b) return math.floor(a / b) end
+local function cdiv(a, b) return math.floor((a + b - 1) / b) end
+
+local W = {}
+for i = 1, nw do
+  local b = 6 + (i - 1) * 4
+  W[i] = {limit = tonumber(ARGV[b + 1]), len = tonumber(ARGV[b + 2]), cal = ARGV[b + 3], atstart = tonumber(ARGV[b + 4])}
+end
+
+-- calendar table: "O,off0[,from1,off1...]": the zone offset in force from
+-- each Unix second on (off0 before from1); windows are multiples of their
+-- length since the local midnight. "D,m1,m2,...": the Unix seconds of
+-- consecutive local midnights (day windows in a zone that changes offset).
+local function calwindow(w, t)
+  local nums = {}
+  for x in string.gmatch(string.sub(w.cal, 3), '[^,]+') do nums[#nums + 1] = tonumber(x) end
+  if string.sub(w.cal, 1, 1) == 'D' then
+    if t < nums[1] or t >= nums[#nums] then
+      error('sluice: the clock is outside the calendar table the gateway sent')
+    end
+    for j = #nums - 1, 1, -1 do
+      if nums[j] <= t then return nums[j], nums[j + 1] end
+    end
+  end
+  local off = nums[1]
+  for j = 2, #nums - 1, 2 do
+    if nums[j] <= t then off = nums[j + 1] end
+  end
+  local loc = t + off
+  local s = loc - (loc % w.len) - off
+  return s, s + w.len
+end
+
+-- Load the state; another algorithm or number of windows starts afresh.
+local raw = redis.call('GET', key)
+local st = {}
+local stale = false
+if raw then
+  local a, k, pos = struct.unpack('>BB', raw)
+  if a ~= alg or k ~= nw then
+    stale = true
+  else
+    for i = 1, nw do
+      local present
+      present, pos = struct.unpack('>B', raw, pos)
+      if present == 1 then
+        if alg == 0 then
+          local cnt
+          cnt, pos = struct.unpack('>I4', raw, pos)
+          local secs, cs, total = {}, {}, 0
+          for j = 1, cnt do
+            secs[j], cs[j], pos = struct.unpack('>I4I4', raw, pos)
+            total = total + cs[j]
+          end
+          st[i] = {secs = secs, cs = cs, total = total}
+        elseif alg == 1 then
+          local s, c
+          s, c, pos = struct.unpack('>dd', raw, pos)
+          st[i] = {s, c}
+        else
+          local d, at, wu
+          d, at, wu, pos = struct.unpack('>ddd', raw, pos)
+          st[i] = {d, at, wu}
+        end
+      end
+    end
+  end
+end
+
+local dirty = false -- a change that later calls would not redo identically
+
+local function normalize(i)
+  local w, s = W[i], st[i]
+  if alg == 0 then
+    if s == nil then
+      st[i] = {secs = {}, cs = {}, total = 0}
+      return
+    end
+    local cut = nowsec - w.len
+    local k = #s.secs
+    local j = 1
+    while j <= k and s.secs[j] <= cut do
+      s.total = s.total - s.cs[j]
+      j = j + 1
+    end
+    if j > 1 then
+      local secs, cs = {}, {}
+      for m = j, k do
+        secs[m - j + 1] = s.secs[m]
+        cs[m - j + 1] = s.cs[m]
+      end
+      s.secs, s.cs = secs, cs
+    end
+  elseif alg == 1 then
+    w.start, w.stop = calwindow(w, nowsec)
+    if s == nil or s[1] ~= w.start then st[i] = {w.start, 0} end
+  else
+    local wus = w.len
+    if s == nil then
+      st[i] = {0, nowus, wus}
+      return
+    end
+    if s[3] ~= wus and s[3] ~= 0 then
+      -- debt*to/from, floored; exact while debt*to < 2^53
+      local x = s[1] * wus
+      if x < 9007199254740992 then s[1] = idiv(x, s[3]) else s[1] = math.floor(s[1] / s[3] * wus) end
+      s[3] = wus
+      dirty = true
+    end
+    local el = nowus - s[2]
+    if el > 0 then
+      local l = math.max(w.limit, 0)
+      if l == 0 then
+        -- an empty bucket of size zero never refills
+      elseif el >= cdiv(s[1], l) then
+        s[1] = 0
+      else
+        s[1] = s[1] - el * l
+      end
+      s[2] = nowus
+    end
+  end
+end
+
+-- room returns whether n units fit, and if not the wait: -1 for never; the
+-- Unix second of the retry (sliding, calendar); microseconds (bucket).
+local function room(i)
+  local w, s = W[i], st[i]
+  local l = w.limit
+  if n > l then return false, -1 end
+  if alg == 0 then
+    if s.total + n <= l then return true, 0 end
+    local need = s.total + n - l
+    for j = 1, #s.secs do
+      need = need - s.cs[j]
+      if need <= 0 then return false, s.secs[j] + w.len end
+    end
+    return false, -1
+  elseif alg == 1 then
+    if s[2] + n <= l then return true, 0 end
+    return false, w.stop
+  else
+    local wus = s[3]
+    local cap, cost = l * wus, n * wus
+    if s[1] + cost <= cap then return true, 0 end
+    if l == 0 then return false, -1 end
+    return false, cdiv(s[1] + cost - cap, l)
+  end
+end
+
+local function charge(i)
+  local s = st[i]
+  if alg == 0 then
+    s.total = s.total + n
+    local sec = nowsec
+    local k = #s.secs
+    if k >= 1 and s.secs[k] > sec then sec = s.secs[k] end -- the clock went back
+    local left = n
+    if k >= 1 and s.secs[k] == sec then
+      local add = math.min(left, MAXC - s.cs[k])
+      s.cs[k] = s.cs[k] + add
+      left = left - add
+    end
+    while left > 0 do
+      local c = math.min(left, MAXC)
+      k = k + 1
+      s.secs[k], s.cs[k] = sec, c
+      left = left - c
+    end
+  elseif alg == 1 then
+    s[2] = s[2] + n
+  else
+    s[1] = s[1] + n * s[3]
+  end
+end
+
+-- status returns the units left and the Unix second they next grow at.
+local function status(i)
+  local w, s = W[i], st[i]
+  local l = w.limit
+  if alg == 0 then
+    local k = #s.secs
+    if k == 0 then return l, nowsec end
+    local need = math.max(s.total - l + 1, 1)
+    local j = 1
+    while j < k do
+      need = need - s.cs[j]
+      if need <= 0 then break end
+      j = j + 1
+    end
+    return math.max(l - s.total, 0), s.secs[j] + w.len
+  elseif alg == 1 then
+    if s[2] == 0 then return l, nowsec end
+    return math.max(l - s[2], 0), w.stop
+  else
+    local debt, wus = s[1], s[3]
+    if debt == 0 or l == 0 then return l, nowsec end
+    local missing = cdiv(debt, wus)
+    local k = math.min(missing, l)
+    local waitus = cdiv(debt - (k - 1) * wus, l)
+    return math.max(l - missing, 0), cdiv(nowus + waitus, 1000000)
+  end
+end
+
+-- write stores the state with a TTL at its expiry (quota.Expiry), or
+-- deletes it if nothing counts any more.
+local function write()
+  local parts = {struct.pack('>BB', alg, nw)}
+  local exp = 0
+  for i = 1, nw do
+    local w, s = W[i], st[i]
+    local limited = w.limit >= 0
+    if s == nil then
+      parts[#parts + 1] = struct.pack('>B', 0)
+    elseif alg == 0 then
+      local k = #s.secs
+      parts[#parts + 1] = struct.pack('>BI4', 1, k)
+      for j = 1, k do parts[#parts + 1] = struct.pack('>I4I4', s.secs[j], s.cs[j]) end
+      if limited and k > 0 then exp = math.max(exp, s.secs[k] + w.len) end
+    elseif alg == 1 then
+      parts[#parts + 1] = struct.pack('>Bdd', 1, s[1], s[2])
+      if limited and s[2] > 0 then exp = math.max(exp, w.stop) end
+    else
+      parts[#parts + 1] = struct.pack('>Bddd', 1, s[1], s[2], s[3])
+      if limited and s[1] > 0 then
+        local l = math.max(w.limit, 1)
+        exp = math.max(exp, idiv(s[2] + cdiv(s[1], l) + 999999, 1000000))
+      end
+    end
+  end
+  local ttl = exp * 1000 - idiv(nowus, 1000)
+  if ttl <= 0 then
+    redis.call('DEL', key)
+  else
+    redis.call('SET', key, table.concat(parts), 'PX', ttl)
+  end
+end
+
+if op == 'refund' then
+  if n <= 0 or not raw or stale then return {nowus} end
+  for i = 1, nw do
+    local w = W[i]
+    if w.limit >= 0 then
+      normalize(i)
+      local s = st[i]
+      if alg == 0 then
+        local left = n
+        for j = #s.secs, 1, -1 do
+          if left <= 0 or s.secs[j] < atsec then break end
+          if s.secs[j] == atsec then
+            local c = math.min(s.cs[j], left)
+            s.cs[j] = s.cs[j] - c
+            s.total = s.total - c
+            left = left - c
+          end
+        end
+        local secs, cs = {}, {}
+        for j = 1, #s.secs do
+          if s.cs[j] ~= 0 then
+            secs[#secs + 1] = s.secs[j]
+            cs[#cs + 1] = s.cs[j]
+          end
+        end
+        s.secs, s.cs = secs, cs
+      elseif alg == 1 then
+        if w.atstart == s[1] then s[2] = s[2] - math.min(s[2], n) end
+      else
+        s[1] = s[1] - math.min(s[1], n * s[3])
+      end
+    end
+  end
+  write()
+  return {nowus}
+end
+
+-- take
+local allowed = 1
+local short, waits = {}, {}
+for i = 1, nw do
+  if W[i].limit >= 0 then
+    normalize(i)
+    local ok, wait = room(i)
+    if not ok then
+      allowed = 0
+      short[i], waits[i] = 1, wait
+    end
+  end
+end
+local charged = allowed == 1 and n > 0
+if charged then
+  for i = 1, nw do
+    if W[i].limit >= 0 then charge(i) end
+  end
+end
+local out = {allowed, nowus}
+for i = 1, nw do
+  local rem, reset = 0, 0
+  if W[i].limit >= 0 then rem, reset = status(i) end
+  out[#out + 1] = rem
+  out[#out + 1] = reset
+  out[#out + 1] = short[i] or 0
+  out[#out + 1] = waits[i] or 0
+end
+if charged or dirty then
+  write()
+elseif stale then
+  redis.call('DEL', key)
+end
+return out

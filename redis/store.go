@@ -1,0 +1,295 @@
+// Package redis is sluice's shared quota store: the counters of every gateway
+// instance in one Redis (or Valkey, or Redis Cluster), decided by one
+// server-side Lua script per call.
+//
+// # One key, one script, one round trip
+//
+// The state of a key under a policy (every window) lives in one Redis
+// string, Prefix+key, packed as fixed-width integers: a sliding window is a
+// list of (Unix second, units) pairs, at most one per second that has a
+// charge and so never more than the window's limit; a calendar window is two
+// numbers, a token bucket three (quota/algorithm.go describes the figures).
+// Each Take, Peek and Refund is one EVALSHA of quota.lua (EVAL when the
+// server has not cached it yet), which runs the algorithms of the quota
+// package with the same semantics, all windows or none, and returns the
+// figures the Decision is built from. Every key written carries a TTL at
+// the instant nothing in it counts any more (quota.Expiry).
+//
+// The gateway's keys hold a hash tag ({acct:42}); one call touches exactly
+// one key, so the script runs on Redis Cluster as on a single server.
+//
+// # Clock
+//
+// The script reads the server's TIME, so gateways whose clocks disagree make
+// the same decisions: Decision.Time is Redis's time, and the now passed to
+// Take is used only to send calendar windows' zone offsets (which must hold
+// within two days of Redis's time). Options.CallerClock makes the store
+// decide at the passed now instead, for tests.
+//
+// # Limits of the Lua arithmetic
+//
+// Lua numbers are doubles: integers are exact below 2^53. A token bucket
+// counts in units times microseconds of its window, so the store refuses a
+// token-bucket window whose limit times its length in microseconds reaches
+// 2^52 (100,000 per day is fine; 100 million per day is not).
+package redis
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/quota"
+)
+
+//go:embed quota.lua
+var quotaLua string
+
+var script = goredis.NewScript(quotaLua)
+
+// Store is a sluice.QuotaStore in Redis. It is safe for concurrent use.
+type Store struct {
+	client goredis.UniversalClient
+	prefix string
+	caller bool
+	owned  bool // Close closes client
+}
+
+var _ sluice.QuotaStore = (*Store)(nil)
+
+// Options configure a Store.
+type Options struct {
+	// Prefix is put in front of every key; "" means none.
+	Prefix string
+	// CallerClock makes the store decide at the now its callers pass
+	// instead of at the server's TIME. Only tests want it: gateways with
+	// skewed clocks would then disagree.
+	CallerClock bool
+}
+
+// New returns a store on client. Close does not close the client.
+func New(client goredis.UniversalClient, opts Options) *Store {
+	return &Store{client: client, prefix: opts.Prefix, caller: opts.CallerClock}
+}
+
+// Open connects to the Redis at url (see ParseURL) and loads the script.
+// Close closes the connection.
+func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	client, err := NewClient(url)
+	if err != nil {
+		return nil, err
+	}
+	s := New(client, opts)
+	s.owned = true
+	if err := script.Load(ctx, client).Err(); err != nil {
+		// Not fatal: the store loads it on first use (EVAL on NOSCRIPT),
+		// and a gateway may start before its Redis.
+		_ = err
+	}
+	return s, nil
+}
+
+// Client returns the store's client.
+func (s *Store) Client() goredis.UniversalClient { return s.client }
+
+// Close closes the connection if Open made it.
+func (s *Store) Close() error {
+	if s.owned {
+		return s.client.Close()
+	}
+	return nil
+}
+
+// Ping reports whether Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	return nil
+}
+
+// maxBucket bounds a token bucket's limit times its window in microseconds,
+// so that the script's arithmetic on doubles stays exact.
+const maxBucket = 1 << 52
+
+func (s *Store) args(op string, p *sluice.Policy, n int64, now time.Time, at time.Time) ([]any, error) {
+	if len(p.Windows) > sluice.MaxWindows {
+		return nil, fmt.Errorf("redis: a policy has at most %d windows", sluice.MaxWindows)
+	}
+	nowArg := ""
+	if s.caller {
+		nowArg = strconv.FormatInt(now.UnixMicro(), 10)
+	}
+	args := make([]any, 0, 6+4*len(p.Windows))
+	args = append(args, op, nowArg, n, int(p.Algorithm), len(p.Windows), at.Unix())
+	for i := range p.Windows {
+		w := &p.Windows[i]
+		var length int64
+		cal, atStart := "", int64(0)
+		switch p.Algorithm {
+		case sluice.TokenBucket:
+			length = int64(w.Length / time.Microsecond)
+			if !w.Limit.IsUnlimited() && (length <= 0 || uint64(w.Limit) >= maxBucket/uint64(length)) {
+				return nil, fmt.Errorf("redis: token bucket window %q: limit %d per %v is too large to count exactly", w.Name, w.Limit, w.Length)
+			}
+		case sluice.Calendar:
+			length = int64(w.Length / time.Second)
+			if length <= 0 {
+				return nil, fmt.Errorf("redis: window %q is shorter than a second", w.Name)
+			}
+			cal = calendarTable(p, w, now)
+			if op == "refund" {
+				atStart = quota.CalendarStart(p, w, at)
+			}
+		default:
+			length = int64(w.Length / time.Second)
+		}
+		args = append(args, int64(w.Limit), length, cal, atStart)
+	}
+	return args, nil
+}
+
+// calendarTable describes the calendar window around now for the script:
+// "O,off0,from1,off1,..." lists the zone offsets in force from two days
+// before now to two days after (windows are multiples of their length since
+// local midnight); "D,m1,m2,..." lists local midnights, for day windows in
+// a zone that changes its offset in that span.
+func calendarTable(p *sluice.Policy, w *sluice.Window, now time.Time) string {
+	loc := p.Location
+	if loc == nil || loc == time.UTC {
+		return "O,0"
+	}
+	const margin = 48 * time.Hour
+	from, to := now.Add(-margin), now.Add(margin)
+	_, off := from.In(loc).Zone()
+	var segs []int64
+	for t := from; ; {
+		_, end := t.In(loc).ZoneBounds()
+		if end.IsZero() || !end.Before(to) || !end.After(t) {
+			break
+		}
+		_, o := end.In(loc).Zone()
+		segs = append(segs, end.Unix(), int64(o))
+		t = end
+	}
+	var b strings.Builder
+	if len(segs) > 0 && w.Length == 24*time.Hour {
+		b.WriteString("D")
+		y, m, d := from.In(loc).Date()
+		for k := -1; k <= 6; k++ {
+			b.WriteByte(',')
+			b.WriteString(strconv.FormatInt(time.Date(y, m, d+k, 0, 0, 0, 0, loc).Unix(), 10))
+		}
+		return b.String()
+	}
+	b.WriteString("O,")
+	b.WriteString(strconv.Itoa(off))
+	for _, x := range segs {
+		b.WriteByte(',')
+		b.WriteString(strconv.FormatInt(x, 10))
+	}
+	return b.String()
+}
+
+func (s *Store) run(ctx context.Context, key string, args []any) ([]any, error) {
+	v, err := script.Run(ctx, s.client, []string{s.prefix + key}, args...).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	return v, nil
+}
+
+// Take implements sluice.QuotaStore in one round trip.
+func (s *Store) Take(ctx context.Context, key string, p *sluice.Policy, n int64, now time.Time) (sluice.Decision, error) {
+	if n < 0 {
+		return sluice.Decision{}, sluice.FieldError("n", "The number of units must not be negative.")
+	}
+	args, err := s.args("take", p, n, now, now)
+	if err != nil {
+		return sluice.Decision{}, err
+	}
+	v, err := s.run(ctx, key, args)
+	if err != nil {
+		return sluice.Decision{}, err
+	}
+	return s.decision(p, v, now)
+}
+
+// Peek implements sluice.QuotaStore: a take of zero units, which writes
+// nothing.
+func (s *Store) Peek(ctx context.Context, key string, p *sluice.Policy, now time.Time) (sluice.Decision, error) {
+	return s.Take(ctx, key, p, 0, now)
+}
+
+// Refund implements sluice.QuotaStore.
+func (s *Store) Refund(ctx context.Context, key string, p *sluice.Policy, n int64, at, now time.Time) error {
+	if n <= 0 {
+		return nil
+	}
+	args, err := s.args("refund", p, n, now, at)
+	if err != nil {
+		return err
+	}
+	_, err = s.run(ctx, key, args)
+	return err
+}
+
+// Reset implements sluice.QuotaStore.
+func (s *Store) Reset(ctx context.Context, key string) error {
+	if err := s.client.Del(ctx, s.prefix+key).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	return nil
+}
+
+var errReply = errors.New("redis: malformed reply from the quota script")
+
+// decision builds the Decision from the script's figures: allowed, now in
+// microseconds, then per window remaining, reset, short and wait.
+func (s *Store) decision(p *sluice.Policy, v []any, now time.Time) (sluice.Decision, error) {
+	if len(v) != 2+4*len(p.Windows) {
+		return sluice.Decision{}, errReply
+	}
+	num := func(i int) int64 { x, _ := v[i].(int64); return x }
+	if !s.caller {
+		now = time.UnixMicro(num(1))
+	}
+	d := sluice.Decision{Allowed: num(0) == 1, Time: now, Blocking: -1, N: len(p.Windows)}
+	for i := range p.Windows {
+		w := &p.Windows[i]
+		ws := &d.Windows[i]
+		ws.Name, ws.Length, ws.Limit = w.Name, w.Length, w.Limit
+		if w.Limit.IsUnlimited() {
+			continue
+		}
+		f := 2 + 4*i
+		ws.Remaining, ws.Reset = num(f), time.Unix(num(f+1), 0)
+		if num(f+2) == 0 {
+			continue
+		}
+		ws.Short = true
+		var wait time.Duration
+		switch x := num(f + 3); {
+		case x < 0:
+			wait = sluice.InfDuration
+		case p.Algorithm == sluice.TokenBucket:
+			wait = time.Duration(x)*time.Microsecond - time.Duration(now.Nanosecond()%1000)
+		default:
+			wait = time.Unix(x, 0).Sub(now)
+		}
+		if d.Blocking < 0 || wait > d.RetryAfter {
+			d.RetryAfter, d.Blocking = wait, i
+		}
+	}
+	if d.Allowed {
+		d.RetryAfter = 0
+	}
+	return d, nil
+}
