@@ -22,7 +22,9 @@ import (
 	"github.com/sluicehq/sluice/inmem"
 	"github.com/sluicehq/sluice/internal/cache"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/postgres"
 	"github.com/sluicehq/sluice/quota"
+	"github.com/sluicehq/sluice/redis"
 	"github.com/sluicehq/sluice/sqlite"
 )
 
@@ -106,7 +108,14 @@ func (m *Main) Run(ctx context.Context) error {
 		m.closers = append(m.closers, db.Close)
 		m.Accounts = cache.New(db, cache.DefaultTTL)
 	default:
-		return errors.New("database.url: PostgreSQL is not supported by this build yet; leave it empty for the embedded SQLite store")
+		db, err := postgres.Open(ctx, cfg.Database.URL)
+		if err != nil {
+			return err
+		}
+		m.closers = append(m.closers, db.Close)
+		// Other instances write to the same database: a revocation or
+		// plan change made there is seen here within cache.DefaultTTL.
+		m.Accounts = cache.New(db, cache.DefaultTTL)
 	}
 
 	// Quota.
@@ -119,8 +128,15 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 		m.closers = append(m.closers, s.Close)
 		store = s
+	case config.StoreRedis:
+		s, err := redis.Open(ctx, cfg.Redis.URL, redis.Options{Prefix: cfg.Redis.Prefix})
+		if err != nil {
+			return err
+		}
+		m.closers = append(m.closers, s.Close)
+		store = s
 	default:
-		return errors.New("quota.store: redis is not supported by this build yet; use embedded")
+		return fmt.Errorf("quota.store: unknown store %q", cfg.Quota.Store)
 	}
 	mode, err := quota.ParseMode(cfg.Limits.Mode)
 	if err != nil {

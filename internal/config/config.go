@@ -143,6 +143,8 @@ const (
 type Redis struct {
 	// URL is a redis://, rediss://, Sentinel or Cluster URL.
 	URL string `yaml:"url" secret:"url"`
+	// Prefix is put in front of every key.
+	Prefix string `yaml:"prefix"`
 }
 
 // Database is the account store.
@@ -224,6 +226,7 @@ func Default() Config {
 			OnStoreError:  FailClosed,
 			Timeout:       100 * time.Millisecond,
 		},
+		Redis:    Redis{Prefix: "sluice:"},
 		Telegram: Telegram{APIURL: DefaultTelegramAPI},
 		Mail:     Mail{SMTPPort: 587},
 		Log:      Log{Level: slog.LevelInfo, Format: LogText},

@@ -55,6 +55,7 @@ quota:
   timeout: 250ms
 redis:
   url: redis://localhost:6379/0
+  prefix: "gw1:"
 database:
   url: postgres://sluice:pw@localhost/sluice
 telegram:
@@ -117,7 +118,7 @@ func fullConfig(t *testing.T) Config {
 		},
 		Upstream: Upstream{URL: "https://api.openai.com/v1", APIKey: "sk-test", Timeout: 30 * time.Second},
 		Quota:    Quota{Store: StoreRedis, FlushInterval: 5 * time.Second, OnStoreError: FailLocal, Timeout: 250 * time.Millisecond},
-		Redis:    Redis{URL: "redis://localhost:6379/0"},
+		Redis:    Redis{URL: "redis://localhost:6379/0", Prefix: "gw1:"},
 		Database: Database{URL: "postgres://sluice:pw@localhost/sluice"},
 		Telegram: Telegram{
 			Token:         "123:abc",

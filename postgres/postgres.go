@@ -1,0 +1,203 @@
+// Package postgres is the shared account store: a sluice.AccountService in
+// PostgreSQL through a pgx connection pool, for many gateway instances.
+//
+// It keeps the semantics of the sqlite package: emails are unique and looked
+// up case-insensitively through a key lower-cased in Go (strings.ToLower),
+// account IDs come from an identity sequence and are never reused, and times
+// are kept at microsecond precision (timestamptz). The schema is created and
+// upgraded by numbered migrations recorded in schema_migrations, under an
+// advisory lock so that gateways starting together migrate once.
+//
+// The schema lives in the connection's search_path: a URL such as
+// postgres://host/db?search_path=sluice puts it in the schema sluice (which
+// must exist), so that one database can hold several deployments (and tests
+// a schema each).
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	sluice "github.com/sluicehq/sluice"
+)
+
+var _ sluice.AccountService = (*DB)(nil)
+
+// DB is the PostgreSQL account store. It is safe for concurrent use.
+type DB struct {
+	pool *pgxpool.Pool
+
+	// Now returns the current time; it stamps CreatedAt of new accounts,
+	// keys and sessions. Tests may replace it before the DB is used.
+	Now func() time.Time
+}
+
+// Open connects to the database at url (a postgres:// URL or a key=value
+// connection string, as pgx takes it) and applies the migrations it lacks.
+func Open(ctx context.Context, url string) (*DB, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	return OpenConfig(ctx, cfg)
+}
+
+// OpenConfig is Open with a parsed pool configuration.
+func OpenConfig(ctx context.Context, cfg *pgxpool.Config) (*DB, error) {
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	db := &DB{pool: pool, Now: time.Now}
+	if err := migrate(ctx, pool, migrations); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	return db, nil
+}
+
+// Close closes the pool, waiting for connections in use to be released.
+func (db *DB) Close() error {
+	db.pool.Close()
+	return nil
+}
+
+// Ping reports whether the database answers and holds the schema.
+func (db *DB) Ping(ctx context.Context) error {
+	var n int
+	if err := db.pool.QueryRow(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil {
+		return fmt.Errorf("ping postgres: %w", err)
+	}
+	return nil
+}
+
+// now returns db.Now() in UTC at the precision stored.
+func (db *DB) now() time.Time { return db.Now().UTC().Truncate(time.Microsecond) }
+
+// migrations are the schema, one step per element, applied in order. An
+// applied step is never edited: a change is a new step at the end.
+var migrations = []string{
+	// 1: accounts, API keys, sessions and single-use tokens.
+	`
+CREATE TABLE accounts (
+	-- an identity: an ID is never reused, since quota counters are keyed by it.
+	id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	email         text,          -- as given; NULL for an account created by the Telegram bot
+	email_key     text UNIQUE,   -- email lower-cased (Go strings.ToLower): what uniqueness and lookups use
+	password_hash text NOT NULL DEFAULT '',
+	plan          text NOT NULL,
+	-- Both NULL: no override (the plan's limits). Otherwise both set; -1 is unlimited.
+	override_hour bigint,
+	override_day  bigint,
+	telegram_id   bigint UNIQUE, -- NULL: no Telegram user bound
+	created_at    timestamptz NOT NULL,
+	CHECK ((email IS NULL) = (email_key IS NULL)),
+	CHECK ((override_hour IS NULL) = (override_day IS NULL)),
+	CHECK (override_hour >= -1 AND override_day >= -1),
+	CHECK (telegram_id <> 0)
+);
+
+CREATE TABLE api_keys (
+	seq          bigint GENERATED ALWAYS AS IDENTITY, -- creation order among equal created_at
+	id           text NOT NULL PRIMARY KEY, -- the key's public lookup ID
+	account_id   bigint NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+	name         text NOT NULL,
+	hash         bytea NOT NULL,   -- SHA-256 of the whole key
+	created_at   timestamptz NOT NULL,
+	last_used_at timestamptz,      -- NULL: never used
+	revoked_at   timestamptz       -- NULL: live
+);
+CREATE INDEX api_keys_account ON api_keys (account_id, created_at, seq);
+
+CREATE TABLE sessions (
+	token_hash bytea NOT NULL PRIMARY KEY,
+	account_id bigint NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+	created_at timestamptz NOT NULL,
+	expires_at timestamptz NOT NULL
+);
+CREATE INDEX sessions_account ON sessions (account_id);
+
+CREATE TABLE tokens (
+	kind       text NOT NULL,
+	hash       bytea NOT NULL,
+	account_id bigint NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+	expires_at timestamptz NOT NULL,
+	PRIMARY KEY (kind, hash)
+);
+CREATE INDEX tokens_account ON tokens (account_id);
+`,
+}
+
+// migrationLock is the key of the advisory lock that migrations hold.
+const migrationLock = 0x5_1ce
+
+// migrate applies the steps of ms that the schema lacks, in one transaction
+// under an advisory lock, each with its row in schema_migrations. Step i
+// (from 0) is version i+1.
+func migrate(ctx context.Context, pool *pgxpool.Pool, ms []string) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLock)); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `
+CREATE TABLE IF NOT EXISTS schema_migrations (
+	version    integer PRIMARY KEY,
+	applied_at timestamptz NOT NULL
+)`); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		var have int
+		if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		for i := have; i < len(ms); i++ {
+			if _, err := tx.Exec(ctx, ms[i]); err != nil {
+				return fmt.Errorf("migrate to version %d: %w", i+1, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, now())`, i+1); err != nil {
+				return fmt.Errorf("migrate to version %d: %w", i+1, err)
+			}
+		}
+		return nil
+	})
+}
+
+func pgCode(err error) (code, constraint string) {
+	var e *pgconn.PgError
+	if errors.As(err, &e) {
+		return e.Code, e.ConstraintName
+	}
+	return "", ""
+}
+
+func isUnique(err error) (bool, string) {
+	c, name := pgCode(err)
+	return c == "23505", name
+}
+
+func isForeignKey(err error) bool {
+	c, _ := pgCode(err)
+	return c == "23503"
+}
+
+// nullTime is t for a column where NULL stands for the zero time.
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC().Truncate(time.Microsecond)
+	return &u
+}
+
+func fromNullTime(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}
