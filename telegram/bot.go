@@ -1,0 +1,404 @@
+// Package telegram is the Telegram bot of sluice, its second channel: a
+// Telegram user sends a prompt and gets an image back, drawing from the
+// same counters, under the same policy and the same gating and refund rules
+// as the HTTP API (CONTRACT.md §7).
+//
+// It talks to the Bot API through github.com/go-telegram/bot: long polling
+// by default, or webhook deliveries to WebhookHandler, mounted on the
+// gateway's HTTP server.
+//
+// Identity: a Telegram user's first message creates a Starter account bound
+// to the user, unless the message is /link CODE, which binds the user to the
+// existing account that made the code (POST /v1/telegram/link). After a
+// /link, the user draws from the linked account's counters and plan; an
+// account the bot created earlier for the user is left without a Telegram
+// user (its usage stays on it, unused).
+//
+// Flow: updates are dispatched at once to a queue per chat, whose worker
+// goroutine handles them one after the other (so a user's prompts run in
+// order) and exits when the queue is empty. A queue holds at most
+// MaxPending messages; generations run at most MaxGenerations at a time
+// across all chats, off the update loop. Replies go through an outbox that
+// keeps under Telegram's flood limits and honours its 429 retry_after.
+//
+// Decisions the contract leaves open:
+//
+//   - The chosen model (/model) is kept in memory per Telegram user: a
+//     restart brings every user back to the plan's first model.
+//   - Images are 512x512, one per prompt.
+//   - A photo that Telegram finally refuses (not a 429) is refunded: only
+//     delivered work counts.
+//   - A 429 from Telegram pauses only the chat it was for.
+package telegram
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	tgbot "github.com/go-telegram/bot"
+	"github.com/go-telegram/bot/models"
+
+	"github.com/sluicehq/sluice"
+)
+
+// Defaults of the Bot's fields.
+const (
+	DefaultAPIURL         = "https://api.telegram.org"
+	DefaultMaxPending     = 32
+	DefaultMaxGenerations = 8
+	DefaultPollTimeout    = 50 * time.Second
+	DefaultImageSize      = "512x512"
+	// MaxPrompt is the longest prompt, in characters, as on the API.
+	MaxPrompt = 4000
+	// maxUpdate bounds the body of a webhook delivery.
+	maxUpdate = 1 << 20
+)
+
+// SecretHeader is the header in which Telegram sends a webhook's secret
+// token.
+const SecretHeader = "X-Telegram-Bot-Api-Secret-Token"
+
+// Bot is the Telegram bot. Set its fields, then call Start; they must not
+// change after that. Close stops it. A Bot is safe for concurrent use.
+type Bot struct {
+	Accounts sluice.AccountService
+	Quota    sluice.QuotaService
+	Images   sluice.ImageGenerator
+	Plans    []sluice.Plan
+	Models   []sluice.Model
+	// Windows is the deployment's window configuration: the same as the
+	// gateway's, so that both channels count under the same policy.
+	Windows sluice.WindowConfig
+
+	// Token is the bot's token from @BotFather.
+	Token string
+	// APIURL is the Bot API base URL; empty means DefaultAPIURL.
+	APIURL string
+	// WebhookURL, if set, is registered with Telegram (setWebhook) and
+	// updates arrive at WebhookHandler; empty means long polling.
+	WebhookURL string
+	// WebhookSecret is the secret token Telegram sends with every webhook
+	// delivery; required with WebhookURL.
+	WebhookSecret string
+
+	// MaxPending bounds the messages waiting in one chat's queue; 0 means
+	// DefaultMaxPending.
+	MaxPending int
+	// MaxGenerations bounds the generations running at once; 0 means
+	// DefaultMaxGenerations.
+	MaxGenerations int
+	// ChatInterval and SendInterval are the least times between two
+	// messages to one chat and between any two messages; 0 means
+	// DefaultChatInterval and DefaultSendInterval.
+	ChatInterval, SendInterval time.Duration
+	// PollTimeout is the long-polling timeout; 0 means DefaultPollTimeout.
+	PollTimeout time.Duration
+	// HTTPClient makes the Bot API calls; nil means a client of its own
+	// whose timeout outlasts PollTimeout.
+	HTTPClient *http.Client
+
+	// Logger receives errors; nil means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock of link codes; nil means time.Now. Quota decisions
+	// use the QuotaService's clock.
+	Now func() time.Time
+
+	once    sync.Once
+	initErr error
+	api     *tgbot.Bot
+	out     *outbox
+	plans   map[string]*sluice.Plan
+	models  map[string]*sluice.Model
+	gen     chan struct{} // semaphore of generations
+	ctx     context.Context
+	cancel  context.CancelFunc
+
+	mu      sync.Mutex // guards chats, choice, started and closed
+	chats   map[int64]*chatQueue
+	choice  map[int64]string // model chosen per Telegram user
+	started bool
+	closed  bool
+
+	workers sync.WaitGroup // per-chat workers
+	poller  sync.WaitGroup // the long-polling loop
+}
+
+// chatQueue is the messages of one chat waiting for its worker.
+type chatQueue struct {
+	msgs []*models.Message
+}
+
+func (b *Bot) init() error {
+	b.once.Do(func() {
+		b.plans = make(map[string]*sluice.Plan, len(b.Plans))
+		for i := range b.Plans {
+			b.plans[b.Plans[i].ID] = &b.Plans[i]
+		}
+		b.models = make(map[string]*sluice.Model, len(b.Models))
+		for i := range b.Models {
+			b.models[b.Models[i].ID] = &b.Models[i]
+		}
+		b.gen = make(chan struct{}, orInt(b.MaxGenerations, DefaultMaxGenerations))
+		b.chats = make(map[int64]*chatQueue)
+		b.choice = make(map[int64]string)
+		b.ctx, b.cancel = context.WithCancel(context.Background())
+
+		poll := b.PollTimeout
+		if poll <= 0 {
+			poll = DefaultPollTimeout
+		}
+		client := b.HTTPClient
+		if client == nil {
+			client = &http.Client{Timeout: poll + 15*time.Second}
+		}
+		url := b.APIURL
+		if url == "" {
+			url = DefaultAPIURL
+		}
+		b.api, b.initErr = tgbot.New(b.Token,
+			tgbot.WithServerURL(strings.TrimRight(url, "/")),
+			tgbot.WithSkipGetMe(),
+			tgbot.WithHTTPClient(poll, client),
+			tgbot.WithNotAsyncHandlers(), // dispatch is quick and keeps the order
+			tgbot.WithDefaultHandler(func(_ context.Context, _ *tgbot.Bot, u *models.Update) { b.dispatch(u) }),
+			tgbot.WithAllowedUpdates(tgbot.AllowedUpdates{"message"}),
+			tgbot.WithErrorsHandler(func(err error) {
+				b.logger().Warn("telegram: bot api", slog.String("error", err.Error()))
+			}),
+		)
+		if b.initErr != nil {
+			b.initErr = fmt.Errorf("telegram: %w", b.initErr)
+		}
+		chatEvery := b.ChatInterval
+		if chatEvery <= 0 {
+			chatEvery = DefaultChatInterval
+		}
+		every := b.SendInterval
+		if every <= 0 {
+			every = DefaultSendInterval
+		}
+		b.out = newOutbox(b.send, chatEvery, every, b.logger())
+	})
+	return b.initErr
+}
+
+// Start begins receiving updates. With a WebhookURL it registers it with
+// Telegram (setWebhook, with the secret token) and the updates arrive at
+// WebhookHandler, which must be served at the URL's path; otherwise it
+// removes any webhook and long-polls (getUpdates) in a goroutine until
+// Close.
+func (b *Bot) Start(ctx context.Context) error {
+	if err := b.init(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	if b.closed || b.started {
+		b.mu.Unlock()
+		return errors.New("telegram: bot already started or closed")
+	}
+	b.started = true
+	b.mu.Unlock()
+
+	if b.WebhookURL != "" {
+		if b.WebhookSecret == "" {
+			return errors.New("telegram: a webhook needs a secret token")
+		}
+		if _, err := b.api.SetWebhook(ctx, &tgbot.SetWebhookParams{
+			URL:            b.WebhookURL,
+			SecretToken:    b.WebhookSecret,
+			AllowedUpdates: []string{"message"},
+		}); err != nil {
+			return fmt.Errorf("telegram: set webhook: %w", err)
+		}
+		return nil
+	}
+	// getUpdates fails while a webhook is set.
+	if _, err := b.api.DeleteWebhook(ctx, &tgbot.DeleteWebhookParams{}); err != nil {
+		if errors.Is(err, tgbot.ErrorUnauthorized) {
+			return fmt.Errorf("telegram: the bot token was refused: %w", err)
+		}
+		b.logger().Warn("telegram: delete webhook before polling", slog.String("error", err.Error()))
+	}
+	b.poller.Add(1)
+	go func() {
+		defer b.poller.Done()
+		b.api.Start(b.ctx)
+	}()
+	return nil
+}
+
+// Close stops the bot: it stops receiving updates, cancels the work in
+// progress (generations that were charged are refunded), drops the
+// messages still waiting, and sends the replies already queued until ctx
+// ends. It does not remove the webhook, so that Telegram keeps the updates
+// that arrive meanwhile for the next start.
+func (b *Bot) Close(ctx context.Context) error {
+	if err := b.init(); err != nil {
+		return nil // nothing was started
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	for _, q := range b.chats {
+		q.msgs = nil // their workers exit after the message in hand
+	}
+	b.mu.Unlock()
+	b.cancel()
+	b.poller.Wait()
+	b.workers.Wait()
+	b.out.stop(ctx)
+	return nil
+}
+
+// WebhookHandler returns the handler of webhook deliveries: a POST of an
+// Update whose secret token header matches WebhookSecret. A wrong or missing
+// token is 403 and nothing happens. An update is answered 200 as soon as it
+// is queued, whatever becomes of it (over quota included), so that
+// Telegram does not deliver it again; after Close it is 503, so that
+// Telegram keeps it.
+func (b *Bot) WebhookHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := b.init(); err != nil {
+			http.Error(w, "bot unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		got := r.Header.Get(SecretHeader)
+		if b.WebhookSecret == "" || subtle.ConstantTimeCompare([]byte(got), []byte(b.WebhookSecret)) != 1 {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxUpdate))
+		if err != nil {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		var u models.Update
+		if err := json.Unmarshal(body, &u); err != nil {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		if !b.dispatch(&u) {
+			http.Error(w, "closed", http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+}
+
+// dispatch queues an update's message for its chat's worker, starting the
+// worker if the chat has none. It never blocks on the work itself. It
+// reports false if the bot is closed.
+func (b *Bot) dispatch(u *models.Update) bool {
+	m := u.Message
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return false
+	}
+	if m == nil || m.From == nil || m.From.IsBot {
+		b.mu.Unlock()
+		return true // not for us: edits, channel posts, other bots
+	}
+	chat := m.Chat.ID
+	q := b.chats[chat]
+	if q == nil {
+		q = &chatQueue{}
+		b.chats[chat] = q
+		b.workers.Add(1)
+		go b.work(chat, q)
+	}
+	if len(q.msgs) >= orInt(b.MaxPending, DefaultMaxPending) {
+		b.mu.Unlock()
+		b.reply(m, fmt.Sprintf("You have %d messages waiting already; I'll take new ones once I've worked through those.", len(q.msgs)))
+		return true
+	}
+	q.msgs = append(q.msgs, m)
+	b.mu.Unlock()
+	return true
+}
+
+// work handles the messages of one chat in order, and exits when there are
+// none left.
+func (b *Bot) work(chat int64, q *chatQueue) {
+	defer b.workers.Done()
+	for {
+		b.mu.Lock()
+		if len(q.msgs) == 0 {
+			delete(b.chats, chat)
+			b.mu.Unlock()
+			return
+		}
+		m := q.msgs[0]
+		q.msgs[0] = nil
+		q.msgs = q.msgs[1:]
+		b.mu.Unlock()
+		b.handle(b.ctx, m)
+	}
+}
+
+// reply queues a text answer to m.
+func (b *Bot) reply(m *models.Message, text string) {
+	b.out.enqueue(&outMsg{chatID: m.Chat.ID, replyTo: m.ID, text: text})
+}
+
+// send makes one Bot API call for the outbox.
+func (b *Bot) send(ctx context.Context, m *outMsg) error {
+	var rp *models.ReplyParameters
+	if m.replyTo != 0 {
+		rp = &models.ReplyParameters{MessageID: m.replyTo, AllowSendingWithoutReply: true}
+	}
+	if m.photo != nil {
+		_, err := b.api.SendPhoto(ctx, &tgbot.SendPhotoParams{
+			ChatID:          m.chatID,
+			Photo:           &models.InputFileUpload{Filename: "image.png", Data: bytes.NewReader(m.photo)},
+			Caption:         m.text,
+			ReplyParameters: rp,
+		})
+		return err
+	}
+	_, err := b.api.SendMessage(ctx, &tgbot.SendMessageParams{
+		ChatID:          m.chatID,
+		Text:            m.text,
+		ReplyParameters: rp,
+	})
+	return err
+}
+
+func (b *Bot) now() time.Time {
+	if b.Now != nil {
+		return b.Now()
+	}
+	return time.Now()
+}
+
+func (b *Bot) logger() *slog.Logger {
+	if b.Logger != nil {
+		return b.Logger
+	}
+	return slog.Default()
+}
+
+func orInt(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,298 @@
+package telegram
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	tgbot "github.com/go-telegram/bot"
+)
+
+// Bounds of the outbox.
+const (
+	// DefaultChatInterval is the least time between two messages to one
+	// chat: Telegram asks bots to send about one message per second to a
+	// chat.
+	DefaultChatInterval = time.Second
+	// DefaultSendInterval is the least time between two messages overall:
+	// Telegram allows about 30 messages per second to all chats.
+	DefaultSendInterval = time.Second / 30
+	// maxInFlight bounds concurrent Bot API calls of the outbox.
+	maxInFlight = 8
+	// maxTries bounds the attempts at a message that fails for a reason
+	// other than Telegram's flood control (network errors, 5xx).
+	maxTries = 3
+	// max429 bounds the times one message is put back after a 429, so that
+	// a Bot API that answers 429 forever cannot hold a message forever.
+	max429 = 20
+)
+
+// errClosed is the error of a message that was still queued when the
+// outbox stopped.
+var errClosed = errors.New("telegram: outbox closed before the message was sent")
+
+// outMsg is a message to a chat: a text, or a photo with the text as its
+// caption.
+type outMsg struct {
+	chatID  int64
+	replyTo int    // message to reply to; 0: none
+	text    string // the text, or the photo's caption
+	photo   []byte // PNG; nil for a text message
+	// done, if not nil, is called once with the outcome: nil when
+	// delivered, otherwise the last error. It runs without the outbox's
+	// lock and may enqueue.
+	done func(error)
+
+	seq   uint64 // order of enqueueing, for fairness between chats
+	tries int    // failed attempts other than 429s
+	n429  int    // 429s received
+}
+
+// chatOut is the queue of one chat.
+type chatOut struct {
+	queue []*outMsg
+	busy  bool      // a message of the chat is in flight
+	next  time.Time // earliest start of the chat's next send
+}
+
+// outbox sends messages under Telegram's flood limits: per chat in order,
+// at most one message per chatEvery to a chat and one per every overall,
+// and after a 429 no message to the chat before its retry_after has passed.
+// Messages are never dropped for pacing; a message fails only when the Bot
+// API refuses it (4xx other than 429), after maxTries transient errors, or
+// at close.
+//
+// Its methods are safe for concurrent use.
+type outbox struct {
+	send      func(ctx context.Context, m *outMsg) error
+	chatEvery time.Duration
+	every     time.Duration
+	logger    *slog.Logger
+
+	mu       sync.Mutex // guards everything below
+	chats    map[int64]*chatOut
+	seq      uint64
+	queued   int // messages in queues, not in flight
+	inflight int
+	wake     chan struct{} // capacity 1: the loop has something to look at
+	stopped  bool
+
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the loop has returned
+	sends  sync.WaitGroup
+}
+
+func newOutbox(send func(context.Context, *outMsg) error, chatEvery, every time.Duration, logger *slog.Logger) *outbox {
+	o := &outbox{
+		send: send, chatEvery: chatEvery, every: every, logger: logger,
+		chats: make(map[int64]*chatOut),
+		wake:  make(chan struct{}, 1),
+		done:  make(chan struct{}),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	o.cancel = cancel
+	go o.loop(ctx)
+	return o
+}
+
+// enqueue queues m behind the chat's earlier messages. After stop, m fails
+// at once with errClosed.
+func (o *outbox) enqueue(m *outMsg) {
+	o.mu.Lock()
+	if o.stopped {
+		o.mu.Unlock()
+		if m.done != nil {
+			m.done(errClosed)
+		}
+		return
+	}
+	o.seq++
+	m.seq = o.seq
+	c := o.chats[m.chatID]
+	if c == nil {
+		c = &chatOut{}
+		o.chats[m.chatID] = c
+	}
+	c.queue = append(c.queue, m)
+	o.queued++
+	o.mu.Unlock()
+	o.poke()
+}
+
+func (o *outbox) poke() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// loop starts each send when its chat and the overall pace allow it: of the
+// chats that may send now, the one whose first message is oldest.
+func (o *outbox) loop(ctx context.Context) {
+	defer close(o.done)
+	var nextAny time.Time // earliest start of any send
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		o.mu.Lock()
+		now := time.Now()
+		var (
+			best   *chatOut
+			bestAt time.Time
+		)
+		for id, c := range o.chats {
+			if c.busy {
+				continue
+			}
+			if len(c.queue) == 0 {
+				if !now.Before(c.next) {
+					delete(o.chats, id) // idle and owes no pause
+				}
+				continue
+			}
+			at := c.next
+			if at.Before(now) {
+				at = now
+			}
+			if best == nil || at.Before(bestAt) || at.Equal(bestAt) && c.queue[0].seq < best.queue[0].seq {
+				best, bestAt = c, at
+			}
+		}
+		var wait time.Duration = -1 // -1: until poked
+		if best != nil && o.inflight < maxInFlight {
+			if bestAt.Before(nextAny) {
+				bestAt = nextAny
+			}
+			if wait = bestAt.Sub(now); wait <= 0 {
+				m := best.queue[0]
+				best.queue[0] = nil
+				best.queue = best.queue[1:]
+				best.busy = true
+				best.next = now.Add(o.chatEvery)
+				nextAny = now.Add(o.every)
+				o.queued--
+				o.inflight++
+				o.sends.Add(1)
+				o.mu.Unlock()
+				go o.deliver(ctx, best, m)
+				continue
+			}
+		}
+		o.mu.Unlock()
+
+		var tc <-chan time.Time
+		if wait > 0 {
+			timer.Reset(wait)
+			tc = timer.C
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-o.wake:
+		case <-tc:
+		}
+		if tc != nil && !timer.Stop() {
+			select { // drain a fire that raced with the wake
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// deliver sends m, then settles it: done, or back at the head of its
+// chat's queue after a 429 (not before retry_after) or a transient error
+// (with a growing pause).
+func (o *outbox) deliver(ctx context.Context, c *chatOut, m *outMsg) {
+	defer o.sends.Done()
+	err := o.send(ctx, m)
+
+	var tooMany *tgbot.TooManyRequestsError
+	retry := time.Duration(0)
+	switch {
+	case err == nil, ctx.Err() != nil:
+	case errors.As(err, &tooMany) && m.n429 < max429:
+		m.n429++
+		retry = time.Duration(max(tooMany.RetryAfter, 1)) * time.Second
+		o.logger.LogAttrs(ctx, slog.LevelWarn, "telegram: flood control; pausing the chat",
+			slog.Int64("chat_id", m.chatID), slog.Int("retry_after", tooMany.RetryAfter))
+	case transient(err) && m.tries+1 < maxTries:
+		m.tries++
+		retry = time.Duration(1<<m.tries) * time.Second
+		o.logger.LogAttrs(ctx, slog.LevelWarn, "telegram: send failed; will retry",
+			slog.Int64("chat_id", m.chatID), slog.Int("try", m.tries), slog.String("error", err.Error()))
+	default:
+		o.logger.LogAttrs(ctx, slog.LevelWarn, "telegram: send failed",
+			slog.Int64("chat_id", m.chatID), slog.String("error", err.Error()))
+	}
+
+	o.mu.Lock()
+	c.busy = false
+	o.inflight--
+	if retry > 0 {
+		c.queue = append([]*outMsg{m}, c.queue...)
+		c.next = time.Now().Add(retry)
+		o.queued++
+	}
+	o.mu.Unlock()
+	o.poke()
+	if retry == 0 && m.done != nil {
+		m.done(err)
+	}
+}
+
+// transient reports whether a failed send may succeed if tried again: not
+// when the Bot API refused it (bad request, blocked by the user, bad
+// token, unknown chat).
+func transient(err error) bool {
+	for _, e := range []error{tgbot.ErrorBadRequest, tgbot.ErrorForbidden, tgbot.ErrorUnauthorized, tgbot.ErrorNotFound, tgbot.ErrorConflict} {
+		if errors.Is(err, e) {
+			return false
+		}
+	}
+	var migrate *tgbot.MigrateError
+	return !errors.As(err, &migrate)
+}
+
+// pending returns the number of messages not yet settled.
+func (o *outbox) pending() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.queued + o.inflight
+}
+
+// stop sends what is queued until ctx ends, then stops: sends in flight
+// are canceled, and every message not delivered fails with errClosed (or
+// the send's error). Messages enqueued after stop fail at once.
+func (o *outbox) stop(ctx context.Context) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for o.pending() > 0 && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+		}
+	}
+	o.mu.Lock()
+	o.stopped = true
+	o.mu.Unlock()
+	o.cancel()
+	<-o.done
+	o.sends.Wait()
+
+	o.mu.Lock()
+	var left []*outMsg
+	for id, c := range o.chats {
+		left = append(left, c.queue...)
+		delete(o.chats, id)
+	}
+	o.queued = 0
+	o.mu.Unlock()
+	for _, m := range left {
+		if m.done != nil {
+			m.done(errClosed)
+		}
+	}
+}
