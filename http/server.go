@@ -99,6 +99,11 @@ type Server struct {
 	// Ready are the checks of GET /readyz; nil means the Ping of Accounts
 	// ("accounts") and of Quota ("quota").
 	Ready []ReadyCheck
+	// Handlers are extra routes mounted beside the gateway's, such as the
+	// Telegram bot's webhook: each key is a pattern "METHOD /path" as
+	// http.ServeMux takes it. They run behind the gateway's middleware
+	// (request ids, access log, recovery) and answer for themselves.
+	Handlers map[string]http.Handler
 
 	once    sync.Once
 	handler http.Handler
@@ -210,6 +215,10 @@ func (s *Server) routes() *http.ServeMux {
 	handle("GET /healthz", s.handleHealthz)
 	handle("GET /readyz", s.handleReadyz)
 	handle("GET /metrics", s.handleMetrics())
+
+	for pattern, h := range s.Handlers {
+		handle(pattern, h.ServeHTTP)
+	}
 
 	for _, path := range paths {
 		allow := strings.Join(methods[path], ", ")
