@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice"
@@ -60,7 +62,39 @@ func ParseFailurePolicy(s string) (FailurePolicy, error) {
 
 // Limiter implements sluice.QuotaService over a sluice.QuotaStore, deciding
 // at the current time. Its fields must not change once it is in use; it is
-// safe for concurrent use.
+// safe for concurrent use. The zero values of the optional fields keep the
+// plain behaviour: no timeout, a breaker with the defaults, no rejection
+// cache.
+//
+// # Failures
+//
+// Each call to Store runs under Timeout. A call that fails (an error, a
+// timeout) is answered by the failure policy OnError: FailClosed returns an
+// EUNAVAILABLE error, FailOpen admits without counting, FailLocal decides
+// with Fallback. Every such answer calls OnFallback and logs a warning (at
+// most one line a second; the rest are counted in the next line).
+//
+// After BreakerFailures consecutive failures the breaker opens: for
+// BreakerCooldown no call goes to Store and every decision is the failure
+// policy's at once, so that a dead store costs no latency. Then one call
+// probes the store; its success closes the breaker (the store is back, no
+// restart needed), its failure opens it for another cooldown.
+//
+// Refunds of decisions that Fallback made go to Fallback: the Limiter
+// remembers those decisions (key and Decision.Time, for FallbackMemory) in
+// a bounded table.
+//
+// # Rejection cache
+//
+// With RejectionCacheSize set, a rejection by Store is remembered, keyed by key, policy and n, until the
+// instant it says the request could fit (by this process's clock: now plus
+// RetryAfter); the same request until then is rejected locally with the
+// same figures (which may lag: another window's Remaining may have grown
+// meanwhile) and a RetryAfter counted down, without a round trip.
+// Admissions are never cached and always go to Store, so no instance can
+// over-admit; a refund or reset made through another instance may make a
+// cached rejection stricter than Store would be, until it expires. Reset
+// through this Limiter forgets the key's cached rejections.
 type Limiter struct {
 	Store    sluice.QuotaStore
 	Mode     Mode
@@ -69,11 +103,44 @@ type Limiter struct {
 	Logger   *slog.Logger      // nil: slog.Default()
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+
+	// Timeout bounds each call to Store; 0 means none.
+	Timeout time.Duration
+	// BreakerFailures and BreakerCooldown tune the circuit breaker; 0
+	// means DefaultBreakerFailures and DefaultBreakerCooldown.
+	BreakerFailures int
+	BreakerCooldown time.Duration
+	// RejectionCacheSize bounds the rejection cache; 0 turns it off. A
+	// store in this process answers as fast as the cache, and exactly:
+	// only a remote store wants one (DefaultRejectionCacheSize).
+	RejectionCacheSize int
+	// OnFallback, if set, is called once per call that Store could not
+	// answer, with the operation ("take", "peek", "refund") and the error
+	// (ErrBreakerOpen while the breaker is open). It must not block.
+	OnFallback func(op string, err error)
+
+	init       sync.Once
+	brk        breaker
+	rejected   rejections
+	local      localDecisions
+	lastLog    atomic.Int64 // Unix nanoseconds of the last fallback log line
+	suppressed atomic.Int64 // fallback log lines not written since
 }
+
+// ErrBreakerOpen is the error a Limiter reports for calls it did not make
+// because the store failed repeatedly.
+var ErrBreakerOpen = errors.New("quota store circuit breaker open")
 
 var _ sluice.QuotaService = (*Limiter)(nil)
 
 var errUnavailable = &sluice.Error{Code: sluice.EUNAVAILABLE, Message: "The quota service is unavailable; please retry shortly."}
+
+func (l *Limiter) setup() {
+	l.init.Do(func() {
+		l.brk.failures, l.brk.cooldown = l.BreakerFailures, l.BreakerCooldown
+		l.rejected.size = l.RejectionCacheSize
+	})
+}
 
 func (l *Limiter) now() time.Time {
 	if l.Now != nil {
@@ -89,19 +156,54 @@ func (l *Limiter) logger() *slog.Logger {
 	return slog.Default()
 }
 
+// call runs f against Store under the breaker and the timeout.
+func (l *Limiter) call(ctx context.Context, f func(ctx context.Context) error) error {
+	if !l.brk.allow(time.Now()) {
+		return ErrBreakerOpen
+	}
+	cctx, cancel := ctx, context.CancelFunc(func() {})
+	if l.Timeout > 0 {
+		cctx, cancel = context.WithTimeout(ctx, l.Timeout)
+	}
+	err := f(cctx)
+	cancel()
+	// A request the caller gave up on, or one the store refused as
+	// invalid, says nothing about the store's health.
+	healthy := err == nil || ctx.Err() != nil || sluice.ErrorCode(err) == sluice.EINVALID
+	l.brk.done(time.Now(), healthy)
+	return err
+}
+
 // Take decides a request of n units for key under p. A policy without any
 // limit is admitted without asking the store.
 func (l *Limiter) Take(ctx context.Context, key string, p *sluice.Policy, n int64) (sluice.Decision, error) {
+	l.setup()
 	now := l.now()
 	if p.Unlimited() {
 		return unlimited(p, now), nil
 	}
-	d, err := l.Store.Take(ctx, key, p, n, now)
-	if err != nil {
-		if d, err = l.fail(ctx, "take", err, func(s sluice.QuotaStore) (sluice.Decision, error) {
-			return s.Take(ctx, key, p, n, now)
-		}); err != nil {
+	ck := cacheKey(key, p, n)
+	d, cached := l.rejected.get(ck, now)
+	if !cached {
+		var err error
+		err = l.call(ctx, func(ctx context.Context) error {
+			d, err = l.Store.Take(ctx, key, p, n, now)
+			return err
+		})
+		if err == nil {
+			l.rejected.put(ck, d, now)
+		} else if sluice.ErrorCode(err) == sluice.EINVALID {
 			return d, err
+		} else {
+			var local bool
+			if d, local, err = l.fail(ctx, "take", err, func(s sluice.QuotaStore) (sluice.Decision, error) {
+				return s.Take(ctx, key, p, n, now)
+			}); err != nil {
+				return d, err
+			}
+			if local && d.Allowed && n > 0 {
+				l.local.add(key, d.Time, now)
+			}
 		}
 	}
 	if !d.Allowed && l.Mode == Shadow {
@@ -116,36 +218,51 @@ func (l *Limiter) Take(ctx context.Context, key string, p *sluice.Policy, n int6
 
 // Refund gives back the n units that the admitted decision d charged. It
 // does nothing for decisions that charged nothing (rejections, shadow
-// admissions, unlimited policies, fail-open admissions).
+// admissions, unlimited policies, fail-open admissions). A decision that
+// Fallback made is refunded there.
 func (l *Limiter) Refund(ctx context.Context, key string, p *sluice.Policy, n int64, d sluice.Decision) error {
+	l.setup()
 	if !d.Allowed || d.Shadow || d.N == 0 || p.Unlimited() {
 		return nil
 	}
 	now := l.now()
-	err := l.Store.Refund(ctx, key, p, n, d.Time, now)
-	if err != nil && l.OnError == FailLocal && l.Fallback != nil {
+	if l.Fallback != nil && l.local.take(key, d.Time, now) {
 		return l.Fallback.Refund(ctx, key, p, n, d.Time, now)
+	}
+	err := l.call(ctx, func(ctx context.Context) error {
+		return l.Store.Refund(ctx, key, p, n, d.Time, now)
+	})
+	if err != nil {
+		l.fallback(ctx, "refund", err)
 	}
 	return err
 }
 
 // Peek returns the figures of every window of key without charging.
 func (l *Limiter) Peek(ctx context.Context, key string, p *sluice.Policy) (sluice.Decision, error) {
+	l.setup()
 	now := l.now()
 	if p.Unlimited() {
 		return unlimited(p, now), nil
 	}
-	d, err := l.Store.Peek(ctx, key, p, now)
+	var d sluice.Decision
+	err := l.call(ctx, func(ctx context.Context) error {
+		var err error
+		d, err = l.Store.Peek(ctx, key, p, now)
+		return err
+	})
 	if err != nil {
-		return l.fail(ctx, "peek", err, func(s sluice.QuotaStore) (sluice.Decision, error) {
+		d, _, err = l.fail(ctx, "peek", err, func(s sluice.QuotaStore) (sluice.Decision, error) {
 			return s.Peek(ctx, key, p, now)
 		})
 	}
-	return d, nil
+	return d, err
 }
 
 // Reset forgets the counters of key.
 func (l *Limiter) Reset(ctx context.Context, key string) error {
+	l.setup()
+	l.rejected.forget(key)
 	err := l.Store.Reset(ctx, key)
 	if l.Fallback != nil {
 		if ferr := l.Fallback.Reset(ctx, key); err == nil {
@@ -155,30 +272,107 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 	return err
 }
 
-// Ping reports whether the store answers; a store without a Ping method is
-// taken to be reachable.
+// Ping reports whether the store answers (within Timeout); a store without
+// a Ping method is taken to be reachable. It ignores the breaker, so that
+// /readyz tells the truth about the store.
 func (l *Limiter) Ping(ctx context.Context) error {
 	if p, ok := l.Store.(interface{ Ping(context.Context) error }); ok {
+		if l.Timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, l.Timeout)
+			defer cancel()
+		}
 		return p.Ping(ctx)
 	}
 	return nil
 }
 
-// fail applies the failure policy to a store error.
-func (l *Limiter) fail(ctx context.Context, op string, err error, retry func(sluice.QuotaStore) (sluice.Decision, error)) (sluice.Decision, error) {
+// BreakerOpen reports whether the circuit breaker is open: the store failed
+// repeatedly and calls are answered by the failure policy.
+func (l *Limiter) BreakerOpen() bool { return l.brk.open() }
+
+// fail applies the failure policy to a store error; local reports that
+// Fallback decided.
+func (l *Limiter) fail(ctx context.Context, op string, err error, retry func(sluice.QuotaStore) (sluice.Decision, error)) (d sluice.Decision, local bool, _ error) {
 	if ctx.Err() != nil {
-		return sluice.Decision{}, ctx.Err()
+		return sluice.Decision{}, false, ctx.Err()
 	}
-	l.logger().LogAttrs(ctx, slog.LevelWarn, "quota store failed", slog.String("op", op), slog.String("error", err.Error()))
+	l.fallback(ctx, op, err)
 	switch l.OnError {
 	case FailOpen:
-		return sluice.Decision{Allowed: true, Time: l.now(), Blocking: -1}, nil
+		return sluice.Decision{Allowed: true, Time: l.now(), Blocking: -1}, false, nil
 	case FailLocal:
 		if l.Fallback != nil {
-			return retry(l.Fallback)
+			d, err := retry(l.Fallback)
+			return d, err == nil, err
 		}
 	}
-	return sluice.Decision{}, errUnavailable
+	return sluice.Decision{}, false, errUnavailable
+}
+
+// fallback reports a call the store could not answer: OnFallback, and a
+// log line at most once a second.
+func (l *Limiter) fallback(ctx context.Context, op string, err error) {
+	if l.OnFallback != nil {
+		l.OnFallback(op, err)
+	}
+	now := time.Now().UnixNano()
+	last := l.lastLog.Load()
+	if now-last < int64(time.Second) || !l.lastLog.CompareAndSwap(last, now) {
+		l.suppressed.Add(1)
+		return
+	}
+	policy := [...]string{FailClosed: "closed", FailOpen: "open", FailLocal: "local"}[l.OnError]
+	l.logger().LogAttrs(ctx, slog.LevelWarn, "quota store failed",
+		slog.String("op", op), slog.String("error", err.Error()), slog.String("on_store_error", policy),
+		slog.Bool("breaker_open", l.brk.open()), slog.Int64("suppressed", l.suppressed.Swap(0)))
+}
+
+// localDecisions remembers the admissions that Fallback made, so that their
+// refunds go there. Bounded: entries older than FallbackMemory are
+// dropped, and at most maxLocalDecisions are kept.
+type localDecisions struct {
+	mu sync.Mutex
+	m  map[localDecision]time.Time // local clock when made
+}
+
+type localDecision struct {
+	key string
+	at  int64 // Decision.Time in Unix nanoseconds
+}
+
+// FallbackMemory is how long a Limiter remembers that Fallback made an
+// admission, for its refund.
+const FallbackMemory = 10 * time.Minute
+
+const maxLocalDecisions = 100_000
+
+func (t *localDecisions) add(key string, at, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = make(map[localDecision]time.Time)
+	}
+	if len(t.m) >= maxLocalDecisions {
+		for k, made := range t.m {
+			if now.Sub(made) > FallbackMemory || len(t.m) >= maxLocalDecisions {
+				delete(t.m, k)
+			}
+		}
+	}
+	t.m[localDecision{key, at.UnixNano()}] = now
+}
+
+// take reports whether Fallback made the admission, and forgets it.
+func (t *localDecisions) take(key string, at, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := localDecision{key, at.UnixNano()}
+	made, ok := t.m[k]
+	if ok {
+		delete(t.m, k)
+	}
+	return ok && now.Sub(made) <= FallbackMemory
 }
 
 // unlimited is the decision for a policy without limits.

@@ -26,6 +26,7 @@ import (
 	"github.com/sluicehq/sluice/quota"
 	"github.com/sluicehq/sluice/redis"
 	"github.com/sluicehq/sluice/sqlite"
+	"github.com/sluicehq/sluice/telegram"
 )
 
 var errHelp = errors.New("help requested")
@@ -44,6 +45,7 @@ type Main struct {
 	Accounts sluice.AccountService
 	Quota    *quota.Limiter
 	Server   *shttp.Server
+	Bot      *telegram.Bot // nil unless telegram.token is set
 
 	closers []func() error // run in reverse by Close
 }
@@ -146,7 +148,11 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("quota.on_store_error: %w", err)
 	}
-	m.Quota = &quota.Limiter{Store: store, Mode: mode, OnError: onErr, Logger: log}
+	m.Quota = &quota.Limiter{Store: store, Mode: mode, OnError: onErr, Logger: log, Timeout: cfg.Quota.Timeout}
+	if cfg.Quota.Store == config.StoreRedis {
+		// Spare Redis the requests of accounts known to be over their limit.
+		m.Quota.RejectionCacheSize = quota.DefaultRejectionCacheSize
+	}
 	if onErr == quota.FailLocal {
 		local := inmem.New(inmem.Options{Logger: log})
 		m.closers = append(m.closers, local.Close)
@@ -168,6 +174,12 @@ func (m *Main) Run(ctx context.Context) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	fallbacks := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_quota_store_fallbacks_total",
+		Help: "Quota store calls that failed or were skipped by the open circuit breaker, answered by quota.on_store_error.",
+	}, []string{"op", "on_store_error"})
+	reg.MustRegister(fallbacks)
+	m.Quota.OnFallback = func(op string, err error) { fallbacks.WithLabelValues(op, cfg.Quota.OnStoreError).Inc() }
 	m.Server = &shttp.Server{
 		Accounts: m.Accounts,
 		Quota:    m.Quota,
@@ -189,10 +201,22 @@ func (m *Main) Run(ctx context.Context) error {
 		Logger:       log,
 		Registry:     reg,
 	}
+	if cfg.Telegram.Token != "" {
+		// Before Open: the webhook is a route of the gateway, and the
+		// bot must stop after the gateway (closers run in reverse).
+		if err := m.newBot(images, log); err != nil {
+			return err
+		}
+	}
 	if err := m.Server.Open(cfg.Server.Addr); err != nil {
 		return err
 	}
 	m.closers = append(m.closers, m.shutdown)
+	if m.Bot != nil {
+		if err := m.startBot(ctx); err != nil {
+			return err
+		}
+	}
 	log.Info("sluice listening", "addr", m.Server.Addr().String(), "data", cfg.Server.Data,
 		"algorithm", cfg.Limits.Algorithm.String(), "mode", cfg.Limits.Mode, "version", Version)
 	m.quickstart(token, created)
