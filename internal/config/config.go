@@ -173,6 +173,10 @@ type Mail struct {
 	Username string `yaml:"username"`
 	Password string `yaml:"password" secret:"true"`
 	From     string `yaml:"from"` // an address like "Sluice <noreply@example.com>"
+	// ResetURL is the page of a web front end where a user chooses a new
+	// password; reset mails link to it with token=… added to its query.
+	// Empty: the mail holds the token and the API call only.
+	ResetURL string `yaml:"reset_url"`
 }
 
 // Log is the logger.

@@ -69,6 +69,7 @@ mail:
   username: mailer
   password: pw
   from: Sluice <noreply@example.com>
+  reset_url: https://app.example.com/reset-password
 log:
   level: debug
   format: json
@@ -126,8 +127,9 @@ func fullConfig(t *testing.T) Config {
 			WebhookURL:    "https://bot.example.com/telegram",
 			WebhookSecret: "s3cr3t_-",
 		},
-		Mail: Mail{SMTPHost: "smtp.example.com", SMTPPort: 465, Username: "mailer", Password: "pw", From: "Sluice <noreply@example.com>"},
-		Log:  Log{Level: slog.LevelDebug, Format: LogJSON},
+		Mail: Mail{SMTPHost: "smtp.example.com", SMTPPort: 465, Username: "mailer", Password: "pw", From: "Sluice <noreply@example.com>",
+			ResetURL: "https://app.example.com/reset-password"},
+		Log: Log{Level: slog.LevelDebug, Format: LogJSON},
 	}
 }
 
@@ -215,6 +217,7 @@ func TestEnvNamesUnique(t *testing.T) {
 		"telegram.webhook_url":              "SLUICE_TELEGRAM_WEBHOOK_URL",
 		"mail.smtp_host":                    "SLUICE_MAIL_SMTP_HOST",
 		"mail.from":                         "SLUICE_MAIL_FROM",
+		"mail.reset_url":                    "SLUICE_MAIL_RESET_URL",
 		"quota.timeout":                     "SLUICE_QUOTA_TIMEOUT",
 		"server.write_timeout":              "SLUICE_SERVER_WRITE_TIMEOUT",
 	} {
@@ -448,6 +451,9 @@ func TestValidate(t *testing.T) {
 		{"mail: {smtp_host: smtp.example.com, from: a@example.com, smtp_port: 65536}", "mail.smtp_port"},
 		{"mail: {smtp_host: smtp.example.com}", "mail.from"},
 		{"mail: {from: not an address}", "mail.from"},
+		{"mail: {reset_url: app.example.com/reset}", "mail.reset_url"},
+		{"mail: {reset_url: 'ftp://app.example.com/reset'}", "mail.reset_url"},
+		{"mail: {reset_url: 'https://app.example.com/reset#token'}", "mail.reset_url"},
 		{"log: {format: xml}", "log.format"},
 	} {
 		_, err := loadYAML(t, tc.src, nil)

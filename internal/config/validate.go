@@ -255,6 +255,11 @@ func (c *Config) validateMail(p *problems) {
 			p.add("mail.from", "must be an address like noreply@example.com or \"Sluice <noreply@example.com>\", got %q", m.From)
 		}
 	}
+	if m.ResetURL != "" {
+		if u, err := url.Parse(m.ResetURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Fragment != "" {
+			p.add("mail.reset_url", "must be an http or https URL without a fragment, like https://app.example.com/reset-password, got %q", m.ResetURL)
+		}
+	}
 }
 
 func positive(p *problems, field string, d time.Duration) {
