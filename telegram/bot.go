@@ -239,8 +239,8 @@ func (b *Bot) Start(ctx context.Context) error {
 
 // Close stops the bot: it stops receiving updates, cancels the work in
 // progress (generations that were charged are refunded), drops the
-// messages still waiting, and sends the replies already queued until ctx
-// ends. It does not remove the webhook, so that Telegram keeps the updates
+// messages still waiting (telling each chat so, once), and sends the
+// replies already queued until ctx ends. It does not remove the webhook, so that Telegram keeps the updates
 // that arrive meanwhile for the next start.
 func (b *Bot) Close(ctx context.Context) error {
 	if err := b.init(); err != nil {
@@ -252,13 +252,20 @@ func (b *Bot) Close(ctx context.Context) error {
 		return nil
 	}
 	b.closed = true
+	var dropped []*models.Message // the last waiting message of each chat
 	for _, q := range b.chats {
+		if n := len(q.msgs); n > 0 {
+			dropped = append(dropped, q.msgs[n-1])
+		}
 		q.msgs = nil // their workers exit after the message in hand
 	}
 	b.mu.Unlock()
 	b.cancel()
 	b.poller.Wait()
 	b.workers.Wait()
+	for _, m := range dropped {
+		b.reply(m, restartingWaitingText)
+	}
 	b.out.stop(ctx)
 	return nil
 }

@@ -24,7 +24,8 @@ const (
 	// refundTimeout bounds a refund made after the work's context ended.
 	refundTimeout = 5 * time.Second
 
-	restartingText = "I'm restarting, so I didn't do that and nothing was charged. Please send it again in a minute."
+	restartingText        = "I'm restarting, so I didn't do that and nothing was charged. Please send it again in a minute."
+	restartingWaitingText = "I'm restarting, so I didn't get to your waiting messages, and nothing was charged for them. Please send them again in a minute."
 )
 
 // handle answers one message. It runs on the chat's worker, so the

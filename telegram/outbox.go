@@ -69,6 +69,7 @@ type outbox struct {
 	send      func(ctx context.Context, m *outMsg) error
 	chatEvery time.Duration
 	every     time.Duration
+	backoff   time.Duration // pause after a transient error, doubled per try
 	logger    *slog.Logger
 
 	mu       sync.Mutex // guards everything below
@@ -86,7 +87,7 @@ type outbox struct {
 
 func newOutbox(send func(context.Context, *outMsg) error, chatEvery, every time.Duration, logger *slog.Logger) *outbox {
 	o := &outbox{
-		send: send, chatEvery: chatEvery, every: every, logger: logger,
+		send: send, chatEvery: chatEvery, every: every, backoff: time.Second, logger: logger,
 		chats: make(map[int64]*chatOut),
 		wake:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
@@ -220,7 +221,7 @@ func (o *outbox) deliver(ctx context.Context, c *chatOut, m *outMsg) {
 			slog.Int64("chat_id", m.chatID), slog.Int("retry_after", tooMany.RetryAfter))
 	case transient(err) && m.tries+1 < maxTries:
 		m.tries++
-		retry = time.Duration(1<<m.tries) * time.Second
+		retry = o.backoff << m.tries
 		o.logger.LogAttrs(ctx, slog.LevelWarn, "telegram: send failed; will retry",
 			slog.Int64("chat_id", m.chatID), slog.Int("try", m.tries), slog.String("error", err.Error()))
 	default:
