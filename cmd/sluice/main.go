@@ -20,7 +20,8 @@ const usage = `sluice: a quota gateway for paid image-generation APIs
 
 Usage:
   sluice serve [--config FILE] [--addr ADDR] [--data DIR]   run the gateway
-  sluice batch --url URL --key KEY --model ID [--out DIR] FILE
+  sluice batch --url URL --key KEY --model ID [--out DIR] [--concurrency N] FILE
+                                                           generate images in bulk
   sluice version
 
 Run "sluice serve -h" for the flags of a command.
@@ -62,8 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	case "batch":
-		fmt.Fprintln(stderr, "sluice batch: not built yet (the client SDK and bulk tool are the next issue)")
-		return 2
+		context.AfterFunc(ctx, stop) // a second signal kills at once
+		return runBatch(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "version", "-v", "--version":
 		fmt.Fprintln(stdout, "sluice", Version)
 		return 0
