@@ -81,10 +81,15 @@ type windowState struct {
 // field's relative t=, else the Date header), while the local clock stood
 // between the request's sending and the answer's arrival, so
 // skew = server - local lies in (S - arrived, S + 1 - sent). The view keeps
-// the intersection of these intervals over all answers and uses the skew in
-// it that is nearest zero: exactly zero for synchronized clocks (the
-// absolute Reset is then used as it is, to the millisecond), and otherwise
-// a correction good to about a second that sharpens with every answer.
+// the intersection of these intervals over all answers (starting afresh if
+// they stop overlapping: a clock jumped) and waits with its lower end,
+// which puts each reset at the latest local instant it can be: a wait
+// never ends before the server's reset, whichever clock is ahead. The
+// price is lateness: as much as the earliest fraction of a second, past
+// the server's whole second, at which an answer has arrived — up to a
+// second after one answer, a few milliseconds once answers have come at
+// many points of the second, as they do in a busy client. (Waiting by
+// the relative t= alone would always be late by that answer's fraction.)
 //
 // All fields are guarded by mu.
 type view struct {
@@ -343,18 +348,15 @@ func (v *view) observeSkew(ws []WindowHeader, h http.Header, sent, arrived time.
 	v.skewKnown, v.skewLo, v.skewHi = true, lo, hi
 }
 
-// skew is server clock minus local clock: the value nearest zero in the
-// interval the answers allow. mu must be held.
+// skew is server clock minus local clock, as used for waiting: the lowest
+// value the answers allow, which puts every reset at the latest local time
+// it can be, so that a wait never ends before the server's reset. mu must
+// be held.
 func (v *view) skew() time.Duration {
-	switch {
-	case !v.skewKnown:
+	if !v.skewKnown {
 		return 0
-	case v.skewLo > 0:
-		return v.skewLo
-	case v.skewHi < 0:
-		return v.skewHi
 	}
-	return 0
+	return v.skewLo
 }
 
 // snapshot returns the view as a Quota.

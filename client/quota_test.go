@@ -197,10 +197,12 @@ func TestViewSkew(t *testing.T) {
 			v.update(200, gw(server.Truncate(time.Second), "hour", 5, 0, 4), local.Add(-2*time.Millisecond), local)
 			got := v.decide(1, local)
 			// The server's reset is t0+4s; by the local clock that is
-			// t0+4s-skew, good to the second the headers resolve.
+			// t0+4s-skew. One answer resolves the skew to a second; the
+			// wait must not end before it, and ends at most the answer's
+			// 0.4s past its second (plus its 2ms in flight) after it.
 			want := t0.Add(4 * time.Second).Add(-skew)
-			if diff := got.until.Sub(want); diff < -time.Second || diff > time.Second || skew == 0 && diff != 0 {
-				t.Fatalf("until %v, want %v (±1s; exact without skew)", got.until, want)
+			if diff := got.until.Sub(want); diff < 0 || diff > 402*time.Millisecond {
+				t.Fatalf("until %v, want %v (+402ms at most)", got.until, want)
 			}
 		})
 	}
@@ -246,6 +248,34 @@ func TestReserveConcurrent(t *testing.T) {
 			// so they too give up at once.
 			if refused.Load() != 9 {
 				t.Fatalf("%d refused, want 9", refused.Load())
+			}
+		})
+	}
+}
+
+// TestViewSkewConverges: the more answers, at more points of the second,
+// the closer the wait comes to the server's reset, never before it, for a
+// local clock ahead or behind.
+func TestViewSkewConverges(t *testing.T) {
+	for _, skew := range []time.Duration{0, 300 * time.Millisecond, -300 * time.Millisecond} {
+		t.Run(skew.String(), func(t *testing.T) {
+			v := newView()
+			v.mu.Lock()
+			defer v.mu.Unlock()
+			want := t0.Add(10 * time.Second).Add(-skew) // the reset, locally
+			var local time.Time
+			for i := range 20 {
+				server := t0.Add(time.Duration(i) * 50 * time.Millisecond)
+				local = server.Add(-skew)
+				h := gw(server.Truncate(time.Second), "hour", 100, 0, int(t0.Add(10*time.Second).Sub(server.Truncate(time.Second))/time.Second))
+				v.update(200, h, local.Add(-time.Millisecond), local.Add(time.Millisecond))
+				got := v.decide(1, local).until
+				if got.Before(want) {
+					t.Fatalf("answer %d: wait until %v, before the reset %v", i, got.Sub(t0), want.Sub(t0))
+				}
+			}
+			if got := v.decide(1, local).until; got.Sub(want) > 10*time.Millisecond {
+				t.Fatalf("after 20 answers: wait until %v, the reset is %v", got.Sub(t0), want.Sub(t0))
 			}
 		})
 	}
