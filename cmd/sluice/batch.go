@@ -525,12 +525,12 @@ type progress struct {
 	b       *Batch
 	c       *client.Client
 	total   int
-	done    int
+	done    int // items settled
 	start   time.Time
 	bar     *progressbar.ProgressBar
 	stop    chan struct{}
 	stopped sync.WaitGroup
-	mu      sync.Mutex // guards units for the refresher
+	mu      sync.Mutex // guards done and units, which the refresher reads
 	units   int64      // units still to generate
 }
 
@@ -574,8 +574,9 @@ func newProgress(b *Batch, c *client.Client, total int, units int64, skipped int
 
 // item reports a settled item; units are the units still to generate.
 func (p *progress) item(it *item, err error, units int64) {
-	p.done++
 	p.mu.Lock()
+	p.done++
+	done := p.done
 	p.units = units
 	p.mu.Unlock()
 	now := time.Now()
@@ -593,14 +594,14 @@ func (p *progress) item(it *item, err error, units int64) {
 	if err != nil {
 		status, detail = "FAIL", fmt.Sprintf("line %d: %v", it.Line, err)
 	}
-	fmt.Fprintf(p.b.Stdout, "%s [%d/%d] %s  (%s)\n", status, p.done, p.total, detail, p.describe(now))
+	fmt.Fprintf(p.b.Stdout, "%s [%d/%d] %s  (%s)\n", status, done, p.total, detail, p.describe(now))
 }
 
 // describe is the quota line: "87 left this hour, next unit 15:42:07, ETA
 // 16:10:00".
 func (p *progress) describe(now time.Time) string {
 	p.mu.Lock()
-	units := p.units
+	units, done := p.units, p.done
 	p.mu.Unlock()
 	q := p.c.Quota()
 	var parts []string
@@ -622,7 +623,7 @@ func (p *progress) describe(now time.Time) string {
 		}
 	}
 	if units > 0 {
-		if eta := estimate(q, units, p.done, now.Sub(p.start), now); !eta.IsZero() {
+		if eta := estimate(q, units, done, now.Sub(p.start), now); !eta.IsZero() {
 			parts = append(parts, "ETA "+timeOfDay(eta, now))
 		}
 	}

@@ -256,6 +256,33 @@ func TestBatchColdStart(t *testing.T) {
 	}
 }
 
+// TestBatchProgressBar: on a terminal the run shows a progress bar, whose
+// quota line is refreshed while the run waits for a reset.
+func TestBatchProgressBar(t *testing.T) {
+	g := startMain(t, "", map[string]string{"SLUICE_LIMITS_WINDOWS_HOUR": "2s", "SLUICE_LIMITS_WINDOWS_DAY": "60s"}).realClock()
+	id, key := g.account("bar@example.com", "vip")
+	g.limits(id, 3, 100)
+	file := filepath.Join(t.TempDir(), "prompts.txt")
+	os.WriteFile(file, []byte(promptLines(5)), 0o600)
+	var stdout bytes.Buffer
+	b := NewBatch(nil, &stdout, io.Discard)
+	b.Getenv = func(string) string { return "" }
+	if err := b.ParseFlags([]string{"--url", g.url, "--key", key, "--model", "sluice-sketch", "--out", t.TempDir(), "--size", "64x64", file}); err != nil {
+		t.Fatal(err)
+	}
+	b.Terminal = true
+	s, err := b.Run(context.Background())
+	if err != nil || s.Done != 5 || s.Stats.RateLimited != 0 {
+		t.Fatalf("%+v, %v", s, err)
+	}
+	out := stdout.String()
+	for _, want := range []string{"100% |", "(5/5,", "0 left this hour", "next unit ", "ETA ", "sluice batch: 5 done, 0 failed, 0 left;"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%q", want, out)
+		}
+	}
+}
+
 // outputs lists the files under dir, relative, and checks that each is a
 // whole PNG.
 func outputs(t *testing.T, dir string) []string {
