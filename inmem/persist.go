@@ -83,7 +83,7 @@ func Open(ctx context.Context, path string, flushInterval time.Duration, opts Op
 	if flushInterval > 0 {
 		s.done.Add(1)
 		go s.loop(flushInterval, func() {
-			if err := s.p.flush(s, time.Now()); err != nil {
+			if err := s.p.flush(s); err != nil {
 				s.logger.Error("quota state flush failed", slog.String("error", err.Error()))
 			}
 		})
@@ -97,7 +97,7 @@ func (s *Store) Flush() error {
 	if s.p == nil {
 		return nil
 	}
-	return s.p.flush(s, time.Now())
+	return s.p.flush(s)
 }
 
 func (p *persister) load(ctx context.Context, s *Store, now time.Time) error {
@@ -157,13 +157,18 @@ func snapshotLocked(sh *shard, key string) row {
 	return row{key: key, alg: ks.alg, state: encodeState(ks.st), expires: ks.expires}
 }
 
-func (p *persister) flush(s *Store, now time.Time) error {
+// flush writes the changed keys, and every 64th time deletes the rows that
+// count nothing any more at the latest time the store decided at (the
+// callers' clock, as eviction does).
+func (p *persister) flush(s *Store) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var rows []row
+	var seen int64
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
+		seen = max(seen, sh.now)
 		for _, key := range sh.dirty {
 			rows = append(rows, snapshotLocked(sh, key))
 		}
@@ -176,7 +181,7 @@ func (p *persister) flush(s *Store, now time.Time) error {
 	if len(rows) == 0 && !cleanup {
 		return nil
 	}
-	err := p.write(rows, cleanup, now)
+	err := p.write(rows, cleanup, time.Unix(seen, 0))
 	if err != nil {
 		// Mark the keys dirty again so that the next flush retries them.
 		for _, r := range rows {
@@ -240,7 +245,7 @@ func (p *persister) reset(s *Store, key string) error {
 }
 
 func (p *persister) close(s *Store) error {
-	err := p.flush(s, time.Now())
+	err := p.flush(s)
 	return errors.Join(err, p.db.Close())
 }
 

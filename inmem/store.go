@@ -48,7 +48,11 @@ type shard struct {
 	mu    sync.Mutex
 	m     map[string]*keyState
 	dirty []string // keys changed since the last flush; guarded by mu
-	_     [64]byte // keeps neighbouring shards' locks off one cache line
+	// now is the latest Unix second a call on this shard decided at; the
+	// background sweep evicts by it, so that eviction follows the callers'
+	// clock (which tests set) rather than the wall clock. Guarded by mu.
+	now int64
+	_   [64]byte // keeps neighbouring shards' locks off one cache line
 }
 
 // keyState is the state of one key; guarded by its shard's mutex.
@@ -107,7 +111,7 @@ func New(opts Options) *Store {
 		every = DefaultSweepInterval
 	}
 	s.done.Add(1)
-	go s.loop(every, func() { s.Sweep(time.Now()) })
+	go s.loop(every, func() { s.sweep(func(sh *shard) int64 { return sh.now }) })
 	return s
 }
 
@@ -151,6 +155,7 @@ func (s *Store) Take(ctx context.Context, key string, p *sluice.Policy, n int64,
 	}
 	sh := s.shard(key)
 	sh.mu.Lock()
+	sh.seen(now)
 	ks := sh.m[key]
 	if ks == nil {
 		ks = newKeyState(p)
@@ -186,6 +191,7 @@ func (s *Store) markDirty(sh *shard, ks *keyState, key string) {
 func (s *Store) Refund(ctx context.Context, key string, p *sluice.Policy, n int64, at, now time.Time) error {
 	sh := s.shard(key)
 	sh.mu.Lock()
+	sh.seen(now)
 	ks := sh.m[key]
 	if ks == nil || ks.alg != p.Algorithm || len(ks.st) != len(p.Windows) {
 		sh.mu.Unlock()
@@ -206,6 +212,7 @@ func (s *Store) Peek(ctx context.Context, key string, p *sluice.Policy, now time
 	sh := s.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	sh.seen(now)
 	ks := sh.m[key]
 	if ks == nil {
 		// A fresh key: decide on an empty state without storing it.
@@ -242,19 +249,32 @@ func (s *Store) Len() int {
 	return n
 }
 
-// Sweep forgets every key whose state counts nothing at now. It runs in the
-// background every SweepInterval; tests call it directly.
+// Sweep forgets every key whose state counts nothing at now. The store
+// sweeps itself every SweepInterval, at the latest time each shard decided
+// at; tests call Sweep directly.
 func (s *Store) Sweep(now time.Time) {
 	sec := now.Unix()
+	s.sweep(func(*shard) int64 { return sec })
+}
+
+func (s *Store) sweep(now func(*shard) int64) {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
+		sec := now(sh)
 		for k, ks := range sh.m {
 			if ks.expires <= sec {
 				delete(sh.m, k)
 			}
 		}
 		sh.mu.Unlock()
+	}
+}
+
+// seen records that a call on sh decided at now. The caller holds sh.mu.
+func (sh *shard) seen(now time.Time) {
+	if sec := now.Unix(); sec > sh.now {
+		sh.now = sec
 	}
 }
 
