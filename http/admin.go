@@ -1,6 +1,7 @@
 package http
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/mail"
@@ -12,12 +13,12 @@ import (
 	"github.com/sluicehq/sluice"
 )
 
-// Bounds of admin requests.
+// Bounds of admin and account requests.
 const (
-	MinPassword = 8    // characters
-	MaxPassword = 1024 // bytes
-	MaxKeyName  = 100  // characters
-	MaxEmail    = 254  // bytes
+	MinPassword = 8   // characters
+	MaxPassword = 256 // characters
+	MaxKeyName  = 100 // characters
+	MaxEmail    = 254 // bytes
 	// MaxOverride bounds a per-account limit. It keeps every algorithm's
 	// arithmetic exact for windows up to a day (the token bucket's bound
 	// is the tightest, about 5·10⁷ units a day).
@@ -66,13 +67,15 @@ func validEmail(s string) bool {
 	return err == nil && a.Name == "" && a.Address == s && strings.Count(s, "@") == 1
 }
 
-// validPassword checks a new password: MinPassword characters or more.
+// validPassword checks a new password: MinPassword to MaxPassword
+// characters. The upper bound is checked before anything is hashed.
 func validPassword(pw string) error {
-	if utf8.RuneCountInString(pw) < MinPassword {
+	n := utf8.RuneCountInString(pw)
+	if n < MinPassword {
 		return sluice.FieldError("password", "password must be at least %d characters.", MinPassword)
 	}
-	if len(pw) > MaxPassword {
-		return sluice.FieldError("password", "password must be at most %d bytes.", MaxPassword)
+	if n > MaxPassword {
+		return sluice.FieldError("password", "password must be at most %d characters.", MaxPassword)
 	}
 	return nil
 }
@@ -352,12 +355,27 @@ func (s *Server) handleCreateKey(w http.ResponseWriter, r *http.Request) {
 		s.Error(w, r, err)
 		return
 	}
-	key, id, hash := sluice.NewAPIKey()
-	k := &sluice.APIKey{ID: id, AccountID: a.ID, Name: b.Name, Hash: hash}
-	if err := s.Accounts.CreateAPIKey(r.Context(), k); err != nil {
+	k, key, err := s.createAPIKey(r.Context(), a.ID, b.Name)
+	if err != nil {
 		s.Error(w, r, err)
 		return
 	}
+	s.writeCreatedKey(w, r, k, key)
+}
+
+// createAPIKey stores a new API key named name for the account and returns
+// it with the key itself, which only the creator's answer shows.
+func (s *Server) createAPIKey(ctx context.Context, accountID int64, name string) (*sluice.APIKey, string, error) {
+	key, id, hash := sluice.NewAPIKey()
+	k := &sluice.APIKey{ID: id, AccountID: accountID, Name: name, Hash: hash}
+	if err := s.Accounts.CreateAPIKey(ctx, k); err != nil {
+		return nil, "", err
+	}
+	return k, key, nil
+}
+
+// writeCreatedKey answers 201 with a new key, not to be cached.
+func (s *Server) writeCreatedKey(w http.ResponseWriter, r *http.Request, k *sluice.APIKey, key string) {
 	w.Header().Set("Cache-Control", "no-store")
 	s.writeJSON(w, r, http.StatusCreated, &createdKeyJSON{ID: k.ID, Name: k.Name, Key: key,
 		CreatedAt: k.CreatedAt.UTC().Format(time.RFC3339)})

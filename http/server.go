@@ -20,6 +20,45 @@
 //     method_not_allowed with Allow, both JSON.
 //   - GET /readyz answers {"status","checks"} (not a §5 error body): it is
 //     for probes, and says which check failed but not why.
+//
+// Accounts and auth (CONTRACT.md §6; account.go, authlimit.go, clientip.go,
+// reset.go):
+//
+//   - The per-IP limits of register, login and forgot-password are
+//     one-window sliding policies in the QuotaService under keys like
+//     "{ip:login:203.0.113.7}" (IPv6: "{ip:login:2001:db8:1:2::/64}"),
+//     decided before the body is read, so that every request counts. They
+//     follow limits.mode (shadow counts but never rejects) and the quota
+//     failure policy (fail-closed: 503). Their answers carry the IETF
+//     RateLimit and RateLimit-Policy fields of that window ("minute",
+//     "hour", or the length like "30s") but no X-RateLimit-* fields, which
+//     are an account's.
+//   - POST /auth/reset-password has no per-IP limit (the contract names
+//     three endpoints): its token has 238 random bits and a malformed one
+//     costs no store call.
+//   - Failed logins slow an account down instead of locking it: after
+//     LoginFreeFailures failures in LoginFailureWindow, each attempt waits
+//     2^k seconds (at most LoginMaxDelay) after the last failure, answered
+//     429 rate_limit_exceeded with retry_after. The state is kept per email
+//     hash in the QuotaService, so it is shared by every instance that
+//     shares the quota store and counts unknown emails like known ones. The
+//     delay is checked even in shadow mode: it protects accounts, not quota.
+//   - POST /auth/forgot-password answers 202 for every well-formed email,
+//     having only enqueued it; the lookup, the per-email limit
+//     (AuthLimits.ForgotPasswordEmail, over which no mail is sent and the
+//     answer is still 202), the token and the mail happen in one background
+//     goroutine. A full queue drops the reset with an error in the log.
+//   - The reset token is single-use for ResetTokenTTL; an invalid, expired
+//     or used one is 400 invalid_request naming "token". A reset ends every
+//     session and clears the failed logins. It answers
+//     {"status":"password_reset"}.
+//   - The account endpoints under /v1/ take a session token only (an API
+//     key is 401 unauthorized) and send the account's X-RateLimit-* fields
+//     like every /v1/ answer. Any plan may list and revoke keys and link
+//     Telegram; creating keys needs API access. An account can hold
+//     MaxKeysPerAccount live keys.
+//   - Passwords are 8 to 256 characters, checked before hashing; emails are
+//     bare addresses of at most 254 bytes, trimmed of surrounding space.
 package http
 
 import (
@@ -28,6 +67,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -105,6 +145,22 @@ type Server struct {
 	// (request ids, access log, recovery) and answer for themselves.
 	Handlers map[string]http.Handler
 
+	// Mailer sends the password-reset mail; nil means none is sent (a
+	// warning is logged and the request answered as usual).
+	Mailer sluice.Mailer
+	// AuthLimits are the limits of the auth endpoints; zero Rates take
+	// the defaults of CONTRACT.md §6.
+	AuthLimits AuthLimits
+	// TrustedProxies are the peers whose X-Forwarded-For names the client
+	// (CONTRACT.md §6); none means the peer is the client.
+	TrustedProxies []netip.Prefix
+	// SessionTTL is how long a login lasts; 0 means DefaultSessionTTL.
+	SessionTTL time.Duration
+	// ResetURL is the page of the operator's web front end where a user
+	// chooses a new password: reset mails link to it with "token=…" added
+	// to its query. Empty: the mail holds the token and the API call only.
+	ResetURL string
+
 	once    sync.Once
 	handler http.Handler
 	mux     *http.ServeMux
@@ -115,6 +171,7 @@ type Server struct {
 	metrics *metrics
 	reg     *prometheus.Registry
 	touches *toucher
+	auth    *authState
 	// apiPlans names the plans with API access, for the 403 message.
 	apiPlans string
 
@@ -125,7 +182,8 @@ type Server struct {
 }
 
 // Handler returns the gateway: every route behind its middleware. It
-// starts the background flush of API keys' last use, which Close stops.
+// starts the background flush of API keys' last use and the password
+// resetter, which Close stops.
 func (s *Server) Handler() http.Handler {
 	s.init()
 	return s.handler
@@ -167,6 +225,7 @@ func (s *Server) init() {
 		}
 		s.metrics = newMetrics(s.reg)
 		s.touches = newToucher(s.Accounts, s.logger())
+		s.initAuth()
 		s.mux = s.routes()
 		s.handler = http.HandlerFunc(s.serveHTTP)
 	})
@@ -200,6 +259,16 @@ func (s *Server) routes() *http.ServeMux {
 		handle("GET "+prefix+"/models", s.handleModels)
 		handle("GET "+prefix+"/usage", s.handleUsage)
 	}
+
+	// Auth and the account's own keys.
+	handle("POST /auth/register", s.handleRegister)
+	handle("POST /auth/login", s.handleLogin)
+	handle("POST /auth/forgot-password", s.handleForgotPassword)
+	handle("POST /auth/reset-password", s.handleResetPassword)
+	handle("POST /v1/keys", s.handleCreateOwnKey)
+	handle("GET /v1/keys", s.handleListKeys)
+	handle("DELETE /v1/keys/{id}", s.handleRevokeKey)
+	handle("POST /v1/telegram/link", s.handleTelegramLink)
 
 	// Admin.
 	handle("POST /admin/accounts", s.admin(s.handleCreateAccount))
@@ -307,9 +376,11 @@ func (s *Server) URL() string {
 }
 
 // Close stops the Server gracefully: it stops accepting connections, waits
-// for in-flight requests until ctx ends (then closes their connections), and
-// writes the pending last-use times of API keys. It returns ctx's error if
-// requests were still running when ctx ended.
+// for in-flight requests until ctx ends (then closes their connections),
+// writes the pending last-use times of API keys and finishes the queued
+// password resets (handing their mail to the Mailer, which the caller closes
+// afterwards). It returns ctx's error if requests were still running when
+// ctx ended.
 func (s *Server) Close(ctx context.Context) error {
 	s.init()
 	s.mu.Lock()
@@ -327,6 +398,7 @@ func (s *Server) Close(ctx context.Context) error {
 		// A bounded context of its own: ctx may have ended already.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		s.touches.close(fctx, time.Now())
+		s.auth.resets.close(fctx)
 		cancel()
 	}
 	return err

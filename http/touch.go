@@ -110,3 +110,13 @@ func (t *toucher) close(ctx context.Context, now time.Time) {
 	<-t.done
 	t.flush(ctx, now, true)
 }
+
+// lastUse returns the last use of the key recorded on this instance, which
+// may not have been written yet.
+func (t *toucher) lastUse(id string) (time.Time, bool) {
+	v, ok := t.keys.Load(id)
+	if !ok {
+		return time.Time{}, false
+	}
+	return time.Unix(0, v.(*touch).used.Load()), true
+}

@@ -1,0 +1,281 @@
+package http
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice"
+)
+
+// Rate is a limit of Limit requests in any window of Per. A Limit of
+// sluice.Unlimited turns the limit off.
+type Rate struct {
+	Limit sluice.Limit
+	Per   time.Duration // whole seconds; rounded up otherwise
+}
+
+// AuthLimits are the limits of the auth endpoints (CONTRACT.md §6). A zero
+// Rate takes its default.
+type AuthLimits struct {
+	Login          Rate // per client IP on POST /auth/login
+	Register       Rate // per client IP on POST /auth/register
+	ForgotPassword Rate // per client IP on POST /auth/forgot-password
+	// ForgotPasswordEmail limits the reset mails to one address, whoever
+	// asks for them, so that nobody can flood an inbox from many IPs.
+	ForgotPasswordEmail Rate
+}
+
+// Defaults of AuthLimits.
+var (
+	DefaultLoginLimit               = Rate{Limit: 10, Per: time.Minute}
+	DefaultRegisterLimit            = Rate{Limit: 10, Per: time.Minute}
+	DefaultForgotPasswordLimit      = Rate{Limit: 3, Per: time.Hour}
+	DefaultForgotPasswordEmailLimit = Rate{Limit: 3, Per: time.Hour}
+)
+
+// Growing delays after failed logins, per account (by email). The first
+// LoginFreeFailures failures within LoginFailureWindow cost nothing; after
+// failure number LoginFreeFailures+k-1 the next attempt must wait 2^k
+// seconds since that failure, at most LoginMaxDelay. It is a delay, never a
+// lock-out: an attacker gets a few guesses an hour, the owner gets in as
+// soon as the delay has passed, and a successful login clears it.
+const (
+	LoginFreeFailures  = 5
+	LoginFailureWindow = 15 * time.Minute
+	LoginMaxDelay      = 5 * time.Minute
+)
+
+// rateLimit is one limit of an auth endpoint, as a one-window sliding
+// policy under quota keys prefix + "<who>}".
+type rateLimit struct {
+	off     bool
+	prefix  string // "{ip:login:"
+	policy  sluice.Policy
+	windows [1]sluice.Window
+	message string // of the 429
+}
+
+// newRateLimit builds the limit named name ("login") from r, or def if r is
+// zero. what is how the 429 names the limit ("per IP on POST /auth/login").
+func newRateLimit(prefix string, r, def Rate, what string) *rateLimit {
+	if r == (Rate{}) {
+		r = def
+	}
+	l := &rateLimit{prefix: prefix}
+	if r.Limit.IsUnlimited() {
+		l.off = true
+		return l
+	}
+	per := max(r.Per, time.Second)
+	if rem := per % time.Second; rem != 0 {
+		per += time.Second - rem
+	}
+	name := windowName(per)
+	l.windows[0] = sluice.Window{Name: name, Length: per, Limit: r.Limit}
+	l.policy = sluice.Policy{Algorithm: sluice.Sliding, Windows: l.windows[:]}
+	l.message = "Rate limit reached: " + strconv.FormatInt(int64(r.Limit), 10) + " requests/" + name + " " + what
+	return l
+}
+
+// windowName names a window after its length: "second", "minute", "hour"
+// and "day" for one of those, else the duration in its shortest form
+// ("30s", "5m", "1h30m").
+func windowName(d time.Duration) string {
+	switch d {
+	case time.Second:
+		return "second"
+	case time.Minute:
+		return "minute"
+	case time.Hour:
+		return "hour"
+	case 24 * time.Hour:
+		return "day"
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+// takeAuth counts one request of who against l. On a rejection, or if the
+// quota service cannot decide, it has answered the request.
+func (s *Server) takeAuth(w http.ResponseWriter, r *http.Request, l *rateLimit, who string) bool {
+	if l.off {
+		return true
+	}
+	t := time.Now()
+	d, err := s.Quota.Take(r.Context(), l.prefix+who+"}", &l.policy, 1)
+	s.metrics.take.Observe(time.Since(t).Seconds())
+	if err != nil {
+		s.Error(w, r, err)
+		return false
+	}
+	setWindowHeaders(w.Header(), &d)
+	if !d.Allowed {
+		s.writeError(w, r, &apiError{Code: sluice.ERATELIMIT, Message: l.message, RetryAfter: d.RetryAfterSeconds()})
+		return false
+	}
+	return true
+}
+
+// limitIP counts the request against the per-IP limit l of its endpoint.
+// It runs before the body is read: every request counts, malformed ones
+// included.
+func (s *Server) limitIP(w http.ResponseWriter, r *http.Request, l *rateLimit) bool {
+	return s.takeAuth(w, r, l, ipKey(s.clientIP(r)))
+}
+
+// setWindowHeaders sets the IETF RateLimit and RateLimit-Policy fields of
+// an auth endpoint's one window:
+//
+//	RateLimit-Policy: "minute";q=10;w=60
+//	RateLimit: "minute";r=7;t=41
+//
+// but none of the X-RateLimit-* fields, which describe an account's plan
+// (CONTRACT.md §4) and no account is known on these endpoints.
+func setWindowHeaders(h http.Header, d *sluice.Decision) {
+	if d.N == 0 || d.Windows[0].Limit.IsUnlimited() {
+		return // decided without the store (fail-open): no figures
+	}
+	win := d.Windows[0]
+	b := make([]byte, 0, 64)
+	b = append(b, '"')
+	b = append(b, win.Name...)
+	b = append(b, `";q=`...)
+	b = strconv.AppendInt(b, int64(win.Limit), 10)
+	b = append(b, ";w="...)
+	b = strconv.AppendInt(b, int64(win.Length/time.Second), 10)
+	split := len(b)
+	b = append(b, '"')
+	b = append(b, win.Name...)
+	b = append(b, `";r=`...)
+	b = strconv.AppendInt(b, max(win.Remaining, 0), 10)
+	b = append(b, ";t="...)
+	b = strconv.AppendInt(b, max(win.Reset.Unix()-d.Time.Unix(), 0), 10)
+	all := string(b)
+	h["RateLimit-Policy"] = []string{all[:split]}
+	h["RateLimit"] = []string{all[split:]}
+}
+
+// emailKey names an email address in quota keys: a hash of the address as
+// the account store compares it (lower case), so that keys hold no
+// address, and a known and an unknown address are counted alike.
+func emailKey(email string) string {
+	h := sha256.Sum256([]byte(strings.ToLower(email)))
+	return hex.EncodeToString(h[:16])
+}
+
+// loginFailures is the failed-login state of one email address, kept in
+// the quota service so that every gateway instance sharing the store
+// applies the same delays:
+//
+//   - "{login:<email key>}" counts failures in a sliding window of
+//     LoginFailureWindow;
+//   - "{login:<email key>}:delay:<s>" holds one unit for s seconds after a
+//     failure that made the next attempt wait s seconds.
+//
+// An attempt that finds f failures counted (f ≥ LoginFreeFailures) waits
+// while the delay key of loginDelay(f) holds its unit.
+type loginFailures struct {
+	key string
+}
+
+func newLoginFailures(email string) loginFailures {
+	return loginFailures{key: "{login:" + emailKey(email) + "}"}
+}
+
+var loginCountPolicy = sluice.Policy{Algorithm: sluice.Sliding,
+	Windows: []sluice.Window{{Name: "failures", Length: LoginFailureWindow, Limit: 10_000}}}
+
+// loginDelay is the wait before the next attempt after f failures.
+func loginDelay(f int64) time.Duration {
+	if f < LoginFreeFailures {
+		return 0
+	}
+	k := f - LoginFreeFailures + 1
+	if k >= 20 {
+		return LoginMaxDelay
+	}
+	return min(time.Duration(1<<k)*time.Second, LoginMaxDelay)
+}
+
+func delayPolicy(d time.Duration) sluice.Policy {
+	return sluice.Policy{Algorithm: sluice.Sliding, Windows: []sluice.Window{{Name: "delay", Length: d, Limit: 1}}}
+}
+
+func (l loginFailures) delayKey(d time.Duration) string {
+	return l.key + ":delay:" + strconv.FormatInt(int64(d/time.Second), 10)
+}
+
+// loginWait returns the failures counted and how long the next attempt must
+// still wait (0: it may go ahead).
+func (s *Server) loginWait(ctx context.Context, l loginFailures) (failures int64, wait time.Duration, err error) {
+	d, err := s.Quota.Peek(ctx, l.key, &loginCountPolicy)
+	if err != nil || d.N == 0 {
+		return 0, 0, err
+	}
+	failures = d.Windows[0].Used()
+	delay := loginDelay(failures)
+	if delay == 0 {
+		return failures, 0, nil
+	}
+	p := delayPolicy(delay)
+	d, err = s.Quota.Peek(ctx, l.delayKey(delay), &p)
+	if err != nil || d.N == 0 || d.Windows[0].Remaining > 0 {
+		return failures, 0, err
+	}
+	return failures, max(d.Windows[0].Reset.Sub(d.Time), time.Second), nil
+}
+
+// loginFailed records a failed attempt and, once failures are no longer
+// free, starts the delay before the next one. Errors are logged only: the
+// attempt has failed either way.
+func (s *Server) loginFailed(ctx context.Context, l loginFailures) {
+	d, err := s.Quota.Take(ctx, l.key, &loginCountPolicy, 1)
+	if err == nil && d.N > 0 {
+		if delay := loginDelay(d.Windows[0].Used()); delay > 0 {
+			p := delayPolicy(delay)
+			_, err = s.Quota.Take(ctx, l.delayKey(delay), &p, 1)
+		}
+	}
+	if err != nil {
+		s.logger().LogAttrs(ctx, slog.LevelWarn, "record failed login", slog.String("error", err.Error()))
+	}
+}
+
+// loginSucceeded forgets the failures and the current delay. Delay keys of
+// lower levels are left to expire: they are shorter than the waits that
+// came after them.
+func (s *Server) loginSucceeded(ctx context.Context, l loginFailures, failures int64) {
+	if failures == 0 {
+		return
+	}
+	err := s.Quota.Reset(ctx, l.key)
+	if delay := loginDelay(failures); delay > 0 && err == nil {
+		err = s.Quota.Reset(ctx, l.delayKey(delay))
+	}
+	if err != nil {
+		s.logger().LogAttrs(ctx, slog.LevelWarn, "clear failed logins", slog.String("error", err.Error()))
+	}
+}
+
+// tooManyFailures is the 429 of an account whose next login must wait.
+func tooManyFailures(wait time.Duration) *apiError {
+	secs := int64((wait + time.Second - 1) / time.Second)
+	unit := " seconds."
+	if secs == 1 {
+		unit = " second."
+	}
+	return &apiError{Code: sluice.ERATELIMIT, RetryAfter: secs,
+		Message: "Too many failed logins for this account; retry in " + strconv.FormatInt(secs, 10) + unit}
+}
