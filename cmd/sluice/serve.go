@@ -22,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/inmem"
 	"github.com/sluicehq/sluice/internal/cache"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/mail"
 	"github.com/sluicehq/sluice/postgres"
 	"github.com/sluicehq/sluice/quota"
 	"github.com/sluicehq/sluice/redis"
@@ -46,6 +47,9 @@ type Main struct {
 	Quota    *quota.Limiter
 	Server   *shttp.Server
 	Bot      *telegram.Bot // nil unless telegram.token is set
+	// Mailer sends the password-reset mail: over SMTP when mail.smtp_host
+	// is set, else to the log and <data>/outbox/.
+	Mailer *mail.Queue
 
 	closers []func() error // run in reverse by Close
 }
@@ -167,6 +171,20 @@ func (m *Main) Run(ctx context.Context) error {
 		images = up
 	}
 
+	// Mail. Its closer comes before the gateway's, so it runs after the
+	// gateway has drained and handed over its last messages.
+	var transport mail.Transport = &mail.Outbox{Dir: filepath.Join(cfg.Server.Data, "outbox"), From: cfg.Mail.From, Logger: log}
+	if cfg.Mail.SMTPHost != "" {
+		transport = &mail.SMTP{Host: cfg.Mail.SMTPHost, Port: cfg.Mail.SMTPPort, Username: cfg.Mail.Username,
+			Password: cfg.Mail.Password, From: cfg.Mail.From}
+	}
+	m.Mailer = mail.New(transport, mail.Options{Logger: log})
+	m.closers = append(m.closers, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), m.Config.Server.ShutdownTimeout)
+		defer cancel()
+		return m.Mailer.Close(ctx)
+	})
+
 	token, created, err := adminToken(cfg.Server.Data, m.Getenv("SLUICE_ADMIN_TOKEN"))
 	if err != nil {
 		return err
@@ -200,6 +218,15 @@ func (m *Main) Run(ctx context.Context) error {
 		IdleTimeout:  cfg.Server.IdleTimeout,
 		Logger:       log,
 		Registry:     reg,
+		Mailer:       m.Mailer,
+		AuthLimits: shttp.AuthLimits{
+			Login:               shttp.Rate(cfg.Limits.Auth.Login),
+			Register:            shttp.Rate(cfg.Limits.Auth.Register),
+			ForgotPassword:      shttp.Rate(cfg.Limits.Auth.ForgotPassword),
+			ForgotPasswordEmail: shttp.Rate(cfg.Limits.Auth.ForgotPasswordEmail),
+		},
+		TrustedProxies: cfg.Server.TrustedProxies,
+		ResetURL:       cfg.Mail.ResetURL,
 	}
 	if cfg.Telegram.Token != "" {
 		// Before Open: the webhook is a route of the gateway, and the
