@@ -51,17 +51,6 @@ func (f *fakeTransport) Deliver(ctx context.Context, m *sluice.Email) error {
 	return f.DeliverFn(ctx, m)
 }
 
-// waitFor polls cond for up to 5 seconds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 // TestQueueRetries: 4xx replies are retried with backoff until one is
 // accepted; the message arrives once.
 func TestQueueRetries(t *testing.T) {
