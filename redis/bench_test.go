@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -20,7 +21,8 @@ import (
 // against the machine's Redis: the store deciding a two-window sliding
 // policy (hour and day, exact) in one EVALSHA, next to a naive fixed-window
 // baseline of one window (INCR and EXPIRE, pipelined: one round trip).
-// Keys are spread over 10,000 accounts. It reports p50 and p99 latency.
+// Keys are spread over 10,000 accounts (keys=10000, a realistic spread) or
+// all on one hot account (keys=1). It reports p50 and p99 latency.
 //
 //	go test -run '^$' -bench Decide -benchtime 200000x ./redis/
 func BenchmarkDecide(b *testing.B) {
@@ -34,7 +36,7 @@ func BenchmarkDecide(b *testing.B) {
 		{Name: "hour", Length: time.Hour, Limit: 1_000_000},
 		{Name: "day", Length: 24 * time.Hour, Limit: 10_000_000},
 	}}
-	run := func(b *testing.B, decide func(key string) error) {
+	run := func(b *testing.B, accounts int, decide func(key string) error) {
 		const callers = 64
 		lat := make([][]time.Duration, callers)
 		var wg sync.WaitGroup
@@ -47,7 +49,7 @@ func BenchmarkDecide(b *testing.B) {
 				defer wg.Done()
 				r := rand.New(rand.NewPCG(uint64(g), 7))
 				for i := g; i < b.N; i += callers {
-					key := fmt.Sprintf("{acct:%d}", r.IntN(10_000))
+					key := "{acct:" + strconv.Itoa(r.IntN(accounts)) + "}"
 					t := time.Now()
 					if err := decide(key); err != nil {
 						b.Error(err)
@@ -68,25 +70,59 @@ func BenchmarkDecide(b *testing.B) {
 			b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
 		}
 	}
-	b.Run("sliding-2-windows", func(b *testing.B) {
-		run(b, func(key string) error {
-			_, err := s.Take(ctx, key, &p, 1, time.Now())
-			return err
-		})
-	})
-	b.Run("incr-expire-baseline", func(b *testing.B) {
-		run(b, func(key string) error {
-			k := prefix + "base:" + key + ":" + fmt.Sprint(time.Now().Unix()/3600)
-			pipe := c.Pipeline()
-			incr := pipe.Incr(ctx, k)
-			pipe.Expire(ctx, k, time.Hour)
-			if _, err := pipe.Exec(ctx); err != nil {
+	for _, accounts := range []int{10_000, 1} {
+		b.Run(fmt.Sprintf("sliding-2-windows/keys=%d", accounts), func(b *testing.B) {
+			run(b, accounts, func(key string) error {
+				_, err := s.Take(ctx, key, &p, 1, time.Now())
 				return err
-			}
-			_ = incr.Val() <= 1_000_000
-			return nil
+			})
 		})
-	})
+		b.Run(fmt.Sprintf("incr-expire-baseline/keys=%d", accounts), func(b *testing.B) {
+			run(b, accounts, func(key string) error {
+				k := prefix + "base:" + key + ":" + strconv.FormatInt(time.Now().Unix()/3600, 10)
+				pipe := c.Pipeline()
+				incr := pipe.Incr(ctx, k)
+				pipe.Expire(ctx, k, time.Hour)
+				if _, err := pipe.Exec(ctx); err != nil {
+					return err
+				}
+				_ = incr.Val() <= 1_000_000
+				return nil
+			})
+		})
+	}
+}
+
+// BenchmarkDecideLongState measures one caller's decisions on an account
+// whose windows each hold one charge per second of the last 2,000 seconds
+// (2,000 pairs per window, what a busy account carries), where the script's
+// cost per call shows if it grows with the state.
+//
+//	go test -run '^$' -bench DecideLongState -benchtime 5000x ./redis/
+func BenchmarkDecideLongState(b *testing.B) {
+	c := sharedClient(b)
+	prefix := "sluicebench:" + testenv.Unique(b) + ":"
+	cleanPrefix(b, c, prefix)
+	ctx := context.Background()
+	s := redis.New(c, redis.Options{Prefix: prefix, CallerClock: true})
+	p := sluice.Policy{Windows: []sluice.Window{
+		{Name: "hour", Length: time.Hour, Limit: 1_000_000},
+		{Name: "day", Length: 24 * time.Hour, Limit: 10_000_000},
+	}}
+	const pairs = 2000
+	now := time.Now()
+	for i := range pairs {
+		if _, err := s.Take(ctx, "{acct:1}", &p, 1, now.Add(time.Duration(i-pairs)*time.Second)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := s.Take(ctx, "{acct:1}", &p, 1, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // BenchmarkMemory reports the bytes Redis holds for one account (MEMORY
