@@ -2,10 +2,15 @@ package redis_test
 
 import (
 	"context"
+	"encoding/binary"
+	"math/rand/v2"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/inmem"
 	"github.com/sluicehq/sluice/internal/testenv"
 	"github.com/sluicehq/sluice/redis"
 )
@@ -80,9 +85,10 @@ func TestCompact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// header 2 + per window: present 1, count 4, one pair 8.
-	if len(v) != 2+2*(1+4+8) {
-		t.Fatalf("state of 100 units in one second is %d bytes, want %d", len(v), 2+2*13)
+	// header 2 + per window: present 1, count 4, one pair 8; then the
+	// trailer of running totals, 8 per window.
+	if want := 2 + 2*(1+4+8) + 2*8; len(v) != want {
+		t.Fatalf("state of 100 units in one second is %d bytes, want %d", len(v), want)
 	}
 }
 
@@ -108,5 +114,111 @@ func TestTokenBucketTooLarge(t *testing.T) {
 	p := sluice.Policy{Algorithm: sluice.TokenBucket, Windows: []sluice.Window{{Name: "day", Length: 24 * time.Hour, Limit: 1e9}}}
 	if _, err := s.Take(context.Background(), "sluicetest:never", &p, 1, time.Now()); err == nil {
 		t.Fatal("no error for a bucket the script cannot count exactly")
+	}
+}
+
+// TestStateWithoutTotals: a sliding state as the script before running
+// totals wrote it (no trailer) is read, its totals summed once, and written
+// back with them.
+func TestStateWithoutTotals(t *testing.T) {
+	ctx := context.Background()
+	c := sharedClient(t)
+	prefix := "sluicetest:" + testenv.Unique(t) + ":"
+	cleanPrefix(t, c, prefix)
+	s := redis.New(c, redis.Options{Prefix: prefix, CallerClock: true})
+	now := time.Now()
+	sec := uint32(now.Unix())
+	// ">BB" algorithm, windows; per window ">BI4" present, pairs, then
+	// the pairs ">I4I4": 3 units 10s ago, 4 units 5s ago.
+	var old []byte
+	old = append(old, 0, 2)
+	for range 2 {
+		old = append(old, 1, 0, 0, 0, 2)
+		old = binary.BigEndian.AppendUint32(old, sec-10)
+		old = binary.BigEndian.AppendUint32(old, 3)
+		old = binary.BigEndian.AppendUint32(old, sec-5)
+		old = binary.BigEndian.AppendUint32(old, 4)
+	}
+	if err := c.Set(ctx, prefix+"k", old, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.Take(ctx, "k", &hourDay, 1, now)
+	if err != nil || !d.Allowed || d.Windows[0].Remaining != 92 || d.Windows[1].Remaining != 992 {
+		t.Fatalf("take on an old state: %+v, %v; want 92 and 992 left", d, err)
+	}
+	v, err := c.Get(ctx, prefix+"k").Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 2 + 2*(1+4+3*8) + 2*8; len(v) != want {
+		t.Fatalf("state is %d bytes, want %d", len(v), want)
+	}
+	d, err = s.Peek(ctx, "k", &hourDay, now)
+	if err != nil || d.Windows[0].Remaining != 92 || d.Windows[1].Remaining != 992 {
+		t.Fatalf("peek: %+v, %v; want 92 and 992 left", d, err)
+	}
+}
+
+// TestClockJumps compares the store with the in-process one (the quota
+// package's algorithms) while the clock jumps forward by up to a window and
+// more and back by up to 6s, which the conformance model never does: charges
+// then land in a second older than now, the newest pair's. The clock goes
+// back only right after a write (a charge or a refund): a decision that
+// charges nothing does not write back what it dropped, which the in-process
+// store keeps dropped, so that going back after one of those counts units
+// again that the in-process store has forgotten (the same before and after
+// the script kept running totals).
+func TestClockJumps(t *testing.T) {
+	ctx := context.Background()
+	c := sharedClient(t)
+	prefix := "sluicetest:" + testenv.Unique(t) + ":"
+	cleanPrefix(t, c, prefix)
+	s := redis.New(c, redis.Options{Prefix: prefix, CallerClock: true})
+	ref := inmem.New(inmem.Options{})
+	defer ref.Close()
+	p := sluice.Policy{Windows: []sluice.Window{
+		{Name: "a", Length: 5 * time.Second, Limit: 6},
+		{Name: "b", Length: 20 * time.Second, Limit: 15},
+	}}
+	r := rand.New(rand.NewPCG(1, 2))
+	now := time.Now().Truncate(time.Second)
+	type charge struct {
+		n  int64
+		at time.Time
+	}
+	var admitted []charge
+	wrote := false
+	for op := range 3000 {
+		step := time.Duration(r.IntN(16000)-6000) * time.Millisecond
+		if step < 0 && !wrote {
+			step = -step
+		}
+		now = now.Add(step)
+		wrote = false
+		switch k := r.IntN(10); {
+		case k < 7:
+			n := int64(r.IntN(4))
+			got, err := s.Take(ctx, "k", &p, n, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := ref.Take(ctx, "k", &p, n, now)
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Fatalf("op %d: take %d: (-inmem +redis):\n%s", op, n, diff)
+			}
+			if got.Allowed && n > 0 {
+				admitted = append(admitted, charge{n, now})
+				wrote = true
+			}
+		case len(admitted) > 0:
+			j := r.IntN(len(admitted))
+			a := admitted[j]
+			admitted = append(admitted[:j], admitted[j+1:]...)
+			if err := s.Refund(ctx, "k", &p, a.n, a.at, now); err != nil {
+				t.Fatal(err)
+			}
+			ref.Refund(ctx, "k", &p, a.n, a.at, now)
+			wrote = true
+		}
 	}
 }

@@ -7,8 +7,13 @@
 // The state of a key under a policy (every window) lives in one Redis
 // string, Prefix+key, packed as fixed-width integers: a sliding window is a
 // list of (Unix second, units) pairs, at most one per second that has a
-// charge and so never more than the window's limit; a calendar window is two
-// numbers, a token bucket three (quota/algorithm.go describes the figures).
+// charge and so never more than the window's limit, and its running total;
+// a calendar window is two numbers, a token bucket three (quota/algorithm.go
+// describes the figures). The script never unpacks a sliding window's list:
+// it reads the pairs it drops from the front and the newest one at their
+// offsets, and writes the kept pairs back as one substring, so that a
+// decision costs the same on an account with thousands of pairs as on a
+// fresh one.
 // Each Take, Peek and Refund is one EVALSHA of quota.lua (EVAL when the
 // server has not cached it yet), which runs the algorithms of the quota
 // package with the same semantics, all windows or none, and returns the
