@@ -43,6 +43,269 @@ local alg = tonumber(ARGV[4])
 local nw = tonumber(ARGV[5])
 local atsec = tonumber(ARGV[6])
 
+-- Load the state; another algorithm or number of windows starts afresh.
+local raw = redis.call('GET', key)
+
+-- Sliding windows, without unpacking the state: each window's charge pairs
+-- stay in raw, read at their offsets; a decision reads the header, the
+-- oldest pairs it drops (each pair is dropped once), and the newest pair,
+-- and writes the kept pairs back as one substring per window followed by
+-- the pairs it changed or added. The running totals are kept in the
+-- trailer, so that nothing sums the pairs. This runs on every decision:
+-- a take makes two passes over the windows with the figures in locals and
+-- creates no closure; the figures kept between passes (and for a refund)
+-- live in one flat table S, window i at o = (i-1)*14, by the offsets below.
+if alg == 0 then
+  -- the library functions as locals: a global and a field lookup less each
+  local unpack, pack, max, min, floor, sub, byte, concat =
+    struct.unpack, struct.pack, math.max, math.min, math.floor, string.sub, string.byte, table.concat
+  local LIM, LEN, PRESENT, BASE, CNT, FIRST, HI, TOTAL, TAIL, TAILN, LASTSEC =
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
+  -- LIM, LEN: the window's limit and length in seconds; PRESENT: whether the
+  -- state has the window; BASE: the offset in raw of its first pair; CNT:
+  -- its pairs in raw; FIRST: the first that still counts; HI: the last kept
+  -- as stored; TOTAL: the units counted; TAIL, TAILN: the packed pairs that
+  -- follow HI and how many (a refund); LASTSEC: the second of the newest
+  -- pair in TAIL.
+  local S = {false, false, false, false, false, false, false, false, false, false, false, false, false, false,
+    false, false, false, false, false, false, false, false, false, false, false, false, false, false,
+    false, false, false, false, false, false, false, false, false, false, false, false, false, false,
+    false, false, false, false, false, false, false, false, false, false, false, false, false, false}
+  local stale = false
+  if raw then
+    local a, k = unpack('>BB', raw)
+    if a ~= 0 or k ~= nw then stale = true end
+  end
+  local pos = 3
+  for i = 1, nw do
+    local o, c, pr = (i - 1) * 14, 0, false
+    local b = 6 + (i - 1) * 4
+    if raw and not stale then
+      pr = byte(raw, pos) == 1
+      pos = pos + 1
+      if pr then
+        c = unpack('>I4', raw, pos)
+        pos = pos + 4
+      end
+    end
+    S[o + LIM], S[o + LEN], S[o + PRESENT], S[o + BASE], S[o + CNT], S[o + FIRST], S[o + HI], S[o + TOTAL], S[o + TAILN] =
+      tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), pr, pos, c, 1, c, 0, 0
+    pos = pos + 8 * c
+  end
+  if raw and not stale then
+    if pos + 8 * nw - 1 == #raw then
+      for i = 1, nw do S[(i - 1) * 14 + TOTAL], pos = unpack('>d', raw, pos) end
+    else
+      -- no trailer (a state written by an earlier script): sum once
+      for i = 1, nw do
+        local o, t = (i - 1) * 14, 0
+        for j = 1, S[o + CNT] do
+          local _, c = unpack('>I4I4', raw, S[o + BASE] + 8 * (j - 1))
+          t = t + c
+        end
+        S[o + TOTAL] = t
+      end
+    end
+  end
+
+  if op == 'refund' then
+    if n <= 0 or not raw or stale then return {nowus} end
+    -- pair j (FIRST <= j <= CNT) of the window at o as stored: second, units
+    local function pair(o, j)
+      return unpack('>I4I4', raw, S[o + BASE] + 8 * (j - 1))
+    end
+    local parts = {pack('>BB', 0, nw)}
+    local totals, exp = '', 0
+    for i = 1, nw do
+      local o = (i - 1) * 14
+      if S[o + LIM] >= 0 then
+        -- normalize
+        S[o + PRESENT] = true
+        local cut = nowsec - S[o + LEN]
+        local j, k, t = 1, S[o + CNT], S[o + TOTAL]
+        while j <= k do
+          local sec, c = pair(o, j)
+          if sec > cut then break end
+          t = t - c
+          j = j + 1
+        end
+        S[o + FIRST], S[o + TOTAL] = j, t
+        -- newest first: the pairs lo..CNT are rewritten, without those
+        -- whose units fall to zero
+        local f, left = j, n
+        local lo, newc = k + 1, {}
+        for j = k, f, -1 do
+          local sec, c = pair(o, j)
+          if left <= 0 or sec < atsec then break end
+          if sec == atsec then
+            local d = min(c, left)
+            newc[j] = c - d
+            S[o + TOTAL] = S[o + TOTAL] - d
+            left = left - d
+          end
+          lo = j
+        end
+        local tp, m = {}, 0
+        for j = lo, k do
+          local sec, c = pair(o, j)
+          c = newc[j] or c
+          if c ~= 0 then
+            m = m + 1
+            tp[m] = pack('>I4I4', sec, c)
+            S[o + LASTSEC] = sec
+          end
+        end
+        S[o + HI], S[o + TAIL], S[o + TAILN] = lo - 1, concat(tp), m
+      end
+      totals = totals .. pack('>d', S[o + TOTAL])
+      if not S[o + PRESENT] then
+        parts[#parts + 1] = '\0'
+      else
+        local f, h, tn = S[o + FIRST], S[o + HI], S[o + TAILN]
+        local kept = max(h - f + 1, 0)
+        parts[#parts + 1] = pack('>BI4', 1, kept + tn)
+        if kept > 0 then parts[#parts + 1] = sub(raw, S[o + BASE] + 8 * (f - 1), S[o + BASE] + 8 * h - 1) end
+        if tn > 0 then parts[#parts + 1] = S[o + TAIL] end
+        if S[o + LIM] >= 0 then
+          local last
+          if tn > 0 then last = S[o + LASTSEC] elseif kept > 0 then last = pair(o, h) end
+          if last then exp = max(exp, last + S[o + LEN]) end
+        end
+      end
+    end
+    parts[#parts + 1] = totals
+    local ttl = exp * 1000 - floor(nowus / 1000)
+    if ttl <= 0 then
+      redis.call('DEL', key)
+    else
+      redis.call('SET', key, concat(parts), 'PX', ttl)
+    end
+    return {nowus}
+  end
+
+  -- take, first pass: drop what no longer counts and check room. out holds
+  -- allowed, now, then per window remaining, reset, short and wait.
+  local out = {1, nowus, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+  for j = 3 + 4 * nw, #out do out[j] = nil end -- the reply ends at the first nil
+  for i = 1, nw do
+    local o, f = (i - 1) * 14, 2 + (i - 1) * 4
+    out[f + 1], out[f + 2], out[f + 3], out[f + 4] = 0, 0, 0, 0
+    local l = S[o + LIM]
+    if l >= 0 then
+      S[o + PRESENT] = true
+      local base, k, t = S[o + BASE], S[o + CNT], S[o + TOTAL]
+      local cut = nowsec - S[o + LEN]
+      local j = 1
+      while j <= k do
+        local sec, c = unpack('>I4I4', raw, base + 8 * (j - 1))
+        if sec > cut then break end
+        t = t - c
+        j = j + 1
+      end
+      S[o + FIRST], S[o + TOTAL] = j, t
+      local wait
+      if n > l then
+        wait = -1
+      elseif t + n > l then
+        wait = -1
+        local need = t + n - l
+        for j = j, k do
+          local sec, c = unpack('>I4I4', raw, base + 8 * (j - 1))
+          need = need - c
+          if need <= 0 then
+            wait = sec + S[o + LEN]
+            break
+          end
+        end
+      end
+      if wait then out[1], out[f + 3], out[f + 4] = 0, 1, wait end
+    end
+  end
+
+  -- second pass: charge, figures, and the packed state if charged
+  local charged = out[1] == 1 and n > 0
+  local parts, totals, exp = nil, '', 0
+  if charged then parts = {pack('>BB', 0, nw)} end
+  for i = 1, nw do
+    local o, f = (i - 1) * 14, 2 + (i - 1) * 4
+    local l, wlen, base, k, first, t = S[o + LIM], S[o + LEN], S[o + BASE], S[o + CNT], S[o + FIRST], S[o + TOTAL]
+    -- the pairs after the charge: first..k as stored (pair k with lastc
+    -- units if set), then tn-1 or tn added ones of appsec, appleft units
+    local hi, tail, tn, lastc, appsec, appleft = k, '', 0, nil, nowsec, 0
+    if charged and l >= 0 then
+      t = t + n
+      local sec, left = nowsec, n
+      if k >= first then
+        local ls, lc = unpack('>I4I4', raw, base + 8 * (k - 1))
+        if ls > sec then sec = ls end -- the clock went back
+        if ls == sec then
+          local add = min(left, MAXC - lc)
+          lastc = lc + add
+          left = left - add
+          hi = k - 1
+          tail, tn = pack('>I4I4', ls, lastc), 1
+        end
+      end
+      appsec, appleft = sec, left
+      while left > 0 do
+        local c = min(left, MAXC)
+        tail, tn = tail .. pack('>I4I4', sec, c), tn + 1
+        left = left - c
+      end
+    end
+    if l >= 0 then
+      local kk = hi + tn -- index of the newest pair
+      if kk < first then
+        out[f + 1], out[f + 2] = l, nowsec
+      else
+        local need = max(t - l + 1, 1)
+        local j, sec, c = first
+        while true do
+          if j <= k then
+            sec, c = unpack('>I4I4', raw, base + 8 * (j - 1))
+            if j == k and lastc then c = lastc end
+          else
+            sec, c = appsec, min(appleft - (j - k - 1) * MAXC, MAXC)
+          end
+          if j >= kk then break end
+          need = need - c
+          if need <= 0 then break end
+          j = j + 1
+        end
+        out[f + 1], out[f + 2] = max(l - t, 0), sec + wlen
+      end
+    end
+    if charged then
+      totals = totals .. pack('>d', t)
+      if not S[o + PRESENT] then
+        parts[#parts + 1] = '\0'
+      else
+        local kept = max(hi - first + 1, 0)
+        parts[#parts + 1] = pack('>BI4', 1, kept + tn)
+        if kept > 0 then parts[#parts + 1] = sub(raw, base + 8 * (first - 1), base + 8 * hi - 1) end
+        if tn > 0 then
+          parts[#parts + 1] = tail
+          if l >= 0 then exp = max(exp, appsec + wlen) end
+        elseif kept > 0 and l >= 0 then
+          exp = max(exp, unpack('>I4', raw, base + 8 * (hi - 1)) + wlen)
+        end
+      end
+    end
+  end
+  if charged then
+    parts[#parts + 1] = totals
+    local ttl = exp * 1000 - floor(nowus / 1000)
+    if ttl <= 0 then
+      redis.call('DEL', key)
+    else
+      redis.call('SET', key, concat(parts), 'PX', ttl)
+    end
+  elseif stale then
+    redis.call('DEL', key)
+  end
+  return out
+end
+
 local function idiv(a, b) return math.floor(a / b) end
 local function cdiv(a, b) return math.floor((a + b - 1) / b) end
 
@@ -69,247 +332,6 @@ local function calwindow(w, t)
   local loc = t + off
   local s = loc - (loc % w.len) - off
   return s, s + w.len
-end
-
--- Load the state; another algorithm or number of windows starts afresh.
-local raw = redis.call('GET', key)
-
--- Sliding windows, without unpacking the state: each window's charge pairs
--- stay in raw, read at their offsets; a decision reads the header, the
--- oldest pairs it drops (each pair is dropped once), and the newest pair,
--- and writes the kept pairs back as one substring per window followed by
--- the pairs it changed or added. The running totals are kept in the
--- trailer, so that nothing sums the pairs. The figures of window i live in
--- one flat table S at o = (i-1)*14, by the offsets below (one table per call
--- rather than one per figure: this runs on every decision).
-if alg == 0 then
-  local LIM, LEN, PRESENT, BASE, CNT, FIRST, HI, TOTAL, TAIL, TAILN, LASTSEC, LASTC, APPSEC, APPLEFT =
-    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14
-  -- LIM, LEN: the window's limit and length in seconds; PRESENT: whether the
-  -- state has the window; BASE: the offset in raw of its first pair; CNT:
-  -- its pairs in raw; FIRST: the first that still counts; HI: the last kept
-  -- as stored; TOTAL: the units counted; TAIL, TAILN: the packed pairs that
-  -- follow HI and how many; LASTSEC: the second of the newest pair in TAIL;
-  -- LASTC: the new units of pair CNT if a charge added to it; APPSEC,
-  -- APPLEFT: the second and units of the pairs a charge added after it.
-  local S = {}
-  local stale = false
-  if raw then
-    local a, k = struct.unpack('>BB', raw)
-    if a ~= 0 or k ~= nw then stale = true end
-  end
-  local pos = 3
-  for i = 1, nw do
-    local o, c, pr = (i - 1) * 14, 0, false
-    local b = 6 + (i - 1) * 4
-    if raw and not stale then
-      pr = string.byte(raw, pos) == 1
-      pos = pos + 1
-      if pr then
-        c = struct.unpack('>I4', raw, pos)
-        pos = pos + 4
-      end
-    end
-    S[o + LIM], S[o + LEN], S[o + PRESENT], S[o + BASE], S[o + CNT], S[o + FIRST], S[o + HI], S[o + TOTAL], S[o + TAILN] =
-      tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), pr, pos, c, 1, c, 0, 0
-    pos = pos + 8 * c
-  end
-  if raw and not stale then
-    if pos + 8 * nw - 1 == #raw then
-      for i = 1, nw do S[(i - 1) * 14 + TOTAL], pos = struct.unpack('>d', raw, pos) end
-    else
-      -- no trailer (a state written by an earlier script): sum once
-      for i = 1, nw do
-        local o, t = (i - 1) * 14, 0
-        for j = 1, S[o + CNT] do
-          local _, c = struct.unpack('>I4I4', raw, S[o + BASE] + 8 * (j - 1))
-          t = t + c
-        end
-        S[o + TOTAL] = t
-      end
-    end
-  end
-
-  -- pair j (FIRST <= j <= CNT) of the window at o as stored: second, units
-  local function pair(o, j)
-    return struct.unpack('>I4I4', raw, S[o + BASE] + 8 * (j - 1))
-  end
-
-  local function normalize(o)
-    S[o + PRESENT] = true
-    local cut = nowsec - S[o + LEN]
-    local j, k, t = S[o + FIRST], S[o + CNT], S[o + TOTAL]
-    while j <= k do
-      local sec, c = pair(o, j)
-      if sec > cut then break end
-      t = t - c
-      j = j + 1
-    end
-    S[o + FIRST], S[o + TOTAL] = j, t
-  end
-
-  local function write()
-    local parts = {struct.pack('>BB', 0, nw)}
-    local totals = ''
-    local exp = 0
-    for i = 1, nw do
-      local o = (i - 1) * 14
-      totals = totals .. struct.pack('>d', S[o + TOTAL])
-      if not S[o + PRESENT] then
-        parts[#parts + 1] = '\0'
-      else
-        local f, h, tn = S[o + FIRST], S[o + HI], S[o + TAILN]
-        local kept = math.max(h - f + 1, 0)
-        parts[#parts + 1] = struct.pack('>BI4', 1, kept + tn)
-        if kept > 0 then parts[#parts + 1] = string.sub(raw, S[o + BASE] + 8 * (f - 1), S[o + BASE] + 8 * h - 1) end
-        if tn > 0 then parts[#parts + 1] = S[o + TAIL] end
-        if S[o + LIM] >= 0 then
-          local last
-          if tn > 0 then last = S[o + LASTSEC] elseif kept > 0 then last = pair(o, h) end
-          if last then exp = math.max(exp, last + S[o + LEN]) end
-        end
-      end
-    end
-    parts[#parts + 1] = totals
-    local ttl = exp * 1000 - idiv(nowus, 1000)
-    if ttl <= 0 then
-      redis.call('DEL', key)
-    else
-      redis.call('SET', key, table.concat(parts), 'PX', ttl)
-    end
-  end
-
-  if op == 'refund' then
-    if n <= 0 or not raw or stale then return {nowus} end
-    for i = 1, nw do
-      local o = (i - 1) * 14
-      if S[o + LIM] >= 0 then
-        normalize(o)
-        -- newest first: the pairs lo..CNT are rewritten, without those
-        -- whose units fall to zero
-        local f, k, left = S[o + FIRST], S[o + CNT], n
-        local lo, newc = k + 1, {}
-        for j = k, f, -1 do
-          local sec, c = pair(o, j)
-          if left <= 0 or sec < atsec then break end
-          if sec == atsec then
-            local d = math.min(c, left)
-            newc[j] = c - d
-            S[o + TOTAL] = S[o + TOTAL] - d
-            left = left - d
-          end
-          lo = j
-        end
-        local parts, m = {}, 0
-        for j = lo, k do
-          local sec, c = pair(o, j)
-          c = newc[j] or c
-          if c ~= 0 then
-            m = m + 1
-            parts[m] = struct.pack('>I4I4', sec, c)
-            S[o + LASTSEC] = sec
-          end
-        end
-        S[o + HI], S[o + TAIL], S[o + TAILN] = lo - 1, table.concat(parts), m
-      end
-    end
-    write()
-    return {nowus}
-  end
-
-  -- take: out holds allowed, now, then per window remaining, reset, short
-  -- and wait, filled in as they are known
-  local out = {1, nowus}
-  for i = 1, nw do
-    local o, f = (i - 1) * 14, 2 + (i - 1) * 4
-    out[f + 1], out[f + 2], out[f + 3], out[f + 4] = 0, 0, 0, 0
-    local l = S[o + LIM]
-    if l >= 0 then
-      normalize(o)
-      local t = S[o + TOTAL]
-      local wait
-      if n > l then
-        wait = -1
-      elseif t + n > l then
-        wait = -1
-        local need = t + n - l
-        for j = S[o + FIRST], S[o + CNT] do
-          local sec, c = pair(o, j)
-          need = need - c
-          if need <= 0 then
-            wait = sec + S[o + LEN]
-            break
-          end
-        end
-      end
-      if wait then out[1], out[f + 3], out[f + 4] = 0, 1, wait end
-    end
-  end
-  local charged = out[1] == 1 and n > 0
-  if charged then
-    for i = 1, nw do
-      local o = (i - 1) * 14
-      if S[o + LIM] >= 0 then
-        S[o + TOTAL] = S[o + TOTAL] + n
-        local sec, left, k = nowsec, n, S[o + CNT]
-        local tail, tn = '', 0
-        if k >= S[o + FIRST] then
-          local ls, lc = pair(o, k)
-          if ls > sec then sec = ls end -- the clock went back
-          if ls == sec then
-            local add = math.min(left, MAXC - lc)
-            S[o + LASTC] = lc + add
-            left = left - add
-            S[o + HI] = k - 1
-            tail, tn = struct.pack('>I4I4', ls, lc + add), 1
-          end
-        end
-        S[o + APPSEC], S[o + APPLEFT] = sec, left
-        while left > 0 do
-          local c = math.min(left, MAXC)
-          tail, tn = tail .. struct.pack('>I4I4', sec, c), tn + 1
-          left = left - c
-        end
-        S[o + TAIL], S[o + TAILN], S[o + LASTSEC] = tail, tn, sec
-      end
-    end
-  end
-
-  for i = 1, nw do
-    local o, f = (i - 1) * 14, 2 + (i - 1) * 4
-    local l = S[o + LIM]
-    if l >= 0 then
-      -- the pairs now: FIRST..CNT as stored (pair CNT with LASTC units if
-      -- set), then the added ones
-      local k, t = S[o + CNT], S[o + TOTAL]
-      local kk = S[o + HI] + S[o + TAILN] -- index of the newest pair
-      if kk < S[o + FIRST] then
-        out[f + 1], out[f + 2] = l, nowsec
-      else
-        local need = math.max(t - l + 1, 1)
-        local j, sec, c = S[o + FIRST]
-        while true do
-          if j <= k then
-            sec, c = pair(o, j)
-            if j == k and S[o + LASTC] then c = S[o + LASTC] end
-          else
-            sec, c = S[o + APPSEC], math.min(S[o + APPLEFT] - (j - k - 1) * MAXC, MAXC)
-          end
-          if j >= kk then break end
-          need = need - c
-          if need <= 0 then break end
-          j = j + 1
-        end
-        out[f + 1], out[f + 2] = math.max(l - t, 0), sec + S[o + LEN]
-      end
-    end
-  end
-  if charged then
-    write()
-  elseif stale then
-    redis.call('DEL', key)
-  end
-  return out
 end
 
 -- Calendar and token bucket: the state is a few numbers per window, loaded
