@@ -27,11 +27,11 @@ import (
 //	go test -run '^$' -bench Decide -benchtime 200000x ./redis/
 func BenchmarkDecide(b *testing.B) {
 	c := sharedClient(b)
-	c.Options().PoolSize = 128
+	c.Options().PoolSize = 128 // the baseline's client; the store's is rueidis
 	prefix := "sluicebench:" + testenv.Unique(b) + ":"
 	cleanPrefix(b, c, prefix)
 	ctx := context.Background()
-	s := redis.New(c, redis.Options{Prefix: prefix})
+	s := redis.New(storeClient(b), redis.Options{Prefix: prefix})
 	p := sluice.Policy{Windows: []sluice.Window{
 		{Name: "hour", Length: time.Hour, Limit: 1_000_000},
 		{Name: "day", Length: 24 * time.Hour, Limit: 10_000_000},
@@ -104,7 +104,7 @@ func BenchmarkDecideLongState(b *testing.B) {
 	prefix := "sluicebench:" + testenv.Unique(b) + ":"
 	cleanPrefix(b, c, prefix)
 	ctx := context.Background()
-	s := redis.New(c, redis.Options{Prefix: prefix, CallerClock: true})
+	s := redis.New(storeClient(b), redis.Options{Prefix: prefix, CallerClock: true})
 	p := sluice.Policy{Windows: []sluice.Window{
 		{Name: "hour", Length: time.Hour, Limit: 1_000_000},
 		{Name: "day", Length: 24 * time.Hour, Limit: 10_000_000},
@@ -136,7 +136,7 @@ func BenchmarkMemory(b *testing.B) {
 	prefix := "sluicebench:" + testenv.Unique(b) + ":"
 	cleanPrefix(b, c, prefix)
 	ctx := context.Background()
-	s := redis.New(c, redis.Options{Prefix: prefix, CallerClock: true})
+	s := redis.New(storeClient(b), redis.Options{Prefix: prefix, CallerClock: true})
 	p := sluice.Policy{Windows: []sluice.Window{
 		{Name: "hour", Length: time.Hour, Limit: 1000},
 		{Name: "day", Length: 24 * time.Hour, Limit: 1000},

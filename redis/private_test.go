@@ -13,6 +13,7 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"github.com/redis/rueidis"
 	"go.uber.org/goleak"
 
 	"github.com/sluicehq/sluice"
@@ -92,10 +93,19 @@ func testFaults(t *testing.T, policy quota.FailurePolicy) {
 	srv := startServer(t)
 	client := goredis.NewClient(&goredis.Options{Addr: srv.addr(), MaxRetries: -1, DialTimeout: 50 * time.Millisecond})
 	defer client.Close()
+	o, err := redis.ParseURL("redis://" + srv.addr() + "?dial_timeout=50ms&max_retries=-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := rueidis.NewClient(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
 	local := inmem.New(inmem.Options{})
 	defer local.Close()
 	const timeout = 100 * time.Millisecond
-	l := &quota.Limiter{Store: redis.New(client, redis.Options{Prefix: "f:"}), OnError: policy, Fallback: local,
+	l := &quota.Limiter{Store: redis.New(rc, redis.Options{Prefix: "f:"}), OnError: policy, Fallback: local,
 		Timeout: timeout, BreakerCooldown: 100 * time.Millisecond, RejectionCacheSize: quota.DefaultRejectionCacheSize}
 	p := sluice.Policy{Windows: []sluice.Window{{Name: "hour", Length: time.Hour, Limit: 1000}, {Name: "day", Length: 24 * time.Hour, Limit: 5000}}}
 
@@ -208,7 +218,37 @@ func TestCluster(t *testing.T) {
 	if err := s.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
+	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: addrs, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
 	storetest.RunQuotaStore(t, func(t *testing.T) sluice.QuotaStore {
-		return redis.New(c, redis.Options{Prefix: testenv.Unique(t) + ":", CallerClock: true})
+		return redis.New(rc, redis.Options{Prefix: testenv.Unique(t) + ":", CallerClock: true})
 	})
+}
+
+// TestOpenBeforeRedis: a store opened while its Redis is down fails its
+// calls, and decides once Redis is up, without being opened again.
+func TestOpenBeforeRedis(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ctx := context.Background()
+	srv := &server{t: t, bin: testenv.RedisServer(t), port: freePort(t), dir: t.TempDir()}
+	s, err := redis.Open(ctx, "redis://"+srv.addr()+"?dial_timeout=100ms", redis.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := sluice.Policy{Windows: []sluice.Window{{Name: "hour", Length: time.Hour, Limit: 10}}}
+	if _, err := s.Take(ctx, "{acct:1}", &p, 1, time.Now()); err == nil {
+		t.Fatal("a take succeeded with Redis down")
+	}
+	srv.start()
+	defer srv.stop()
+	d, err := s.Take(ctx, "{acct:1}", &p, 1, time.Now())
+	if err != nil || !d.Allowed || d.Windows[0].Remaining != 9 {
+		t.Fatalf("take after Redis started: %+v, %v", d, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -28,8 +28,9 @@ func TestServerClock(t *testing.T) {
 	c := sharedClient(t)
 	prefix := "sluicetest:" + testenv.Unique(t) + ":"
 	cleanPrefix(t, c, prefix)
-	a := redis.New(c, redis.Options{Prefix: prefix})
-	b := redis.New(c, redis.Options{Prefix: prefix})
+	rc := storeClient(t)
+	a := redis.New(rc, redis.Options{Prefix: prefix})
+	b := redis.New(rc, redis.Options{Prefix: prefix})
 	p := sluice.Policy{Windows: []sluice.Window{{Name: "hour", Length: time.Hour, Limit: 3}}}
 	fast := time.Now().Add(10 * time.Minute)
 	slow := time.Now().Add(-10 * time.Minute)
@@ -74,7 +75,7 @@ func TestCompact(t *testing.T) {
 	c := sharedClient(t)
 	prefix := "sluicetest:" + testenv.Unique(t) + ":"
 	cleanPrefix(t, c, prefix)
-	s := redis.New(c, redis.Options{Prefix: prefix, CallerClock: true})
+	s := redis.New(storeClient(t), redis.Options{Prefix: prefix, CallerClock: true})
 	now := time.Now()
 	for range 500 {
 		if _, err := s.Take(ctx, "k", &hourDay, 1, now); err != nil {
@@ -97,7 +98,7 @@ func TestPolicyChange(t *testing.T) {
 	c := sharedClient(t)
 	prefix := "sluicetest:" + testenv.Unique(t) + ":"
 	cleanPrefix(t, c, prefix)
-	s := redis.New(c, redis.Options{Prefix: prefix, CallerClock: true})
+	s := redis.New(storeClient(t), redis.Options{Prefix: prefix, CallerClock: true})
 	now := time.Now()
 	s.Take(ctx, "k", &hourDay, 100, now)
 	cal := hourDay
@@ -109,8 +110,7 @@ func TestPolicyChange(t *testing.T) {
 }
 
 func TestTokenBucketTooLarge(t *testing.T) {
-	c := sharedClient(t)
-	s := redis.New(c, redis.Options{CallerClock: true})
+	s := redis.New(storeClient(t), redis.Options{CallerClock: true})
 	p := sluice.Policy{Algorithm: sluice.TokenBucket, Windows: []sluice.Window{{Name: "day", Length: 24 * time.Hour, Limit: 1e9}}}
 	if _, err := s.Take(context.Background(), "sluicetest:never", &p, 1, time.Now()); err == nil {
 		t.Fatal("no error for a bucket the script cannot count exactly")
@@ -125,7 +125,7 @@ func TestStateWithoutTotals(t *testing.T) {
 	c := sharedClient(t)
 	prefix := "sluicetest:" + testenv.Unique(t) + ":"
 	cleanPrefix(t, c, prefix)
-	s := redis.New(c, redis.Options{Prefix: prefix, CallerClock: true})
+	s := redis.New(storeClient(t), redis.Options{Prefix: prefix, CallerClock: true})
 	now := time.Now()
 	sec := uint32(now.Unix())
 	// ">BB" algorithm, windows; per window ">BI4" present, pairs, then
@@ -173,7 +173,7 @@ func TestClockJumps(t *testing.T) {
 	c := sharedClient(t)
 	prefix := "sluicetest:" + testenv.Unique(t) + ":"
 	cleanPrefix(t, c, prefix)
-	s := redis.New(c, redis.Options{Prefix: prefix, CallerClock: true})
+	s := redis.New(storeClient(t), redis.Options{Prefix: prefix, CallerClock: true})
 	ref := inmem.New(inmem.Options{})
 	defer ref.Close()
 	p := sluice.Policy{Windows: []sluice.Window{

@@ -46,9 +46,10 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
+	"github.com/redis/rueidis"
 
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/quota"
@@ -57,14 +58,18 @@ import (
 //go:embed quota.lua
 var quotaLua string
 
-var script = goredis.NewScript(quotaLua)
+var script = rueidis.NewLuaScript(quotaLua)
 
 // Store is a sluice.QuotaStore in Redis. It is safe for concurrent use.
 type Store struct {
-	client goredis.UniversalClient
 	prefix string
 	caller bool
-	owned  bool // Close closes client
+	owned  bool // Close closes the client
+
+	mu     sync.Mutex
+	client rueidis.Client                 // nil until dial succeeds; guarded by mu
+	dial   func() (rueidis.Client, error) // Open's: connects on first use
+	closed bool                           // guarded by mu
 }
 
 var _ sluice.QuotaStore = (*Store)(nil)
@@ -79,42 +84,74 @@ type Options struct {
 	CallerClock bool
 }
 
-// New returns a store on client. Close does not close the client.
-func New(client goredis.UniversalClient, opts Options) *Store {
+// New returns a store on client (a rueidis client: it pipelines the calls of
+// concurrent callers on one connection). Close does not close the client.
+func New(client rueidis.Client, opts Options) *Store {
 	return &Store{client: client, prefix: opts.Prefix, caller: opts.CallerClock}
 }
 
-// Open connects to the Redis at url (see ParseURL) and loads the script.
-// Close closes the connection.
+// Open returns a store on the Redis at url (see ParseURL). It connects on
+// first use, and again on every call until it succeeds, so that a gateway
+// may start before its Redis (calls fail meanwhile). Close closes the
+// connection.
 func Open(ctx context.Context, url string, opts Options) (*Store, error) {
-	client, err := NewClient(url)
+	o, err := ParseURL(url)
 	if err != nil {
 		return nil, err
 	}
-	s := New(client, opts)
-	s.owned = true
-	if err := script.Load(ctx, client).Err(); err != nil {
-		// Not fatal: the store loads it on first use (EVAL on NOSCRIPT),
-		// and a gateway may start before its Redis.
-		_ = err
-	}
+	s := &Store{prefix: opts.Prefix, caller: opts.CallerClock, owned: true}
+	s.dial = func() (rueidis.Client, error) { return rueidis.NewClient(o) }
+	_, _ = s.conn() // connect now if Redis is up; the script loads on first use (EVAL on NOSCRIPT)
 	return s, nil
 }
 
-// Client returns the store's client.
-func (s *Store) Client() goredis.UniversalClient { return s.client }
+// conn returns the client, connecting first if Open's store has none yet.
+func (s *Store) conn() (rueidis.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.client != nil {
+		return s.client, nil
+	}
+	if s.closed {
+		return nil, errors.New("redis: store closed")
+	}
+	c, err := s.dial()
+	if err != nil {
+		if c != nil {
+			c.Close()
+		}
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	s.client = c
+	return c, nil
+}
+
+// Client returns the store's client, nil if Open's store has not connected
+// yet.
+func (s *Store) Client() rueidis.Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.client
+}
 
 // Close closes the connection if Open made it.
 func (s *Store) Close() error {
-	if s.owned {
-		return s.client.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.owned && s.client != nil {
+		s.client.Close()
 	}
+	s.closed = true
 	return nil
 }
 
 // Ping reports whether Redis answers.
 func (s *Store) Ping(ctx context.Context) error {
-	if err := s.client.Ping(ctx).Err(); err != nil {
+	c, err := s.conn()
+	if err != nil {
+		return err
+	}
+	if err := c.Do(ctx, c.B().Ping().Build()).Error(); err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
 	return nil
@@ -124,7 +161,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // so that the script's arithmetic on doubles stays exact.
 const maxBucket = 1 << 52
 
-func (s *Store) args(op string, p *sluice.Policy, n int64, now time.Time, at time.Time) ([]any, error) {
+func (s *Store) args(op string, p *sluice.Policy, n int64, now time.Time, at time.Time) ([]string, error) {
 	if len(p.Windows) > sluice.MaxWindows {
 		return nil, fmt.Errorf("redis: a policy has at most %d windows", sluice.MaxWindows)
 	}
@@ -132,8 +169,8 @@ func (s *Store) args(op string, p *sluice.Policy, n int64, now time.Time, at tim
 	if s.caller {
 		nowArg = strconv.FormatInt(now.UnixMicro(), 10)
 	}
-	args := make([]any, 0, 6+4*len(p.Windows))
-	args = append(args, op, nowArg, n, int(p.Algorithm), len(p.Windows), at.Unix())
+	args := make([]string, 0, 6+4*len(p.Windows))
+	args = append(args, op, nowArg, strconv.FormatInt(n, 10), strconv.Itoa(int(p.Algorithm)), strconv.Itoa(len(p.Windows)), strconv.FormatInt(at.Unix(), 10))
 	for i := range p.Windows {
 		w := &p.Windows[i]
 		var length int64
@@ -156,7 +193,7 @@ func (s *Store) args(op string, p *sluice.Policy, n int64, now time.Time, at tim
 		default:
 			length = int64(w.Length / time.Second)
 		}
-		args = append(args, int64(w.Limit), length, cal, atStart)
+		args = append(args, strconv.FormatInt(int64(w.Limit), 10), strconv.FormatInt(length, 10), cal, strconv.FormatInt(atStart, 10))
 	}
 	return args, nil
 }
@@ -203,8 +240,12 @@ func calendarTable(p *sluice.Policy, w *sluice.Window, now time.Time) string {
 	return b.String()
 }
 
-func (s *Store) run(ctx context.Context, key string, args []any) ([]any, error) {
-	v, err := script.Run(ctx, s.client, []string{s.prefix + key}, args...).Slice()
+func (s *Store) run(ctx context.Context, key string, args []string) ([]rueidis.RedisMessage, error) {
+	c, err := s.conn()
+	if err != nil {
+		return nil, err
+	}
+	v, err := script.Exec(ctx, c, []string{s.prefix + key}, args).ToArray()
 	if err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
@@ -248,7 +289,11 @@ func (s *Store) Refund(ctx context.Context, key string, p *sluice.Policy, n int6
 
 // Reset implements sluice.QuotaStore.
 func (s *Store) Reset(ctx context.Context, key string) error {
-	if err := s.client.Del(ctx, s.prefix+key).Err(); err != nil {
+	c, err := s.conn()
+	if err != nil {
+		return err
+	}
+	if err := c.Do(ctx, c.B().Del().Key(s.prefix+key).Build()).Error(); err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
 	return nil
@@ -258,11 +303,11 @@ var errReply = errors.New("redis: malformed reply from the quota script")
 
 // decision builds the Decision from the script's figures: allowed, now in
 // microseconds, then per window remaining, reset, short and wait.
-func (s *Store) decision(p *sluice.Policy, v []any, now time.Time) (sluice.Decision, error) {
+func (s *Store) decision(p *sluice.Policy, v []rueidis.RedisMessage, now time.Time) (sluice.Decision, error) {
 	if len(v) != 2+4*len(p.Windows) {
 		return sluice.Decision{}, errReply
 	}
-	num := func(i int) int64 { x, _ := v[i].(int64); return x }
+	num := func(i int) int64 { x, _ := v[i].AsInt64(); return x }
 	if !s.caller {
 		now = time.UnixMicro(num(1))
 	}

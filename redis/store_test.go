@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	goredis "github.com/redis/go-redis/v9"
+	"github.com/redis/rueidis"
 
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/internal/storetest"
@@ -20,6 +21,19 @@ func sharedClient(t testing.TB) *goredis.Client {
 	if err := c.Ping(context.Background()).Err(); err != nil {
 		testenv.Missing(t, "Redis at %s does not answer: %v", testenv.RedisAddr(t), err)
 	}
+	return c
+}
+
+// storeClient connects a rueidis client, the store's, to the machine's
+// Redis, or skips t.
+func storeClient(t testing.TB) rueidis.Client {
+	t.Helper()
+	addr := testenv.RedisAddr(t)
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, ForceSingleClient: true, DisableCache: true})
+	if err != nil {
+		testenv.Missing(t, "Redis at %s does not answer: %v", addr, err)
+	}
+	t.Cleanup(c.Close)
 	return c
 }
 
@@ -44,9 +58,10 @@ func cleanPrefix(t testing.TB, c goredis.UniversalClient, prefix string) {
 
 func TestConformance(t *testing.T) {
 	c := sharedClient(t)
+	rc := storeClient(t)
 	storetest.RunQuotaStore(t, func(t *testing.T) sluice.QuotaStore {
 		prefix := "sluicetest:" + testenv.Unique(t) + ":"
 		cleanPrefix(t, c, prefix)
-		return redis.New(c, redis.Options{Prefix: prefix, CallerClock: true})
+		return redis.New(rc, redis.Options{Prefix: prefix, CallerClock: true})
 	})
 }

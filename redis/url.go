@@ -1,15 +1,21 @@
 package redis
 
 import (
+	"context"
+	"crypto/tls"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"github.com/redis/rueidis"
 )
 
-// NewClient returns a client for a redis.url. The forms accepted:
+// NewClient returns a client for a redis.url, connected (rueidis dials at
+// once). The forms accepted:
 //
 //	redis://[user:password@]host:port[/db][?options]    one server
 //	rediss://...                                          one server over TLS
@@ -21,41 +27,92 @@ import (
 //	rediss+sentinel://...                                 Sentinel: the master named, found through the sentinels
 //
 // options are go-redis's URL options (dial_timeout, read_timeout,
-// pool_size, ...); a Sentinel URL also takes sentinel_username and
-// sentinel_password, the credentials of the sentinels (user:password
-// being the master's).
-func NewClient(rawURL string) (goredis.UniversalClient, error) {
+// pool_size, ...), parsed by go-redis as before the store moved to rueidis
+// and mapped to rueidis's (see ParseURL); a Sentinel URL also takes
+// sentinel_username and sentinel_password, the credentials of the sentinels
+// (user:password being the master's).
+func NewClient(rawURL string) (rueidis.Client, error) {
+	o, err := ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	c, err := rueidis.NewClient(o)
+	if err != nil {
+		if c != nil {
+			c.Close()
+		}
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	return c, nil
+}
+
+// ParseURL parses a redis.url of a form NewClient accepts into rueidis's
+// options, without connecting. Of go-redis's options it maps the address(es),
+// credentials, database, TLS, dial_timeout, read_timeout and write_timeout
+// (rueidis has one timeout for both: the larger), pool_size (rueidis's pool
+// of connections for blocking calls; other calls share pipelined
+// connections) and max_retries=-1 (no retry; rueidis retries only read-only
+// calls, never the quota script). Client-side caching is off.
+func ParseURL(rawURL string) (rueidis.ClientOption, error) {
 	scheme, rest, ok := strings.Cut(rawURL, "://")
 	if !ok {
-		return nil, fmt.Errorf("redis.url: not a URL")
+		return rueidis.ClientOption{}, fmt.Errorf("redis.url: not a URL")
 	}
 	switch strings.ToLower(scheme) {
-	case "redis", "rediss", "unix":
-		o, err := goredis.ParseURL(rawURL)
-		if err != nil {
-			return nil, fmt.Errorf("redis.url: %w", err)
+	case "redis", "rediss", "unix", "valkey", "valkeys":
+		u := rawURL
+		if l := strings.ToLower(scheme); strings.HasPrefix(l, "valkey") {
+			u = "redis" + strings.TrimPrefix(l, "valkey") + "://" + rest
 		}
-		return goredis.NewClient(o), nil
-	case "valkey", "valkeys":
-		o, err := goredis.ParseURL("redis" + strings.TrimPrefix(strings.ToLower(scheme), "valkey") + "://" + rest)
+		o, err := goredis.ParseURL(u)
 		if err != nil {
-			return nil, fmt.Errorf("redis.url: %w", err)
+			return rueidis.ClientOption{}, fmt.Errorf("redis.url: %w", err)
 		}
-		return goredis.NewClient(o), nil
+		c := option([]string{o.Addr}, o.Username, o.Password, o.DB, o.TLSConfig, o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolSize, o.MaxRetries)
+		c.ForceSingleClient = true
+		if o.Network == "unix" {
+			c.DialCtxFn = func(ctx context.Context, addr string, d *net.Dialer, _ *tls.Config) (net.Conn, error) {
+				return d.DialContext(ctx, "unix", addr)
+			}
+		}
+		return c, nil
 	case "redis+cluster", "rediss+cluster":
 		o, err := ParseClusterURL(rawURL)
 		if err != nil {
-			return nil, err
+			return rueidis.ClientOption{}, err
 		}
-		return goredis.NewClusterClient(o), nil
+		c := option(o.Addrs, o.Username, o.Password, 0, o.TLSConfig, o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolSize, o.MaxRetries)
+		c.ShuffleInit = true
+		return c, nil
 	case "redis+sentinel", "rediss+sentinel":
 		o, err := ParseSentinelURL(rawURL)
 		if err != nil {
-			return nil, err
+			return rueidis.ClientOption{}, err
 		}
-		return goredis.NewFailoverClient(o), nil
+		c := option(o.SentinelAddrs, o.Username, o.Password, o.DB, o.TLSConfig, o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolSize, o.MaxRetries)
+		c.Sentinel = rueidis.SentinelOption{MasterSet: o.MasterName, Username: o.SentinelUsername, Password: o.SentinelPassword, TLSConfig: o.TLSConfig}
+		c.Sentinel.Dialer.Timeout = o.DialTimeout
+		return c, nil
 	}
-	return nil, fmt.Errorf("redis.url: unknown scheme %q", scheme)
+	return rueidis.ClientOption{}, fmt.Errorf("redis.url: unknown scheme %q", scheme)
+}
+
+func option(addrs []string, user, password string, db int, tc *tls.Config, dial, read, write time.Duration, pool, retries int) rueidis.ClientOption {
+	c := rueidis.ClientOption{
+		InitAddress:  addrs,
+		Username:     user,
+		Password:     password,
+		SelectDB:     db,
+		TLSConfig:    tc,
+		DisableCache: true,
+		DisableRetry: retries < 0,
+	}
+	c.Dialer.Timeout = max(dial, 0)
+	c.ConnWriteTimeout = max(read, write, 0)
+	if pool > 0 {
+		c.BlockingPoolSize = pool
+	}
+	return c
 }
 
 // splitHosts splits "scheme://[userinfo@]h1,h2/path?query" into the single
