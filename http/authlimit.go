@@ -114,7 +114,7 @@ func (s *Server) takeAuth(w http.ResponseWriter, r *http.Request, l *rateLimit, 
 		return true
 	}
 	t := time.Now()
-	d, err := s.Quota.Take(r.Context(), l.prefix+who+"}", &l.policy, 1)
+	d, err := s.authQuota().Take(r.Context(), l.prefix+who+"}", &l.policy, 1)
 	s.metrics.take.Observe(time.Since(t).Seconds())
 	if err != nil {
 		s.Error(w, r, err)
@@ -220,7 +220,7 @@ func (l loginFailures) delayKey(d time.Duration) string {
 // loginWait returns the failures counted and how long the next attempt must
 // still wait (0: it may go ahead).
 func (s *Server) loginWait(ctx context.Context, l loginFailures) (failures int64, wait time.Duration, err error) {
-	d, err := s.Quota.Peek(ctx, l.key, &loginCountPolicy)
+	d, err := s.authQuota().Peek(ctx, l.key, &loginCountPolicy)
 	if err != nil || d.N == 0 {
 		return 0, 0, err
 	}
@@ -230,7 +230,7 @@ func (s *Server) loginWait(ctx context.Context, l loginFailures) (failures int64
 		return failures, 0, nil
 	}
 	p := delayPolicy(delay)
-	d, err = s.Quota.Peek(ctx, l.delayKey(delay), &p)
+	d, err = s.authQuota().Peek(ctx, l.delayKey(delay), &p)
 	if err != nil || d.N == 0 || d.Windows[0].Remaining > 0 {
 		return failures, 0, err
 	}
@@ -241,11 +241,11 @@ func (s *Server) loginWait(ctx context.Context, l loginFailures) (failures int64
 // free, starts the delay before the next one. Errors are logged only: the
 // attempt has failed either way.
 func (s *Server) loginFailed(ctx context.Context, l loginFailures) {
-	d, err := s.Quota.Take(ctx, l.key, &loginCountPolicy, 1)
+	d, err := s.authQuota().Take(ctx, l.key, &loginCountPolicy, 1)
 	if err == nil && d.N > 0 {
 		if delay := loginDelay(d.Windows[0].Used()); delay > 0 {
 			p := delayPolicy(delay)
-			_, err = s.Quota.Take(ctx, l.delayKey(delay), &p, 1)
+			_, err = s.authQuota().Take(ctx, l.delayKey(delay), &p, 1)
 		}
 	}
 	if err != nil {
@@ -260,9 +260,9 @@ func (s *Server) loginSucceeded(ctx context.Context, l loginFailures, failures i
 	if failures == 0 {
 		return
 	}
-	err := s.Quota.Reset(ctx, l.key)
+	err := s.authQuota().Reset(ctx, l.key)
 	if delay := loginDelay(failures); delay > 0 && err == nil {
-		err = s.Quota.Reset(ctx, l.delayKey(delay))
+		err = s.authQuota().Reset(ctx, l.delayKey(delay))
 	}
 	if err != nil {
 		s.logger().LogAttrs(ctx, slog.LevelWarn, "clear failed logins", slog.String("error", err.Error()))
@@ -278,4 +278,12 @@ func tooManyFailures(wait time.Duration) *apiError {
 	}
 	return &apiError{Code: sluice.ERATELIMIT, RetryAfter: secs,
 		Message: "Too many failed logins for this account; retry in " + strconv.FormatInt(secs, 10) + unit}
+}
+
+// authQuota is the QuotaService of the auth endpoints' limits.
+func (s *Server) authQuota() sluice.QuotaService {
+	if s.AuthQuota != nil {
+		return s.AuthQuota
+	}
+	return s.Quota
 }

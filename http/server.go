@@ -115,11 +115,16 @@ type ReadyCheck struct {
 // Close stops it. A Server is safe for concurrent use.
 type Server struct {
 	Accounts sluice.AccountService
-	Quota    sluice.QuotaService
-	Images   sluice.ImageGenerator
-	Plans    []sluice.Plan
-	Models   []sluice.Model
-	Limits   Limits
+	// Quota decides the accounts' plan quotas.
+	Quota sluice.QuotaService
+	// AuthQuota decides the limits of the auth endpoints (per IP, per
+	// email, failed logins): a QuotaService of its own so that its failure
+	// policy can differ from the plan quotas'. nil means Quota.
+	AuthQuota sluice.QuotaService
+	Images    sluice.ImageGenerator
+	Plans     []sluice.Plan
+	Models    []sluice.Model
+	Limits    Limits
 	// AdminToken is the bearer token of the admin API; empty disables the
 	// admin API (every call is 401).
 	AdminToken string

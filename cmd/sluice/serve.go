@@ -148,19 +148,32 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("limits.mode: %w", err)
 	}
-	onErr, err := quota.ParseFailurePolicy(cfg.Quota.OnStoreError)
+	// Two limiters over the one store: plan quotas and the auth endpoints'
+	// limits each have their own failure policy (quota.on_store_error,
+	// quota.on_store_error_auth) and circuit breaker.
+	newLimiter := func(field, policy string) (*quota.Limiter, error) {
+		onErr, err := quota.ParseFailurePolicy(policy)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		l := &quota.Limiter{Store: store, Mode: mode, OnError: onErr, Logger: log, Timeout: cfg.Quota.Timeout}
+		if cfg.Quota.Store == config.StoreRedis {
+			// Spare Redis the requests of keys known to be over their limit.
+			l.RejectionCacheSize = quota.DefaultRejectionCacheSize
+		}
+		if onErr == quota.FailLocal {
+			local := inmem.New(inmem.Options{Logger: log})
+			m.closers = append(m.closers, local.Close)
+			l.Fallback = local
+		}
+		return l, nil
+	}
+	if m.Quota, err = newLimiter("quota.on_store_error", cfg.Quota.OnStoreError); err != nil {
+		return err
+	}
+	authQuota, err := newLimiter("quota.on_store_error_auth", cfg.Quota.OnStoreErrorAuth)
 	if err != nil {
-		return fmt.Errorf("quota.on_store_error: %w", err)
-	}
-	m.Quota = &quota.Limiter{Store: store, Mode: mode, OnError: onErr, Logger: log, Timeout: cfg.Quota.Timeout}
-	if cfg.Quota.Store == config.StoreRedis {
-		// Spare Redis the requests of accounts known to be over their limit.
-		m.Quota.RejectionCacheSize = quota.DefaultRejectionCacheSize
-	}
-	if onErr == quota.FailLocal {
-		local := inmem.New(inmem.Options{Logger: log})
-		m.closers = append(m.closers, local.Close)
-		m.Quota.Fallback = local
+		return err
 	}
 
 	// Images.
@@ -198,12 +211,14 @@ func (m *Main) Run(ctx context.Context) error {
 	}, []string{"op", "on_store_error"})
 	reg.MustRegister(fallbacks)
 	m.Quota.OnFallback = func(op string, err error) { fallbacks.WithLabelValues(op, cfg.Quota.OnStoreError).Inc() }
+	authQuota.OnFallback = func(op string, err error) { fallbacks.WithLabelValues("auth_"+op, cfg.Quota.OnStoreErrorAuth).Inc() }
 	m.Server = &shttp.Server{
-		Accounts: m.Accounts,
-		Quota:    m.Quota,
-		Images:   images,
-		Plans:    cfg.Plans,
-		Models:   cfg.Models,
+		Accounts:  m.Accounts,
+		Quota:     m.Quota,
+		AuthQuota: authQuota,
+		Images:    images,
+		Plans:     cfg.Plans,
+		Models:    cfg.Models,
 		Limits: shttp.Limits{
 			Algorithm: cfg.Limits.Algorithm,
 			Hour:      cfg.Limits.Windows.Hour,

@@ -119,9 +119,13 @@ type Quota struct {
 	// FlushInterval bounds what the embedded store can lose in a crash:
 	// counters are persisted to the data directory at least this often.
 	FlushInterval time.Duration `yaml:"flush_interval"`
-	// OnStoreError is what happens when the store cannot decide:
-	// FailClosed, FailOpen or FailLocal.
+	// OnStoreError is what happens to a plan quota when the store cannot
+	// decide: FailClosed, FailOpen or FailLocal.
 	OnStoreError string `yaml:"on_store_error"`
+	// OnStoreErrorAuth is the same for the per-IP and per-email limits of
+	// the auth endpoints, a class of its own so that, say, image requests
+	// may fail open while logins stay closed.
+	OnStoreErrorAuth string `yaml:"on_store_error_auth"`
 	// Timeout bounds one decision of a shared store.
 	Timeout time.Duration `yaml:"timeout"`
 }
@@ -225,10 +229,11 @@ func Default() Config {
 		Models:   sluice.DefaultModels(),
 		Upstream: Upstream{Timeout: 60 * time.Second},
 		Quota: Quota{
-			Store:         StoreEmbedded,
-			FlushInterval: time.Second,
-			OnStoreError:  FailClosed,
-			Timeout:       100 * time.Millisecond,
+			Store:            StoreEmbedded,
+			FlushInterval:    time.Second,
+			OnStoreError:     FailClosed,
+			OnStoreErrorAuth: FailClosed,
+			Timeout:          100 * time.Millisecond,
 		},
 		Redis:    Redis{Prefix: "sluice:"},
 		Telegram: Telegram{APIURL: DefaultTelegramAPI},

@@ -55,6 +55,7 @@ func TestDefault(t *testing.T) {
 		{"quota.store", c.Quota.Store, "embedded"},
 		{"quota.flush_interval", c.Quota.FlushInterval, time.Second},
 		{"quota.on_store_error", c.Quota.OnStoreError, "closed"},
+		{"quota.on_store_error_auth", c.Quota.OnStoreErrorAuth, "closed"},
 		{"quota.timeout", c.Quota.Timeout, 100 * time.Millisecond},
 		{"redis.url", c.Redis.URL, ""},
 		{"database.url", c.Database.URL, ""},

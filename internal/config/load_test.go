@@ -52,6 +52,7 @@ quota:
   store: redis
   flush_interval: 5s
   on_store_error: local
+  on_store_error_auth: open
   timeout: 250ms
 redis:
   url: redis://localhost:6379/0
@@ -118,7 +119,7 @@ func fullConfig(t *testing.T) Config {
 			{ID: "tiny", Tier: "starter", OwnedBy: "sluice"},
 		},
 		Upstream: Upstream{URL: "https://api.openai.com/v1", APIKey: "sk-test", Timeout: 30 * time.Second},
-		Quota:    Quota{Store: StoreRedis, FlushInterval: 5 * time.Second, OnStoreError: FailLocal, Timeout: 250 * time.Millisecond},
+		Quota:    Quota{Store: StoreRedis, FlushInterval: 5 * time.Second, OnStoreError: FailLocal, OnStoreErrorAuth: FailOpen, Timeout: 250 * time.Millisecond},
 		Redis:    Redis{URL: "redis://localhost:6379/0", Prefix: "gw1:"},
 		Database: Database{URL: "postgres://sluice:pw@localhost/sluice"},
 		Telegram: Telegram{
@@ -206,6 +207,7 @@ func TestEnvNamesUnique(t *testing.T) {
 		"upstream.url":                      "SLUICE_UPSTREAM_URL",
 		"quota.store":                       "SLUICE_QUOTA_STORE",
 		"quota.on_store_error":              "SLUICE_QUOTA_ON_STORE_ERROR",
+		"quota.on_store_error_auth":         "SLUICE_QUOTA_ON_STORE_ERROR_AUTH",
 		"mail.smtp_port":                    "SLUICE_MAIL_SMTP_PORT",
 		"limits.algorithm":                  "SLUICE_LIMITS_ALGORITHM",
 		"limits.windows.day":                "SLUICE_LIMITS_WINDOWS_DAY",
@@ -437,6 +439,7 @@ func TestValidate(t *testing.T) {
 		{"quota: {store: redis}", "redis.url"},
 		{"quota: {flush_interval: 0s}", "quota.flush_interval"},
 		{"quota: {on_store_error: maybe}", "quota.on_store_error"},
+		{"quota: {on_store_error_auth: maybe}", "quota.on_store_error_auth"},
 		{"quota: {timeout: -1ms}", "quota.timeout"},
 		{"redis: {url: 'http://cache:6379'}", "redis.url"},
 		{"database: {url: 'mysql://db/sluice'}", "database.url"},

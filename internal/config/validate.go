@@ -206,8 +206,10 @@ func (c *Config) validateStores(p *problems) {
 		p.add("quota.store", "must be embedded or redis, got %q", q.Store)
 	}
 	positive(p, "quota.flush_interval", q.FlushInterval)
-	if q.OnStoreError != FailClosed && q.OnStoreError != FailOpen && q.OnStoreError != FailLocal {
-		p.add("quota.on_store_error", "must be closed, open or local, got %q", q.OnStoreError)
+	for _, f := range []struct{ name, v string }{{"quota.on_store_error", q.OnStoreError}, {"quota.on_store_error_auth", q.OnStoreErrorAuth}} {
+		if f.v != FailClosed && f.v != FailOpen && f.v != FailLocal {
+			p.add(f.name, "must be closed, open or local, got %q", f.v)
+		}
 	}
 	positive(p, "quota.timeout", q.Timeout)
 
