@@ -182,7 +182,10 @@ func (l *Limiter) Take(ctx context.Context, key string, p *sluice.Policy, n int6
 	if p.Unlimited() {
 		return unlimited(p, now), nil
 	}
-	ck := cacheKey(key, p, n)
+	var ck string // the rejection cache's key, built only if there is one
+	if l.rejected.size > 0 {
+		ck = cacheKey(key, p, n)
+	}
 	d, cached := l.rejected.get(ck, now)
 	if !cached {
 		var err error

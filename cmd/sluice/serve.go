@@ -156,9 +156,12 @@ func (m *Main) Run(ctx context.Context) error {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", field, err)
 		}
-		l := &quota.Limiter{Store: store, Mode: mode, OnError: onErr, Logger: log, Timeout: cfg.Quota.Timeout}
+		l := &quota.Limiter{Store: store, Mode: mode, OnError: onErr, Logger: log}
 		if cfg.Quota.Store == config.StoreRedis {
-			// Spare Redis the requests of keys known to be over their limit.
+			// Bound each round trip, and spare Redis the requests of
+			// keys known to be over their limit. (The embedded store
+			// decides in memory: a timeout would only cost a context.)
+			l.Timeout = cfg.Quota.Timeout
 			l.RejectionCacheSize = quota.DefaultRejectionCacheSize
 		}
 		if onErr == quota.FailLocal {
