@@ -36,49 +36,15 @@ func BenchmarkDecide(b *testing.B) {
 		{Name: "hour", Length: time.Hour, Limit: 1_000_000},
 		{Name: "day", Length: 24 * time.Hour, Limit: 10_000_000},
 	}}
-	run := func(b *testing.B, accounts int, decide func(key string) error) {
-		const callers = 64
-		lat := make([][]time.Duration, callers)
-		var wg sync.WaitGroup
-		b.ReportAllocs()
-		b.ResetTimer()
-		start := time.Now()
-		for g := range callers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r := rand.New(rand.NewPCG(uint64(g), 7))
-				for i := g; i < b.N; i += callers {
-					key := "{acct:" + strconv.Itoa(r.IntN(accounts)) + "}"
-					t := time.Now()
-					if err := decide(key); err != nil {
-						b.Error(err)
-						return
-					}
-					lat[g] = append(lat[g], time.Since(t))
-				}
-			}()
-		}
-		wg.Wait()
-		el := time.Since(start)
-		b.StopTimer()
-		all := slices.Concat(lat...)
-		slices.Sort(all)
-		if len(all) > 0 {
-			b.ReportMetric(float64(len(all))/el.Seconds(), "decisions/s")
-			b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
-			b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
-		}
-	}
 	for _, accounts := range []int{10_000, 1} {
 		b.Run(fmt.Sprintf("sliding-2-windows/keys=%d", accounts), func(b *testing.B) {
-			run(b, accounts, func(key string) error {
+			runCallers(b, accounts, func(key string) error {
 				_, err := s.Take(ctx, key, &p, 1, time.Now())
 				return err
 			})
 		})
 		b.Run(fmt.Sprintf("incr-expire-baseline/keys=%d", accounts), func(b *testing.B) {
-			run(b, accounts, func(key string) error {
+			runCallers(b, accounts, func(key string) error {
 				k := prefix + "base:" + key + ":" + strconv.FormatInt(time.Now().Unix()/3600, 10)
 				pipe := c.Pipeline()
 				incr := pipe.Incr(ctx, k)
@@ -165,3 +131,40 @@ func BenchmarkMemory(b *testing.B) {
 }
 
 var _ goredis.UniversalClient = (*goredis.Client)(nil)
+
+// runCallers runs b.N decisions from 64 concurrent callers on keys drawn from
+// accounts accounts, and reports decisions/s and p50/p99 latency.
+func runCallers(b *testing.B, accounts int, decide func(key string) error) {
+	const callers = 64
+	lat := make([][]time.Duration, callers)
+	var wg sync.WaitGroup
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for g := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(g), 7))
+			for i := g; i < b.N; i += callers {
+				key := "{acct:" + strconv.Itoa(r.IntN(accounts)) + "}"
+				t := time.Now()
+				if err := decide(key); err != nil {
+					b.Error(err)
+					return
+				}
+				lat[g] = append(lat[g], time.Since(t))
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	b.StopTimer()
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	if len(all) > 0 {
+		b.ReportMetric(float64(len(all))/el.Seconds(), "decisions/s")
+		b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
+		b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
+	}
+}

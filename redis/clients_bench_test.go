@@ -2,11 +2,8 @@ package redis_test
 
 import (
 	"context"
-	"math/rand/v2"
 	"os"
-	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -100,44 +97,10 @@ func BenchmarkClients(b *testing.B) {
 			return nil
 		}},
 	}
-	run := func(b *testing.B, accounts int, decide func(key string) error) {
-		const callers = 64
-		lat := make([][]time.Duration, callers)
-		var wg sync.WaitGroup
-		b.ReportAllocs()
-		b.ResetTimer()
-		start := time.Now()
-		for g := range callers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r := rand.New(rand.NewPCG(uint64(g), 7))
-				for i := g; i < b.N; i += callers {
-					key := "{acct:" + strconv.Itoa(r.IntN(accounts)) + "}"
-					t := time.Now()
-					if err := decide(key); err != nil {
-						b.Error(err)
-						return
-					}
-					lat[g] = append(lat[g], time.Since(t))
-				}
-			}()
-		}
-		wg.Wait()
-		el := time.Since(start)
-		b.StopTimer()
-		all := slices.Concat(lat...)
-		slices.Sort(all)
-		if len(all) > 0 {
-			b.ReportMetric(float64(len(all))/el.Seconds(), "decisions/s")
-			b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
-			b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
-		}
-	}
 	for _, accounts := range []int{10_000, 1} {
 		for _, c := range clients {
-			b.Run(c.name+"/script/keys="+strconv.Itoa(accounts), func(b *testing.B) { run(b, accounts, c.script) })
-			b.Run(c.name+"/incr-expire/keys="+strconv.Itoa(accounts), func(b *testing.B) { run(b, accounts, c.base) })
+			b.Run(c.name+"/script/keys="+strconv.Itoa(accounts), func(b *testing.B) { runCallers(b, accounts, c.script) })
+			b.Run(c.name+"/incr-expire/keys="+strconv.Itoa(accounts), func(b *testing.B) { runCallers(b, accounts, c.base) })
 		}
 	}
 }
