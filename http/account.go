@@ -189,11 +189,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var b credentialsBody
-	if err := s.decodeJSON(w, r, &b); err != nil {
-		s.Error(w, r, err)
-		return
-	}
-	if err := b.validateRegister(); err != nil {
+	if err := s.decodeValid(w, r, &b, func() error { return b.validateRegister() }); err != nil {
 		s.Error(w, r, err)
 		return
 	}
@@ -228,11 +224,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var b credentialsBody
-	if err := s.decodeJSON(w, r, &b); err != nil {
-		s.Error(w, r, err)
-		return
-	}
-	if err := b.validateLogin(); err != nil {
+	if err := s.decodeValid(w, r, &b, func() error { return b.validateLogin() }); err != nil {
 		s.Error(w, r, err)
 		return
 	}
@@ -299,11 +291,7 @@ func (s *Server) handleForgotPassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var b forgotBody
-	if err := s.decodeJSON(w, r, &b); err != nil {
-		s.Error(w, r, err)
-		return
-	}
-	if err := b.validate(); err != nil {
+	if err := s.decodeValid(w, r, &b, func() error { return b.validate() }); err != nil {
 		s.Error(w, r, err)
 		return
 	}
@@ -316,11 +304,7 @@ func (s *Server) handleForgotPassword(w http.ResponseWriter, r *http.Request) {
 // its failed logins forgotten.
 func (s *Server) handleResetPassword(w http.ResponseWriter, r *http.Request) {
 	var b resetBody
-	if err := s.decodeJSON(w, r, &b); err != nil {
-		s.Error(w, r, err)
-		return
-	}
-	if err := b.validate(); err != nil {
+	if err := s.decodeValid(w, r, &b, func() error { return b.validate() }); err != nil {
 		s.Error(w, r, err)
 		return
 	}
@@ -400,11 +384,7 @@ func (s *Server) handleCreateOwnKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var b keyBody
-	if err := s.decodeJSON(w, r, &b); err != nil {
-		s.failWithUsage(w, r, q, err)
-		return
-	}
-	if err := b.validate(); err != nil {
+	if err := s.decodeValid(w, r, &b, func() error { return b.validate() }); err != nil {
 		s.failWithUsage(w, r, q, err)
 		return
 	}

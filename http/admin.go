@@ -89,11 +89,7 @@ type createdAccountJSON struct {
 // handleCreateAccount handles POST /admin/accounts.
 func (s *Server) handleCreateAccount(w http.ResponseWriter, r *http.Request) {
 	var b accountBody
-	if err := s.decodeJSON(w, r, &b); err != nil {
-		s.Error(w, r, err)
-		return
-	}
-	if err := b.validate(s.plans); err != nil {
+	if err := s.decodeValid(w, r, &b, func() error { return b.validate(s.plans) }); err != nil {
 		s.Error(w, r, err)
 		return
 	}
@@ -228,11 +224,7 @@ func (s *Server) handleSetPlan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var b planBody
-	if err := s.decodeJSON(w, r, &b); err != nil {
-		s.Error(w, r, err)
-		return
-	}
-	if err := b.validate(s.plans); err != nil {
+	if err := s.decodeValid(w, r, &b, func() error { return b.validate(s.plans) }); err != nil {
 		s.Error(w, r, err)
 		return
 	}
@@ -347,11 +339,7 @@ func (s *Server) handleCreateKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var b keyBody
-	if err := s.decodeJSON(w, r, &b); err != nil {
-		s.Error(w, r, err)
-		return
-	}
-	if err := b.validate(); err != nil {
+	if err := s.decodeValid(w, r, &b, func() error { return b.validate() }); err != nil {
 		s.Error(w, r, err)
 		return
 	}

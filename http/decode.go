@@ -21,6 +21,15 @@ func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error
 	return decodeBody(http.MaxBytesReader(w, r.Body, s.maxBody), v)
 }
 
+// decodeValid decodes the body into v, as decodeJSON does, then checks it
+// with validate.
+func (s *Server) decodeValid(w http.ResponseWriter, r *http.Request, v any, validate func() error) error {
+	if err := s.decodeJSON(w, r, v); err != nil {
+		return err
+	}
+	return validate()
+}
+
 func decodeBody(body io.Reader, v any) error {
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
