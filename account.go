@@ -118,6 +118,11 @@ type AccountService interface {
 	// expired at now.
 	ConsumeToken(ctx context.Context, kind string, hash []byte, now time.Time) (accountID int64, err error)
 
+	// DeleteExpired deletes the sessions and single-use tokens that have
+	// expired at now, and returns how many it deleted. Lookups already
+	// ignore them; this bounds the store's size.
+	DeleteExpired(ctx context.Context, now time.Time) (int64, error)
+
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error
 }

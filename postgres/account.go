@@ -372,3 +372,16 @@ func (db *DB) ConsumeToken(ctx context.Context, kind string, hash []byte, now ti
 	}
 	return id, nil
 }
+
+// DeleteExpired deletes the sessions and tokens that have expired at now.
+func (db *DB) DeleteExpired(ctx context.Context, now time.Time) (int64, error) {
+	var n int64
+	for _, q := range []string{`DELETE FROM sessions WHERE expires_at <= $1`, `DELETE FROM tokens WHERE expires_at <= $1`} {
+		tag, err := db.pool.Exec(ctx, q, now)
+		if err != nil {
+			return n, fmt.Errorf("delete expired: %w", err)
+		}
+		n += tag.RowsAffected()
+	}
+	return n, nil
+}

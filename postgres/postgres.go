@@ -132,6 +132,11 @@ CREATE TABLE tokens (
 );
 CREATE INDEX tokens_account ON tokens (account_id);
 `,
+	// 2: DeleteExpired finds what has expired without a scan.
+	`
+CREATE INDEX sessions_expires ON sessions (expires_at);
+CREATE INDEX tokens_expires ON tokens (expires_at);
+`,
 }
 
 // migrationLock is the key of the advisory lock that migrations hold.

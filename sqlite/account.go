@@ -450,3 +450,21 @@ func (db *DB) ConsumeToken(ctx context.Context, kind string, hash []byte, now ti
 	}
 	return id, nil
 }
+
+// DeleteExpired deletes the sessions and tokens that have expired at now.
+func (db *DB) DeleteExpired(ctx context.Context, now time.Time) (int64, error) {
+	t, err := nanos(now)
+	if err != nil {
+		return 0, fmt.Errorf("delete expired: %w", err)
+	}
+	var n int64
+	for _, q := range []string{`DELETE FROM sessions WHERE expires_at <= ?`, `DELETE FROM tokens WHERE expires_at <= ?`} {
+		res, err := db.w.ExecContext(ctx, q, t)
+		if err != nil {
+			return n, fmt.Errorf("delete expired: %w", err)
+		}
+		k, _ := res.RowsAffected()
+		n += k
+	}
+	return n, nil
+}

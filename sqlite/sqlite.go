@@ -180,6 +180,11 @@ CREATE TABLE tokens (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX tokens_account ON tokens (account_id);
 `,
+	// 2: DeleteExpired finds what has expired without a scan.
+	`
+CREATE INDEX sessions_expires ON sessions (expires_at);
+CREATE INDEX tokens_expires ON tokens (expires_at);
+`,
 }
 
 // migrate applies the steps of ms that the database lacks, each in its own

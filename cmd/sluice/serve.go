@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -123,6 +124,7 @@ func (m *Main) Run(ctx context.Context) error {
 		// plan change made there is seen here within cache.DefaultTTL.
 		m.Accounts = cache.New(db, cache.DefaultTTL)
 	}
+	m.closers = append(m.closers, janitor(m.Accounts, log))
 
 	// Quota.
 	var store sluice.QuotaStore
@@ -354,4 +356,40 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// janitorInterval is how often expired sessions and tokens are deleted.
+const janitorInterval = 10 * time.Minute
+
+// janitor deletes expired sessions and single-use tokens from accounts
+// every janitorInterval, and returns the function that stops it. With
+// several instances on one database each does it; the deletes are
+// idempotent.
+func janitor(accounts sluice.AccountService, log *slog.Logger) func() error {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(janitorInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case now := <-t.C:
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				n, err := accounts.DeleteExpired(ctx, now)
+				cancel()
+				if err != nil {
+					log.Warn("deleting expired sessions and tokens failed", "error", err.Error())
+				} else if n > 0 {
+					log.Debug("deleted expired sessions and tokens", "n", n)
+				}
+			}
+		}
+	}()
+	return func() error {
+		close(stop)
+		<-done
+		return nil
+	}
 }

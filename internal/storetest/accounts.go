@@ -38,6 +38,7 @@ func RunAccountService(t *testing.T, open func(t *testing.T) sluice.AccountServi
 	t.Run("TouchAPIKey", func(t *testing.T) { testTouchAPIKey(t, open(t)) })
 	t.Run("Sessions", func(t *testing.T) { testSessions(t, open(t)) })
 	t.Run("DeleteSessions", func(t *testing.T) { testDeleteSessions(t, open(t)) })
+	t.Run("DeleteExpired", func(t *testing.T) { testDeleteExpired(t, open(t)) })
 	t.Run("Tokens", func(t *testing.T) { testTokens(t, open(t)) })
 	t.Run("ConsumeTokenConcurrent", func(t *testing.T) { testConsumeTokenConcurrent(t, open(t)) })
 	t.Run("CreateAccountConcurrent", func(t *testing.T) { testCreateAccountConcurrent(t, open(t)) })
@@ -732,5 +733,38 @@ func testCreateAccountConcurrent(t *testing.T, s sluice.AccountService) {
 	}
 	if diff := cmp.Diff(winner, got, equateTimes); diff != "" {
 		t.Errorf("FindAccountByEmail mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func testDeleteExpired(t *testing.T, s sluice.AccountService) {
+	ctx := t.Context()
+	a := createAccount(t, s, sluice.Account{Email: "yuri@example.com", Plan: "starter"})
+	now := wholeSecondNow()
+	var live []byte
+	for i, exp := range []time.Time{now.Add(-time.Hour), now, now.Add(time.Hour)} {
+		h := sluice.HashToken(sluice.RandomString(32))
+		if err := s.CreateSession(ctx, &sluice.Session{TokenHash: h, AccountID: a.ID, CreatedAt: now.Add(-2 * time.Hour), ExpiresAt: exp}); err != nil {
+			t.Fatalf("CreateSession: %v", err)
+		}
+		if err := s.CreateToken(ctx, sluice.TokenPasswordReset, h, a.ID, exp); err != nil {
+			t.Fatalf("CreateToken: %v", err)
+		}
+		if i == 2 {
+			live = h
+		}
+	}
+	// Expired at now: the one an hour ago and the one that expires now,
+	// for sessions and tokens alike.
+	if n, err := s.DeleteExpired(ctx, now); err != nil || n != 4 {
+		t.Fatalf("DeleteExpired = %d, %v; want 4", n, err)
+	}
+	if n, err := s.DeleteExpired(ctx, now); err != nil || n != 0 {
+		t.Fatalf("DeleteExpired again = %d, %v; want 0", n, err)
+	}
+	if _, err := s.FindSession(ctx, live, now); err != nil {
+		t.Fatalf("FindSession(live): %v", err)
+	}
+	if id, err := s.ConsumeToken(ctx, sluice.TokenPasswordReset, live, now); err != nil || id != a.ID {
+		t.Fatalf("ConsumeToken(live) = %d, %v", id, err)
 	}
 }
