@@ -27,6 +27,7 @@ var codes = map[string]int{
 	sluice.EUPSTREAM:        http.StatusBadGateway,
 	sluice.EUNAVAILABLE:     http.StatusServiceUnavailable,
 	sluice.EINTERNAL:        http.StatusInternalServerError,
+	codeMethodNotAllowed:    http.StatusMethodNotAllowed,
 }
 
 // codeMethodNotAllowed is the code of a 405. It is not a sluice error code
@@ -36,9 +37,6 @@ const codeMethodNotAllowed = "method_not_allowed"
 // ErrorStatusCode returns the HTTP status of a sluice error code; unknown
 // codes are 500.
 func ErrorStatusCode(code string) int {
-	if code == codeMethodNotAllowed {
-		return http.StatusMethodNotAllowed
-	}
 	if v, ok := codes[code]; ok {
 		return v
 	}
