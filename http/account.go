@@ -429,12 +429,23 @@ func (s *Server) handleListKeys(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	keys, err := s.Accounts.ListAPIKeys(r.Context(), q.account.ID)
+	out, err := s.keyList(r.Context(), q.account.ID)
 	if err != nil {
 		s.failWithUsage(w, r, q, err)
 		return
 	}
-	out := keyListJSON{Keys: make([]keyJSON, 0, len(keys))}
+	s.peekHeaders(w, r, q)
+	s.writeJSON(w, r, http.StatusOK, out)
+}
+
+// keyList is the account's live keys as GET /v1/keys shows them, with last
+// uses not yet written to the store.
+func (s *Server) keyList(ctx context.Context, accountID int64) (*keyListJSON, error) {
+	keys, err := s.Accounts.ListAPIKeys(ctx, accountID)
+	if err != nil {
+		return nil, err
+	}
+	out := &keyListJSON{Keys: make([]keyJSON, 0, len(keys))}
 	for _, k := range keys {
 		kj := keyJSON{ID: k.ID, Name: k.Name, Prefix: k.Prefix(), CreatedAt: rfc3339(k.CreatedAt)}
 		last := k.LastUsedAt
@@ -447,8 +458,7 @@ func (s *Server) handleListKeys(w http.ResponseWriter, r *http.Request) {
 		}
 		out.Keys = append(out.Keys, kj)
 	}
-	s.peekHeaders(w, r, q)
-	s.writeJSON(w, r, http.StatusOK, &out)
+	return out, nil
 }
 
 // handleRevokeKey handles DELETE /v1/keys/{id}: 204, and the key is refused

@@ -404,3 +404,39 @@ func (s *Server) handlePlans(w http.ResponseWriter, r *http.Request) {
 	}
 	s.writeJSON(w, r, http.StatusOK, &out)
 }
+
+// handleAdminListKeys handles GET /admin/accounts/{id}/keys: the account's
+// live keys, as GET /v1/keys shows them to their owner.
+func (s *Server) handleAdminListKeys(w http.ResponseWriter, r *http.Request) {
+	a, err := s.findAccount(r)
+	if err != nil {
+		s.Error(w, r, err)
+		return
+	}
+	out, err := s.keyList(r.Context(), a.ID)
+	if err != nil {
+		s.Error(w, r, err)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, out)
+}
+
+// handleAdminRevokeKey handles DELETE /admin/accounts/{id}/keys/{key}: 204,
+// and the key is refused from its next use on, as with DELETE /v1/keys/{id}
+// — for an operator who must stop a leaked key without its owner's session.
+func (s *Server) handleAdminRevokeKey(w http.ResponseWriter, r *http.Request) {
+	a, err := s.findAccount(r)
+	if err != nil {
+		s.Error(w, r, err)
+		return
+	}
+	id := r.PathValue("key")
+	if err := s.Accounts.RevokeAPIKey(r.Context(), a.ID, id, s.now()); sluice.ErrorCode(err) == sluice.ENOTFOUND {
+		s.Error(w, r, sluice.Errorf(sluice.ENOTFOUND, "Account %d has no live API key with the ID %q.", a.ID, shorten(id)))
+		return
+	} else if err != nil {
+		s.Error(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

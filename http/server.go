@@ -282,6 +282,8 @@ func (s *Server) routes() *http.ServeMux {
 	handle("PUT /admin/accounts/{id}/limits", s.admin(s.handleSetLimits))
 	handle("DELETE /admin/accounts/{id}/limits", s.admin(s.handleDeleteLimits))
 	handle("POST /admin/accounts/{id}/keys", s.admin(s.handleCreateKey))
+	handle("GET /admin/accounts/{id}/keys", s.admin(s.handleAdminListKeys))
+	handle("DELETE /admin/accounts/{id}/keys/{key}", s.admin(s.handleAdminRevokeKey))
 	handle("DELETE /admin/accounts/{id}/usage", s.admin(s.handleResetUsage))
 	handle("GET /admin/plans", s.admin(s.handlePlans))
 
