@@ -21,7 +21,7 @@ import (
 )
 
 // DefaultTTL bounds how long a change made by another instance goes unseen.
-const DefaultTTL = time.Second
+const DefaultTTL = 500 * time.Millisecond
 
 // maxEntries bounds the memory of each map; a full map is emptied.
 const maxEntries = 100_000
