@@ -123,8 +123,9 @@ type Bot struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 
-	mu      sync.Mutex // guards chats, choice, started and closed
+	mu      sync.Mutex // guards chats, choice, recent, started and closed
 	chats   map[int64]*chatQueue
+	recent  recentIDs        // updates already dispatched
 	choice  map[int64]string // model chosen per Telegram user
 	started bool
 	closed  bool
@@ -324,6 +325,10 @@ func (b *Bot) dispatch(u *models.Update) bool {
 		b.mu.Unlock()
 		return true // not for us: edits, channel posts, other bots
 	}
+	if !b.recent.add(u.ID) {
+		b.mu.Unlock()
+		return true // a redelivery (Telegram retries a webhook it thinks failed): done once already
+	}
 	chat := m.Chat.ID
 	q := b.chats[chat]
 	if q == nil {
@@ -408,4 +413,33 @@ func orInt(v, def int) int {
 		return v
 	}
 	return def
+}
+
+// recentIDs remembers the last recentSize update IDs, so that an update
+// delivered twice (a webhook retried after a lost answer) is processed once:
+// a second generation would charge the user's quota a second time. The zero
+// value is ready; the caller guards it.
+type recentIDs struct {
+	set  map[int64]struct{}
+	ring [recentSize]int64
+	next int
+}
+
+const recentSize = 4096
+
+// add records id and reports whether it was new.
+func (r *recentIDs) add(id int64) bool {
+	if r.set == nil {
+		r.set = make(map[int64]struct{}, recentSize)
+	}
+	if _, dup := r.set[id]; dup {
+		return false
+	}
+	if len(r.set) == recentSize {
+		delete(r.set, r.ring[r.next])
+	}
+	r.set[id] = struct{}{}
+	r.ring[r.next] = id
+	r.next = (r.next + 1) % recentSize
+	return true
 }

@@ -427,3 +427,32 @@ func TestCloseRefundsQueued(t *testing.T) {
 		t.Errorf("used %d after close, want the undelivered photo refunded", h)
 	}
 }
+
+// A webhook delivery that Telegram retries (its answer was lost) is
+// processed once: a second generation would charge the user twice.
+func TestWebhookRedelivery(t *testing.T) {
+	e := newEnv(t, func(b *telegram.Bot) {
+		b.WebhookURL = "https://bot.example.com/telegram"
+		b.WebhookSecret = "s3cret_token"
+	})
+	url := e.webhook()
+	e.start()
+	const user = 78
+	first := e.api.Update(user, user, "a lighthouse")
+	for range 3 {
+		if got := e.api.Deliver(url, "s3cret_token", first); got != http.StatusOK {
+			t.Fatalf("delivery: %d, want 200", got)
+		}
+	}
+	if got := e.api.Deliver(url, "s3cret_token", e.api.Update(user, user, "a red fox")); got != http.StatusOK {
+		t.Fatalf("delivery: %d, want 200", got)
+	}
+	// The chat's worker runs in order: once the second prompt is answered,
+	// any duplicate of the first would have been too.
+	for _, m := range e.api.WaitSentTo(user, 2) {
+		wantPhoto(t, m)
+	}
+	if c := e.gen.calls.Load(); c != 2 {
+		t.Errorf("%d generations, want 2", c)
+	}
+}
