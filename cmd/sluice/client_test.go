@@ -21,6 +21,7 @@ import (
 // realClock puts the gateway's quota limiter on the real clock.
 func (g *gateway) realClock() *gateway {
 	g.m.Quota.Now = time.Now
+	g.m.AuthQuota.Now = time.Now
 	return g
 }
 

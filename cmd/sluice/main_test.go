@@ -66,6 +66,7 @@ func startMain(t *testing.T, data string, env map[string]string) *gateway {
 	}
 	c := &clock{t: time.Unix(1_900_000_000, 0)}
 	m.Quota.Now = c.Now
+	m.AuthQuota.Now = c.Now
 	g := &gateway{t: t, m: m, url: m.Server.URL(), admin: env["SLUICE_ADMIN_TOKEN"], clock: c, out: &out}
 	t.Cleanup(func() {
 		if m.closers != nil {

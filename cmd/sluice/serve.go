@@ -45,9 +45,12 @@ type Main struct {
 	Logger         *slog.Logger
 
 	Accounts sluice.AccountService
-	Quota    *quota.Limiter
-	Server   *shttp.Server
-	Bot      *telegram.Bot // nil unless telegram.token is set
+	Quota    *quota.Limiter // plan quotas
+	// AuthQuota decides the auth endpoints' limits over the same store,
+	// with their own failure policy (quota.on_store_error_auth).
+	AuthQuota *quota.Limiter
+	Server    *shttp.Server
+	Bot       *telegram.Bot // nil unless telegram.token is set
 	// Mailer sends the password-reset mail: over SMTP when mail.smtp_host
 	// is set, else to the log and <data>/outbox/.
 	Mailer *mail.Queue
@@ -176,8 +179,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.Quota, err = newLimiter("quota.on_store_error", cfg.Quota.OnStoreError); err != nil {
 		return err
 	}
-	authQuota, err := newLimiter("quota.on_store_error_auth", cfg.Quota.OnStoreErrorAuth)
-	if err != nil {
+	if m.AuthQuota, err = newLimiter("quota.on_store_error_auth", cfg.Quota.OnStoreErrorAuth); err != nil {
 		return err
 	}
 
@@ -216,11 +218,11 @@ func (m *Main) Run(ctx context.Context) error {
 	}, []string{"op", "on_store_error"})
 	reg.MustRegister(fallbacks)
 	m.Quota.OnFallback = func(op string, err error) { fallbacks.WithLabelValues(op, cfg.Quota.OnStoreError).Inc() }
-	authQuota.OnFallback = func(op string, err error) { fallbacks.WithLabelValues("auth_"+op, cfg.Quota.OnStoreErrorAuth).Inc() }
+	m.AuthQuota.OnFallback = func(op string, err error) { fallbacks.WithLabelValues("auth_"+op, cfg.Quota.OnStoreErrorAuth).Inc() }
 	m.Server = &shttp.Server{
 		Accounts:  m.Accounts,
 		Quota:     m.Quota,
-		AuthQuota: authQuota,
+		AuthQuota: m.AuthQuota,
 		Images:    images,
 		Plans:     cfg.Plans,
 		Models:    cfg.Models,
