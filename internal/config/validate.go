@@ -116,13 +116,7 @@ func (c *Config) validatePlans(p *problems) {
 	first := make(map[string]int, len(c.Plans))
 	for i, pl := range c.Plans {
 		f := fmt.Sprintf("plans[%d]", i)
-		if pl.ID == "" {
-			p.add(f+".id", "must not be empty")
-		} else if j, dup := first[pl.ID]; dup {
-			p.add(f+".id", "%q is already the id of plans[%d]", pl.ID, j)
-		} else {
-			first[pl.ID] = i
-		}
+		uniqueID(p, "plans", i, pl.ID, first)
 		if pl.Name == "" {
 			p.add(f+".name", "must not be empty")
 		}
@@ -162,17 +156,25 @@ func planLimit(p *problems, field string, l sluice.Limit) bool {
 	return false
 }
 
+// uniqueID checks that the id of list[i] is set and not the id of an
+// earlier element; first maps the ids seen to their index.
+func uniqueID(p *problems, list string, i int, id string, first map[string]int) {
+	f := fmt.Sprintf("%s[%d].id", list, i)
+	switch j, dup := first[id]; {
+	case id == "":
+		p.add(f, "must not be empty")
+	case dup:
+		p.add(f, "%q is already the id of %s[%d]", id, list, j)
+	default:
+		first[id] = i
+	}
+}
+
 func (c *Config) validateModels(p *problems) {
 	first := make(map[string]int, len(c.Models))
 	for i, m := range c.Models {
 		f := fmt.Sprintf("models[%d]", i)
-		if m.ID == "" {
-			p.add(f+".id", "must not be empty")
-		} else if j, dup := first[m.ID]; dup {
-			p.add(f+".id", "%q is already the id of models[%d]", m.ID, j)
-		} else {
-			first[m.ID] = i
-		}
+		uniqueID(p, "models", i, m.ID, first)
 		if m.Tier == "" {
 			p.add(f+".tier", "must not be empty: %q for every plan, any other tier for Basic and above", sluice.TierStarter)
 		}
