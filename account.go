@@ -78,7 +78,8 @@ const (
 type AccountService interface {
 	// CreateAccount stores a and sets its ID and CreatedAt, and its Plan to
 	// DefaultPlan if empty. IDs are never reused. An email that is taken
-	// (compared case-insensitively) is EEMAILTAKEN.
+	// (compared case-insensitively) is EEMAILTAKEN; a Telegram user
+	// already bound to an account is ETELEGRAMTAKEN, and a is not stored.
 	CreateAccount(ctx context.Context, a *Account) error
 	FindAccountByID(ctx context.Context, id int64) (*Account, error)
 	FindAccountByEmail(ctx context.Context, email string) (*Account, error)
@@ -115,7 +116,10 @@ type AccountService interface {
 	CreateToken(ctx context.Context, kind string, hash []byte, accountID int64, expires time.Time) error
 	// ConsumeToken deletes the token and returns its account, atomically,
 	// so that it can be used once; ENOTFOUND if it does not exist or has
-	// expired at now.
+	// expired at now. Consuming a TokenPasswordReset spends every
+	// TokenPasswordReset of the account in the same atomic step, so that
+	// once a password has been reset no older reset mail can set it again,
+	// and of several racing tokens of one account only one succeeds.
 	ConsumeToken(ctx context.Context, kind string, hash []byte, now time.Time) (accountID int64, err error)
 
 	// DeleteExpired deletes the sessions and single-use tokens that have

@@ -17,6 +17,7 @@ const (
 	EMODELNOTFOUND   = "model_not_found"
 	ENOTFOUND        = "not_found"
 	EEMAILTAKEN      = "email_taken"
+	ETELEGRAMTAKEN   = "telegram_taken" // a Telegram user bound to another account
 	ETOOLARGE        = "payload_too_large"
 	ERATELIMIT       = "rate_limit_exceeded"
 	EUPSTREAM        = "upstream_error"

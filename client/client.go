@@ -19,7 +19,9 @@
 //     request whose answer was lost on the way back may be generated (and
 //     charged) twice; requests that fail before generating are not charged.
 //   - An account without limits (Elite) gets no quota headers, and the
-//     client never throttles it.
+//     client never throttles it. Once the client knows the account's
+//     windows, a successful answer without quota headers leaves them
+//     alone; only several in a row mean the plan became unlimited.
 //
 // A Client is safe for concurrent use, and meant to be shared: the quota
 // view only knows about the requests of the Client it belongs to.

@@ -380,16 +380,26 @@ func TestNeverAnswers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := newClient(f).GenerateImages(ctx, req)
+	c := newClient(f)
+	_, err := c.GenerateImages(ctx, req)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("error %v", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("returned after %v", d)
 	}
-	// The view is not left with units in flight.
-	if q := newClient(f).Quota(); q.InFlight != 0 {
-		t.Fatalf("in flight %d", q.InFlight)
+	// The view of the client that made the call is not left with units
+	// in flight, nor with a request that would make the next one wait.
+	if q := c.Quota(); q.InFlight != 0 || q.Known {
+		t.Fatalf("view after the deadline %+v, want nothing in flight and nothing known", q)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := c.GenerateImages(ctx, req); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second call: error %v", err)
+	}
+	if n := len(f.requests()); n < 2 {
+		t.Fatalf("%d requests sent, want the second call to send its own", n)
 	}
 }
 

@@ -15,9 +15,10 @@ type Quota struct {
 	// Known reports that a response has told the client where the account
 	// stands. Before that the client sends one request at a time.
 	Known bool
-	// Unlimited reports that the latest successful response carried no
-	// quota headers: the account has no limits (Elite), and the client
-	// never throttles it.
+	// Unlimited reports that the account has no limits (Elite), and the
+	// client never throttles it: the first successful response carried no
+	// quota headers, or, once the client knew the account's windows,
+	// unlimitedAfter successful responses in a row did.
 	Unlimited bool
 	// Windows are the account's limited windows: hour, day, then others.
 	Windows []WindowQuota
@@ -56,7 +57,8 @@ type windowState struct {
 //
 //   - Unknown view (no response yet): one request at a time goes out, to
 //     learn where the account stands; the others wait for its answer.
-//   - Unlimited (the latest 2xx had no quota headers): everything goes.
+//   - Unlimited (a 2xx without quota headers before any with them, or
+//     unlimitedAfter of them in a row since): everything goes.
 //   - Otherwise a request for n units goes if, in every window,
 //     Remaining - InFlight >= n. If a window lacks room, the request waits
 //     until that window's Reset (the latest Reset among the windows that
@@ -73,7 +75,13 @@ type windowState struct {
 // answer's, unless the answer is older than what the view holds (an earlier
 // Reset, or the same Reset with more Remaining: answers to concurrent
 // requests can arrive out of order, and within one Reset period Remaining
-// only falls). Windows the answer does not name are dropped.
+// only falls). Windows the answer does not name are dropped. A 2xx without
+// quota headers leaves a view that holds windows alone: one such answer (a
+// proxy that strips headers, a replayed answer) is no reason to stop
+// throttling; only unlimitedAfter of them in a row, with no answer with
+// headers between them, say the account has become unlimited (its plan
+// changed). Before the view knows anything, one such answer is enough, as
+// it is what every answer to an Elite account looks like.
 //
 // Clocks: Reset comes as a Unix second of the server's clock and waiting
 // uses the local clock. Every answer bounds the skew between them: the
@@ -103,7 +111,15 @@ type view struct {
 
 	skewKnown      bool
 	skewLo, skewHi time.Duration
+
+	// bare counts the 2xx answers without quota headers in a row since
+	// the view last held windows.
+	bare int
 }
+
+// unlimitedAfter is how many 2xx answers without quota headers in a row
+// turn a view that holds windows into an unlimited one.
+const unlimitedAfter = 3
 
 func newView() *view { return &view{changed: make(chan struct{})} }
 
@@ -272,13 +288,21 @@ func (v *view) update(status int, h http.Header, sent, arrived time.Time) {
 	ws := ParseRateLimitHeaders(h)
 	if len(ws) == 0 {
 		// No quota headers: an unlimited account if the request
-		// succeeded. Errors without headers (a bad key, a proxy's
-		// error page) say nothing about the quota.
-		if status >= 200 && status < 300 {
-			v.known, v.unlimited, v.windows = true, true, nil
+		// succeeded (see unlimitedAfter for a view that holds windows).
+		// Errors without headers (a bad key, a proxy's error page) say
+		// nothing about the quota.
+		if status < 200 || status >= 300 {
+			return
 		}
+		if v.known && !v.unlimited {
+			if v.bare++; v.bare < unlimitedAfter {
+				return
+			}
+		}
+		v.known, v.unlimited, v.windows = true, true, nil
 		return
 	}
+	v.bare = 0
 	v.observeSkew(ws, h, sent, arrived)
 	skew := v.skew()
 	next := make([]windowState, 0, len(ws))

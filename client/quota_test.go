@@ -130,6 +130,45 @@ func TestViewUnlimited(t *testing.T) {
 	})
 }
 
+// TestViewHeaderlessAnswer: once the view holds the account's windows, a
+// 2xx without quota headers (a proxy that strips them, a replay) leaves
+// them alone; unlimitedAfter in a row mean the plan became unlimited.
+func TestViewHeaderlessAnswer(t *testing.T) {
+	v := run(t, []step{
+		{n: 1, want: send()},
+		{n: 1, h: gw(t0, "hour", 5, 2, 30)},
+		{n: 1, want: send()},
+		{n: 1, want: send()},
+		{n: 1, h: gw(t0, "hour", 5, 1, 30)},
+		{n: 1, h: http.Header{}}, // still limited: one left, not two
+		{n: 2, want: waitUntil(30*time.Second, "hour", 1)},
+		{n: 1, want: send()},
+		{n: 1, h: http.Header{}},
+		{n: 1, want: send()},
+		{n: 1, h: gw(t0, "hour", 5, 1, 30)}, // headers again: the count restarts
+		{n: 1, want: send()},
+		{n: 1, h: http.Header{}},
+		{n: 1, want: send()},
+		{n: 1, h: http.Header{}},
+		{n: 2, want: waitUntil(30*time.Second, "hour", 1)},
+	})
+	if q := v.snapshot(); q.Unlimited || len(q.Windows) != 1 || q.Windows[0].Remaining != 1 {
+		t.Fatalf("after two header-less answers: %+v", q)
+	}
+	run(t, []step{
+		{n: 1, want: send()},
+		{n: 1, h: gw(t0, "hour", 5, 4, 30)},
+		{n: 1, want: send()},
+		{n: 1, h: http.Header{}},
+		{n: 1, want: send()},
+		{n: 1, h: http.Header{}},
+		{n: 1, want: send()},
+		{n: 1, h: http.Header{}}, // the third in a row: unlimited
+		{n: 5, want: send()},
+		{n: 5, want: send()},
+	})
+}
+
 // TestViewInFlight: the units of requests in flight count against the
 // server's Remaining; ten callers and one unit left send one request.
 func TestViewInFlight(t *testing.T) {

@@ -232,7 +232,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	// up: hanging up must not be a way to guess without being counted.
 	ctx := context.WithoutCancel(r.Context())
 	lf := newLoginFailures(b.Email)
-	failures, wait, err := s.loginWait(ctx, lf)
+	claim, wait, err := s.claimLogin(ctx, lf)
 	if err != nil {
 		s.Error(w, r, err)
 		return
@@ -253,11 +253,11 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	ok, rehash := VerifyPassword(hash, b.Password)
 	if !known || !ok {
-		s.loginFailed(ctx, lf)
+		s.loginFailed(ctx, lf, claim)
 		s.Error(w, r, errInvalidCreds)
 		return
 	}
-	s.loginSucceeded(ctx, lf, failures)
+	s.loginSucceeded(ctx, lf, claim)
 	if rehash {
 		// Stored with older parameters: store it with the current ones.
 		if h, err := HashPassword(b.Password); err == nil {
@@ -335,10 +335,7 @@ func (s *Server) handleResetPassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if a, err := s.Accounts.FindAccountByID(ctx, id); err == nil && a.Email != "" {
-		lf := newLoginFailures(a.Email)
-		if failures, _, err := s.loginWait(ctx, lf); err == nil {
-			s.loginSucceeded(ctx, lf, failures)
-		}
+		s.loginClear(ctx, newLoginFailures(a.Email))
 	}
 	s.writeJSON(w, r, http.StatusOK, &statusJSON{Status: "password_reset"})
 }

@@ -416,6 +416,28 @@ func TestPasswordReset(t *testing.T) {
 	}
 }
 
+// TestPasswordResetSpendsOtherMails: of two reset mails, the one used
+// spends the other, so an older mail (a leaked inbox, a forwarded message)
+// cannot set the password again after a reset.
+func TestPasswordResetSpendsOtherMails(t *testing.T) {
+	mailer := newFakeMailer()
+	h := newHarness(t, noAuthLimits, withServer(func(s *sluicehttp.Server) { s.Mailer = mailer }))
+	h.register("ada@example.com", "correct horse battery")
+	wantStatus(t, h.do("POST", "/auth/forgot-password", "", `{"email":"ada@example.com"}`), http.StatusAccepted)
+	first := resetToken(t, mailer.next(t))
+	wantStatus(t, h.do("POST", "/auth/forgot-password", "", `{"email":"ada@example.com"}`), http.StatusAccepted)
+	second := resetToken(t, mailer.next(t))
+
+	res := h.do("POST", "/auth/reset-password", "", fmt.Sprintf(`{"token":%q,"password":"new staple horse"}`, second))
+	wantStatus(t, res, http.StatusOK)
+	res = h.do("POST", "/auth/reset-password", "", fmt.Sprintf(`{"token":%q,"password":"attacker's choice"}`, first))
+	want := `{"error":"invalid_request","message":"The reset token is invalid, expired or already used; ask for a new one with POST /auth/forgot-password.","field":"token"}`
+	if res.Status != http.StatusBadRequest || body(res) != want {
+		t.Fatalf("other mail's token after a reset: %d %s", res.Status, res.Body)
+	}
+	h.login("ada@example.com", "new staple horse")
+}
+
 // TestForgotPerEmail: one address gets at most ForgotPasswordEmail mails,
 // however many clients ask; the answers do not change.
 func TestForgotPerEmail(t *testing.T) {

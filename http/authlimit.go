@@ -44,7 +44,9 @@ var (
 // failure number LoginFreeFailures+k-1 the next attempt must wait 2^k
 // seconds since that failure, at most LoginMaxDelay. It is a delay, never a
 // lock-out: an attacker gets a few guesses an hour, the owner gets in as
-// soon as the delay has passed, and a successful login clears it.
+// soon as the delay has passed, and a successful login clears it. Parallel
+// attempts do not multiply the guesses: each attempt claims its turn
+// atomically before its password is verified (see loginFailures).
 const (
 	LoginFreeFailures  = 5
 	LoginFailureWindow = 15 * time.Minute
@@ -181,11 +183,41 @@ func emailKey(email string) string {
 //
 //   - "{login:<email key>}" counts failures in a sliding window of
 //     LoginFailureWindow;
-//   - "{login:<email key>}:delay:<s>" holds one unit for s seconds after a
-//     failure that made the next attempt wait s seconds.
+//   - "{login:<email key>}:free" counts, in the same window, the attempts
+//     let through while fewer than LoginFreeFailures failures were
+//     counted, at most LoginFreeFailures;
+//   - "{login:<email key>}:delay:<s>" holds one unit for s seconds. The
+//     failure that makes the next attempt wait s seconds takes it, and so
+//     does the one attempt let through once the wait is over.
 //
-// An attempt that finds f failures counted (f ≥ LoginFreeFailures) waits
-// while the delay key of loginDelay(f) holds its unit.
+// Checking and recording are one step: an attempt claims its right to
+// verify a password with one atomic Take before it verifies, so that
+// parallel attempts cannot all pass a check that none of them has recorded
+// yet (claimLogin). With f failures counted:
+//
+//   - f < LoginFreeFailures: the attempt takes a unit of the free key. At
+//     most LoginFreeFailures attempts verify before the delays start,
+//     however many arrive at once; the others are told to wait the first
+//     delay, by when those let through have been counted.
+//   - f ≥ LoginFreeFailures: the attempt takes the unit of the delay key
+//     of loginDelay(f). The failure that made f took it, so every attempt
+//     is refused until loginDelay(f) after that failure; then exactly one
+//     gets the unit, and the others are refused for loginDelay(f) more.
+//   - A failure takes the delay key of the level it leads to before it
+//     moves the count, so that no attempt sees the new count while that
+//     key is free: loginDelay(f+1), and for a failure of a free attempt
+//     the first delay's key, since free attempts that fail together may
+//     each be the one that reaches LoginFreeFailures. (So the first delay
+//     runs from the first of the failures that reach it within its own
+//     length, not from the last.) If the count then shows another level
+//     (old failures left the window meanwhile), it takes that key too.
+//   - A success forgets the failures, the free attempts and the delay it
+//     waited. A refused attempt is not a failure and counts nothing.
+//
+// So an attacker gets at most LoginFreeFailures guesses, then one per
+// delay period, however many requests it sends in parallel; the owner gets
+// in at the first attempt after a delay, if nobody else took that period's
+// attempt first. Known and unknown emails are counted alike.
 type loginFailures struct {
 	key string
 }
@@ -194,8 +226,12 @@ func newLoginFailures(email string) loginFailures {
 	return loginFailures{key: "{login:" + emailKey(email) + "}"}
 }
 
-var loginCountPolicy = sluice.Policy{Algorithm: sluice.Sliding,
-	Windows: []sluice.Window{{Name: "failures", Length: LoginFailureWindow, Limit: 10_000}}}
+var (
+	loginCountPolicy = sluice.Policy{Algorithm: sluice.Sliding,
+		Windows: []sluice.Window{{Name: "failures", Length: LoginFailureWindow, Limit: 10_000}}}
+	loginFreePolicy = sluice.Policy{Algorithm: sluice.Sliding,
+		Windows: []sluice.Window{{Name: "free", Length: LoginFailureWindow, Limit: LoginFreeFailures}}}
+)
 
 // loginDelay is the wait before the next attempt after f failures.
 func loginDelay(f int64) time.Duration {
@@ -217,35 +253,61 @@ func (l loginFailures) delayKey(d time.Duration) string {
 	return l.key + ":delay:" + strconv.FormatInt(int64(d/time.Second), 10)
 }
 
-// loginWait returns the failures counted and how long the next attempt must
-// still wait (0: it may go ahead).
-func (s *Server) loginWait(ctx context.Context, l loginFailures) (failures int64, wait time.Duration, err error) {
-	d, err := s.authQuota().Peek(ctx, l.key, &loginCountPolicy)
-	if err != nil || d.N == 0 {
-		return 0, 0, err
-	}
-	failures = d.Windows[0].Used()
-	delay := loginDelay(failures)
-	if delay == 0 {
-		return failures, 0, nil
-	}
-	p := delayPolicy(delay)
-	d, err = s.authQuota().Peek(ctx, l.delayKey(delay), &p)
-	if err != nil || d.N == 0 || d.Windows[0].Remaining > 0 {
-		return failures, 0, err
-	}
-	return failures, max(d.Windows[0].Reset.Sub(d.Time), time.Second), nil
+func (l loginFailures) freeKey() string { return l.key + ":free" }
+
+// loginClaim is an attempt's right to verify a password: the failures
+// counted when it was granted.
+type loginClaim struct {
+	failures int64
 }
 
-// loginFailed records a failed attempt and, once failures are no longer
-// free, starts the delay before the next one. Errors are logged only: the
-// attempt has failed either way.
-func (s *Server) loginFailed(ctx context.Context, l loginFailures) {
-	d, err := s.authQuota().Take(ctx, l.key, &loginCountPolicy, 1)
-	if err == nil && d.N > 0 {
-		if delay := loginDelay(d.Windows[0].Used()); delay > 0 {
-			p := delayPolicy(delay)
-			_, err = s.authQuota().Take(ctx, l.delayKey(delay), &p, 1)
+// claimLogin claims the right of one attempt to verify a password, or
+// returns how long it must wait (wait > 0: refused, nothing recorded).
+func (s *Server) claimLogin(ctx context.Context, l loginFailures) (c loginClaim, wait time.Duration, err error) {
+	q := s.authQuota()
+	d, err := q.Peek(ctx, l.key, &loginCountPolicy)
+	if err != nil {
+		return c, 0, err
+	}
+	if d.N > 0 {
+		c.failures = d.Windows[0].Used()
+	}
+	key, p := l.freeKey(), &loginFreePolicy
+	if delay := loginDelay(c.failures); delay > 0 {
+		dp := delayPolicy(delay)
+		key, p = l.delayKey(delay), &dp
+	}
+	d, err = q.Take(ctx, key, p, 1)
+	if err != nil || d.Allowed {
+		return c, 0, err
+	}
+	if key == l.freeKey() {
+		// The free attempts are out; their failures will start the
+		// first delay.
+		return c, loginDelay(LoginFreeFailures), nil
+	}
+	return c, max(d.RetryAfter, time.Second), nil
+}
+
+// loginFailed records the failure of an attempt that held c and starts the
+// delay before the next one. Errors are logged only: the attempt has
+// failed either way.
+func (s *Server) loginFailed(ctx context.Context, l loginFailures, c loginClaim) {
+	q := s.authQuota()
+	var err error
+	next := loginDelay(max(c.failures+1, LoginFreeFailures))
+	if next > 0 {
+		p := delayPolicy(next)
+		_, err = q.Take(ctx, l.delayKey(next), &p, 1)
+	}
+	if err == nil {
+		var d sluice.Decision
+		d, err = q.Take(ctx, l.key, &loginCountPolicy, 1)
+		if err == nil && d.N > 0 {
+			if delay := loginDelay(d.Windows[0].Used()); delay > 0 && delay != next {
+				p := delayPolicy(delay)
+				_, err = q.Take(ctx, l.delayKey(delay), &p, 1)
+			}
 		}
 	}
 	if err != nil {
@@ -253,20 +315,32 @@ func (s *Server) loginFailed(ctx context.Context, l loginFailures) {
 	}
 }
 
-// loginSucceeded forgets the failures and the current delay. Delay keys of
-// lower levels are left to expire: they are shorter than the waits that
-// came after them.
-func (s *Server) loginSucceeded(ctx context.Context, l loginFailures, failures int64) {
-	if failures == 0 {
-		return
+// loginSucceeded forgets the failures, the free attempts and the delay
+// the attempt that held c waited. Delay keys of lower levels are left to
+// expire: they are shorter than the waits that came after them.
+func (s *Server) loginSucceeded(ctx context.Context, l loginFailures, c loginClaim) {
+	q := s.authQuota()
+	err := q.Reset(ctx, l.freeKey())
+	if c.failures > 0 && err == nil {
+		err = q.Reset(ctx, l.key)
 	}
-	err := s.authQuota().Reset(ctx, l.key)
-	if delay := loginDelay(failures); delay > 0 && err == nil {
-		err = s.authQuota().Reset(ctx, l.delayKey(delay))
+	if delay := loginDelay(c.failures); delay > 0 && err == nil {
+		err = q.Reset(ctx, l.delayKey(delay))
 	}
 	if err != nil {
 		s.logger().LogAttrs(ctx, slog.LevelWarn, "clear failed logins", slog.String("error", err.Error()))
 	}
+}
+
+// loginClear forgets the failed logins of an email whose password was
+// reset, as a success would, without claiming an attempt.
+func (s *Server) loginClear(ctx context.Context, l loginFailures) {
+	var c loginClaim
+	d, err := s.authQuota().Peek(ctx, l.key, &loginCountPolicy)
+	if err == nil && d.N > 0 {
+		c.failures = d.Windows[0].Used()
+	}
+	s.loginSucceeded(ctx, l, c)
 }
 
 // tooManyFailures is the 429 of an account whose next login must wait.

@@ -22,6 +22,7 @@ var codes = map[string]int{
 	sluice.EMODELNOTFOUND:   http.StatusNotFound,
 	sluice.ENOTFOUND:        http.StatusNotFound,
 	sluice.EEMAILTAKEN:      http.StatusConflict,
+	sluice.ETELEGRAMTAKEN:   http.StatusConflict,
 	sluice.ETOOLARGE:        http.StatusRequestEntityTooLarge,
 	sluice.ERATELIMIT:       http.StatusTooManyRequests,
 	sluice.EUPSTREAM:        http.StatusBadGateway,

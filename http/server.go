@@ -82,12 +82,6 @@ const (
 	DefaultMaxBody           = 64 << 10
 	DefaultMaxN              = 4
 	DefaultReadHeaderTimeout = 10 * time.Second
-	DefaultReadTimeout       = 30 * time.Second
-	// DefaultWriteTimeout outlasts the upstream's default timeout (60s):
-	// the answer to an image request is written only once the images are
-	// done.
-	DefaultWriteTimeout = 2 * time.Minute
-	DefaultIdleTimeout  = 2 * time.Minute
 	// MaxHeaderBytes bounds the request line and headers.
 	MaxHeaderBytes = 32 << 10
 	// readyTimeout bounds the checks of GET /readyz.
@@ -130,7 +124,11 @@ type Server struct {
 	AdminToken string
 	// MaxBody bounds request bodies; 0 means DefaultMaxBody.
 	MaxBody int64
-	// Timeouts of the http.Server that Open starts; 0 means the defaults.
+	// Timeouts of the http.Server that Open starts, as in net/http: 0
+	// means none. The answer to an image request is written only once the
+	// images are done, so a WriteTimeout must outlast the upstream's
+	// timeout, or a long generation is cut off (and charged). Request
+	// headers always have DefaultReadHeaderTimeout.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// Logger receives the access log and errors; nil means slog.Default().
 	Logger *slog.Logger
@@ -336,9 +334,9 @@ func (s *Server) Open(addr string) error {
 	s.srv = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: DefaultReadHeaderTimeout,
-		ReadTimeout:       orDefault(s.ReadTimeout, DefaultReadTimeout),
-		WriteTimeout:      orDefault(s.WriteTimeout, DefaultWriteTimeout),
-		IdleTimeout:       orDefault(s.IdleTimeout, DefaultIdleTimeout),
+		ReadTimeout:       s.ReadTimeout,
+		WriteTimeout:      s.WriteTimeout,
+		IdleTimeout:       s.IdleTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.logger().Handler(), slog.LevelWarn),
 	}
@@ -349,13 +347,6 @@ func (s *Server) Open(addr string) error {
 		}
 	}()
 	return nil
-}
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
 }
 
 // Addr returns the address the Server listens on, or nil before Open.

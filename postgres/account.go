@@ -24,6 +24,9 @@ func errTokenNotFound() error { return sluice.Errorf(sluice.ENOTFOUND, "Token no
 func errEmailTaken() error {
 	return sluice.Errorf(sluice.EEMAILTAKEN, "An account with this email already exists.")
 }
+func errTelegramTaken() error {
+	return sluice.Errorf(sluice.ETELEGRAMTAKEN, "This Telegram user is already bound to an account.")
+}
 
 // emailKey is what email uniqueness and lookups compare: the email
 // lower-cased, or NULL for no email.
@@ -84,7 +87,7 @@ RETURNING id`,
 	if ok, name := isUnique(err); ok && name == "accounts_email_key_key" {
 		return errEmailTaken()
 	} else if ok && name == "accounts_telegram_id_key" {
-		return fmt.Errorf("create account: telegram user already bound to an account")
+		return errTelegramTaken()
 	} else if err != nil {
 		return fmt.Errorf("create account: %w", err)
 	}
@@ -358,12 +361,24 @@ func (db *DB) CreateToken(ctx context.Context, kind string, hash []byte, account
 // ConsumeToken deletes the token and returns its account in one statement,
 // so that it is used once however many callers race for it; ENOTFOUND if
 // it does not exist or has expired at now. An expired token is left in
-// place.
+// place. A password reset token takes every password reset token of its
+// account with it, in the same statement. Of statements racing for tokens
+// of one account, the first to delete a row wins it; under READ COMMITTED
+// the others find those rows gone when its transaction commits, and delete
+// nothing, so only one of them succeeds.
 func (db *DB) ConsumeToken(ctx context.Context, kind string, hash []byte, now time.Time) (int64, error) {
+	q := `DELETE FROM tokens WHERE kind = $1 AND hash = $2 AND expires_at > $3 RETURNING account_id`
+	if kind == sluice.TokenPasswordReset {
+		// A data-modifying WITH runs to completion whatever the outer
+		// query reads of it.
+		q = `WITH spent AS (
+	DELETE FROM tokens WHERE kind = $1 AND account_id =
+		(SELECT account_id FROM tokens WHERE kind = $1 AND hash = $2 AND expires_at > $3)
+	RETURNING account_id)
+SELECT account_id FROM spent LIMIT 1`
+	}
 	var id int64
-	err := db.pool.QueryRow(ctx,
-		`DELETE FROM tokens WHERE kind = $1 AND hash = $2 AND expires_at > $3 RETURNING account_id`,
-		kind, hash, now).Scan(&id)
+	err := db.pool.QueryRow(ctx, q, kind, hash, now).Scan(&id)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return 0, fmt.Errorf("consume token: %w", errTokenNotFound())

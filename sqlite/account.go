@@ -33,6 +33,9 @@ func errTokenNotFound() error {
 func errEmailTaken() error {
 	return sluice.Errorf(sluice.EEMAILTAKEN, "An account with this email already exists.")
 }
+func errTelegramTaken() error {
+	return sluice.Errorf(sluice.ETELEGRAMTAKEN, "This Telegram user is already bound to an account.")
+}
 
 // emailKey is what email uniqueness and lookups compare: the email
 // lower-cased, or NULL for no email.
@@ -57,8 +60,7 @@ func limit(l sluice.Limit) int64 {
 
 // CreateAccount stores a and sets its ID and CreatedAt. An empty Plan is
 // stored as sluice.DefaultPlan, and a.Plan is set to it. A Telegram user
-// already bound to another account is an internal error; the caller should
-// have looked it up first.
+// already bound to another account is ETELEGRAMTAKEN.
 func (db *DB) CreateAccount(ctx context.Context, a *sluice.Account) error {
 	plan := a.Plan
 	if plan == "" {
@@ -85,7 +87,7 @@ RETURNING id`,
 	case isUnique(err) && strings.Contains(err.Error(), "accounts.email_key"):
 		return errEmailTaken()
 	case isUnique(err) && strings.Contains(err.Error(), "accounts.telegram_id"):
-		return fmt.Errorf("create account: telegram user already bound to an account")
+		return errTelegramTaken()
 	case err != nil:
 		return fmt.Errorf("create account: %w", err)
 	}
@@ -432,21 +434,35 @@ func (db *DB) CreateToken(ctx context.Context, kind string, hash []byte, account
 // ConsumeToken deletes the token and returns its account in one statement,
 // so that it is used once however many callers race for it; ENOTFOUND if
 // it does not exist or has expired at now. An expired token is left in
-// place.
+// place. A password reset token takes every password reset token of its
+// account with it, in the same statement.
 func (db *DB) ConsumeToken(ctx context.Context, kind string, hash []byte, now time.Time) (int64, error) {
 	at, err := nanos(now)
 	if err != nil {
 		return 0, fmt.Errorf("consume token: %w", err)
 	}
-	var id int64
-	err = db.w.QueryRowContext(ctx,
-		`DELETE FROM tokens WHERE kind = ? AND hash = ? AND expires_at > ? RETURNING account_id`,
-		kind, hash, at).Scan(&id)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return 0, fmt.Errorf("consume token: %w", errTokenNotFound())
-	case err != nil:
+	q := `DELETE FROM tokens WHERE kind = ?1 AND hash = ?2 AND expires_at > ?3 RETURNING account_id`
+	if kind == sluice.TokenPasswordReset {
+		q = `DELETE FROM tokens WHERE kind = ?1 AND account_id =
+	(SELECT account_id FROM tokens WHERE kind = ?1 AND hash = ?2 AND expires_at > ?3)
+RETURNING account_id`
+	}
+	rows, err := db.w.QueryContext(ctx, q, kind, hash, at)
+	if err != nil {
 		return 0, fmt.Errorf("consume token: %w", err)
+	}
+	defer rows.Close()
+	var id int64
+	for rows.Next() { // every row names the same account
+		if err := rows.Scan(&id); err != nil {
+			return 0, fmt.Errorf("consume token: %w", err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("consume token: %w", err)
+	}
+	if id == 0 {
+		return 0, fmt.Errorf("consume token: %w", errTokenNotFound())
 	}
 	return id, nil
 }

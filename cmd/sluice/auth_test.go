@@ -201,6 +201,33 @@ func TestMainAuthLimits(t *testing.T) {
 	}
 }
 
+// TestMainAuthMode: limits.auth.mode decides the auth limits alone;
+// limits.mode: shadow (trying plan quotas) leaves them enforced.
+func TestMainAuthMode(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		env       map[string]string
+		wantThird int
+	}{
+		{"plan quotas in shadow", map[string]string{"SLUICE_LIMITS_MODE": "shadow"}, 429},
+		{"auth limits in shadow", map[string]string{"SLUICE_LIMITS_AUTH_MODE": "shadow"}, 401},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.env["SLUICE_LIMITS_AUTH_LOGIN"] = "2/1m"
+			g := startMain(t, "", tc.env)
+			body := `{"email":"a@example.com","password":"wrong password"}`
+			for range 2 {
+				if r := g.do("POST", "/auth/login", "", body); r.status != 401 {
+					t.Fatalf("login: %d %s", r.status, r.body)
+				}
+			}
+			if r := g.do("POST", "/auth/login", "", body); r.status != tc.wantThird {
+				t.Fatalf("third login: %d %s, want %d", r.status, r.body, tc.wantThird)
+			}
+		})
+	}
+}
+
 // fakeSMTP is a minimal SMTP server on 127.0.0.1 (no TLS, which sluice
 // allows for a loopback relay) that answers greeting with greet and takes
 // every message.

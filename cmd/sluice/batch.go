@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -79,7 +80,8 @@ Generates one image per prompt of FILE ("-" for standard input): one prompt per
 line, or JSON Lines with the fields prompt, model, n and file. It paces itself
 by the account's quota headers, so that it uses the whole quota and receives no
 429 in a normal run. Images are written atomically; a rerun skips the prompts
-whose images exist, so an interrupted run (Ctrl-C) resumes where it stopped.
+whose images exist (and asks only for the missing images of a prompt with n > 1),
+so an interrupted run (Ctrl-C) resumes where it stopped.
 
 `
 
@@ -158,6 +160,10 @@ type item struct {
 	File   string `json:"file"`
 	// files are the paths of its images, in the output directory.
 	files []string
+	// missing are those of files that are not on disk, set when the run
+	// starts: what the item asks for (n = len(missing)) and writes, so
+	// that images an interrupted run wrote are never paid for again.
+	missing []string
 }
 
 var errBadInput = errors.New("bad input")
@@ -338,12 +344,13 @@ func (b *Batch) Run(ctx context.Context) (Summary, error) {
 		for _, f := range it.files {
 			seen[f] = true
 		}
-		if b.exists(it) {
+		it.missing = b.missing(it)
+		if len(it.missing) == 0 {
 			s.Skipped++
 			continue
 		}
 		todo = append(todo, it)
-		units += int64(it.N)
+		units += int64(len(it.missing))
 	}
 
 	c := client.New(b.URL, b.Key, append([]client.Option{client.WithMaxRetries(b.Retries)}, b.Options...)...)
@@ -397,13 +404,13 @@ func (b *Batch) Run(ctx context.Context) (Summary, error) {
 		switch {
 		case r.err == nil:
 			s.Done++
-			units -= int64(r.it.N)
+			units -= int64(len(r.it.missing))
 			p.item(r.it, nil, units)
 		case ctx.Err() != nil && errors.Is(r.err, context.Cause(ctx)):
 			// Abandoned: counted in Left.
 		default:
 			s.Failed++
-			units -= int64(r.it.N)
+			units -= int64(len(r.it.missing))
 			p.item(r.it, r.err, units)
 			if isFatal(r.err) && fatal == nil {
 				fatal = r.err
@@ -434,35 +441,40 @@ func isFatal(err error) bool {
 	return false
 }
 
-// exists reports whether every image of it is there.
-func (b *Batch) exists(it *item) bool {
+// missing returns the images of it that are not there. Each image is
+// written whole or not at all (writeAtomic), so the files on disk are the
+// record of what an earlier run finished, image by image: an item with
+// n > 1 that a run left half written asks only for the rest.
+func (b *Batch) missing(it *item) []string {
+	var out []string
 	for _, f := range it.files {
 		fi, err := os.Stat(filepath.Join(b.Out, f))
 		if err != nil || !fi.Mode().IsRegular() {
-			return false
+			out = append(out, f)
 		}
 	}
-	return true
+	return out
 }
 
-// generate asks for the item's images and writes them.
+// generate asks for the item's missing images and writes them.
 func (b *Batch) generate(ctx context.Context, c *client.Client, it *item) error {
-	res, err := c.GenerateImages(ctx, &client.ImageRequest{Model: it.Model, Prompt: it.Prompt, N: it.N, Size: b.Size})
+	n := len(it.missing)
+	res, err := c.GenerateImages(ctx, &client.ImageRequest{Model: it.Model, Prompt: it.Prompt, N: n, Size: b.Size})
 	if err != nil {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
 		return err
 	}
-	if len(res.Data) != it.N {
-		return fmt.Errorf("asked for %d images, got %d", it.N, len(res.Data))
+	if len(res.Data) != n {
+		return fmt.Errorf("asked for %d images, got %d", n, len(res.Data))
 	}
 	for i, im := range res.Data {
 		data, err := im.Bytes()
 		if err != nil {
 			return err
 		}
-		if err := writeAtomic(filepath.Join(b.Out, it.files[i]), data); err != nil {
+		if err := writeAtomic(filepath.Join(b.Out, it.missing[i]), data); err != nil {
 			return err
 		}
 	}
@@ -471,7 +483,9 @@ func (b *Batch) generate(ctx context.Context, c *client.Client, it *item) error 
 
 // writeAtomic writes data to path through a temporary file in the same
 // directory that is synced and then renamed over path, so that path is
-// either absent or whole, whenever the process stops.
+// either absent or whole, whenever the process stops; then it syncs the
+// directory, so that the rename itself survives a crash of the machine
+// (without it, the new name may be lost although the data is on disk).
 func writeAtomic(path string, data []byte) error {
 	dir, base := filepath.Split(path)
 	if dir == "" {
@@ -502,7 +516,27 @@ func writeAtomic(path string, data []byte) error {
 		os.Remove(tmp)
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("write %s: sync directory: %w", path, err)
+	}
 	return nil
+}
+
+// syncDir makes the entries of directory dir durable. A variable, so that
+// a test can see that writeAtomic calls it after the rename.
+var syncDir = func(dir string) error {
+	if runtime.GOOS == "windows" {
+		return nil // directories cannot be opened for syncing there
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // sweepTemp removes the temporary files a killed run left in dir.
@@ -590,7 +624,7 @@ func (p *progress) item(it *item, err error, units int64) {
 		return
 	}
 	status := "ok  "
-	detail := strings.Join(it.files, " ")
+	detail := strings.Join(it.missing, " ")
 	if err != nil {
 		status, detail = "FAIL", fmt.Sprintf("line %d: %v", it.Line, err)
 	}

@@ -153,10 +153,15 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("limits.mode: %w", err)
 	}
+	authMode, err := quota.ParseMode(cfg.Limits.Auth.Mode)
+	if err != nil {
+		return fmt.Errorf("limits.auth.mode: %w", err)
+	}
 	// Two limiters over the one store: plan quotas and the auth endpoints'
-	// limits each have their own failure policy (quota.on_store_error,
-	// quota.on_store_error_auth) and circuit breaker.
-	newLimiter := func(field, policy string) (*quota.Limiter, error) {
+	// limits each have their own mode (limits.mode, limits.auth.mode),
+	// failure policy (quota.on_store_error, quota.on_store_error_auth) and
+	// circuit breaker.
+	newLimiter := func(mode quota.Mode, field, policy string) (*quota.Limiter, error) {
 		onErr, err := quota.ParseFailurePolicy(policy)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", field, err)
@@ -176,10 +181,10 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 		return l, nil
 	}
-	if m.Quota, err = newLimiter("quota.on_store_error", cfg.Quota.OnStoreError); err != nil {
+	if m.Quota, err = newLimiter(mode, "quota.on_store_error", cfg.Quota.OnStoreError); err != nil {
 		return err
 	}
-	if m.AuthQuota, err = newLimiter("quota.on_store_error_auth", cfg.Quota.OnStoreErrorAuth); err != nil {
+	if m.AuthQuota, err = newLimiter(authMode, "quota.on_store_error_auth", cfg.Quota.OnStoreErrorAuth); err != nil {
 		return err
 	}
 

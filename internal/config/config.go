@@ -101,6 +101,10 @@ type AuthLimits struct {
 	Register            Rate `yaml:"register"`
 	ForgotPassword      Rate `yaml:"forgot_password"`
 	ForgotPasswordEmail Rate `yaml:"forgot_password_email"`
+	// Mode is ModeEnforce or ModeShadow for these limits and the delays
+	// after failed logins, independent of Limits.Mode, so that trying
+	// plan quotas in shadow does not open the auth endpoints to guessing.
+	Mode string `yaml:"mode"`
 }
 
 // Upstream is the image generator. An empty URL means the built-in demo
@@ -223,6 +227,7 @@ func Default() Config {
 				Register:            Rate{Limit: 10, Per: time.Minute},
 				ForgotPassword:      Rate{Limit: 3, Per: time.Hour},
 				ForgotPasswordEmail: Rate{Limit: 3, Per: time.Hour},
+				Mode:                ModeEnforce,
 			},
 		},
 		Plans:    sluice.DefaultPlans(),

@@ -48,6 +48,7 @@ func TestDefault(t *testing.T) {
 		{"limits.auth.register", c.Limits.Auth.Register, Rate{10, time.Minute}},
 		{"limits.auth.forgot_password", c.Limits.Auth.ForgotPassword, Rate{3, time.Hour}},
 		{"limits.auth.forgot_password_email", c.Limits.Auth.ForgotPasswordEmail, Rate{3, time.Hour}},
+		{"limits.auth.mode", c.Limits.Auth.Mode, "enforce"},
 		{"models", c.Models, sluice.DefaultModels()},
 		{"upstream.url", c.Upstream.URL, ""},
 		{"upstream.api_key", c.Upstream.APIKey, ""},

@@ -38,6 +38,7 @@ limits:
     register: 5/30s
     forgot_password: 2/1d
     forgot_password_email: unlimited
+    mode: shadow
 plans:
   - {id: starter, name: Free, hour: 1, day: 2, models: starter, api: false}
   - {id: max, name: Max, hour: ~, day: 9000, models: all, api: true}
@@ -108,6 +109,7 @@ func fullConfig(t *testing.T) Config {
 				Register:            Rate{5, 30 * time.Second},
 				ForgotPassword:      Rate{2, 24 * time.Hour},
 				ForgotPasswordEmail: Rate{Limit: sluice.Unlimited},
+				Mode:                ModeShadow,
 			},
 		},
 		Plans: []sluice.Plan{
@@ -222,6 +224,7 @@ func TestEnvNamesUnique(t *testing.T) {
 		"mail.reset_url":                    "SLUICE_MAIL_RESET_URL",
 		"quota.timeout":                     "SLUICE_QUOTA_TIMEOUT",
 		"server.write_timeout":              "SLUICE_SERVER_WRITE_TIMEOUT",
+		"limits.auth.mode":                  "SLUICE_LIMITS_AUTH_MODE",
 	} {
 		if !slices.Contains(allKeys(), k) {
 			t.Errorf("no key %s", k)
@@ -412,6 +415,8 @@ func TestValidate(t *testing.T) {
 		{"limits: {windows: {hour: 0s}}", "limits.windows.hour"},
 		{"limits: {windows: {day: -24h}}", "limits.windows.day"},
 		{"limits: {mode: loud}", "limits.mode"},
+		{"limits: {auth: {mode: off}}", "limits.auth.mode"},
+		{"limits: {auth: {mode: Enforce}}", "limits.auth.mode"},
 		{"limits: {max_n: 0}", "limits.max_n"},
 		{"limits: {max_n: 101}", "limits.max_n"},
 		{"limits: {auth: {login: 0/1m}}", "limits.auth.login"},

@@ -84,6 +84,9 @@ func (c *Config) validateLimits(p *problems) {
 	if l.Mode != ModeEnforce && l.Mode != ModeShadow {
 		p.add("limits.mode", "must be enforce or shadow, got %q", l.Mode)
 	}
+	if l.Auth.Mode != ModeEnforce && l.Auth.Mode != ModeShadow {
+		p.add("limits.auth.mode", "must be enforce or shadow, got %q", l.Auth.Mode)
+	}
 	if l.MaxN < 1 || l.MaxN > 100 {
 		p.add("limits.max_n", "must be between 1 and 100, got %d", l.MaxN)
 	}

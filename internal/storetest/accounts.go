@@ -41,6 +41,9 @@ func RunAccountService(t *testing.T, open func(t *testing.T) sluice.AccountServi
 	t.Run("DeleteExpired", func(t *testing.T) { testDeleteExpired(t, open(t)) })
 	t.Run("Tokens", func(t *testing.T) { testTokens(t, open(t)) })
 	t.Run("ConsumeTokenConcurrent", func(t *testing.T) { testConsumeTokenConcurrent(t, open(t)) })
+	t.Run("ResetSpendsAllResetTokens", func(t *testing.T) { testResetSpendsAllResetTokens(t, open(t)) })
+	t.Run("ConsumeResetTokensConcurrent", func(t *testing.T) { testConsumeResetTokensConcurrent(t, open(t)) })
+	t.Run("TelegramTaken", func(t *testing.T) { testTelegramTaken(t, open(t)) })
 	t.Run("CreateAccountConcurrent", func(t *testing.T) { testCreateAccountConcurrent(t, open(t)) })
 	t.Run("Ping", func(t *testing.T) {
 		if err := open(t).Ping(t.Context()); err != nil {
@@ -688,6 +691,126 @@ func testConsumeTokenConcurrent(t *testing.T, s sluice.AccountService) {
 	if ok != 1 {
 		t.Errorf("%d of %d concurrent ConsumeToken calls succeeded, want 1", ok, racers)
 	}
+}
+
+// testResetSpendsAllResetTokens checks that a password reset spends every
+// reset token of its account, and nothing else: not the account's other
+// kinds of tokens, not another account's.
+func testResetSpendsAllResetTokens(t *testing.T, s sluice.AccountService) {
+	ctx := t.Context()
+	a := createAccount(t, s, sluice.Account{Email: "ruth@example.com", Plan: "starter"})
+	b := createAccount(t, s, sluice.Account{Email: "sam@example.com", Plan: "starter"})
+	now := wholeSecondNow()
+	first := sluice.HashToken(sluice.RandomString(32))
+	second := sluice.HashToken(sluice.RandomString(32))
+	third := sluice.HashToken(sluice.RandomString(32))
+	link := sluice.HashToken(sluice.RandomString(8))
+	others := sluice.HashToken(sluice.RandomString(32))
+	for _, tok := range []struct {
+		kind    string
+		hash    []byte
+		account int64
+		expires time.Time
+	}{
+		{sluice.TokenPasswordReset, first, a.ID, now.Add(time.Hour)},
+		{sluice.TokenPasswordReset, second, a.ID, now.Add(2 * time.Hour)},
+		{sluice.TokenPasswordReset, third, a.ID, now.Add(time.Minute)},
+		{sluice.TokenTelegramLink, link, a.ID, now.Add(time.Hour)},
+		{sluice.TokenPasswordReset, others, b.ID, now.Add(time.Hour)},
+	} {
+		if err := s.CreateToken(ctx, tok.kind, tok.hash, tok.account, tok.expires); err != nil {
+			t.Fatalf("CreateToken(%s): %v", tok.kind, err)
+		}
+	}
+	for _, step := range []struct {
+		name string
+		kind string
+		hash []byte
+		want int64 // 0: ENOTFOUND
+	}{
+		{"reset with the second mail", sluice.TokenPasswordReset, second, a.ID},
+		{"first mail, spent by the reset", sluice.TokenPasswordReset, first, 0},
+		{"third mail, spent by the reset", sluice.TokenPasswordReset, third, 0},
+		{"second mail, used", sluice.TokenPasswordReset, second, 0},
+		{"link token of the account, untouched", sluice.TokenTelegramLink, link, a.ID},
+		{"reset token of another account, untouched", sluice.TokenPasswordReset, others, b.ID},
+	} {
+		got, err := s.ConsumeToken(ctx, step.kind, step.hash, now)
+		if step.want == 0 {
+			wantCode(t, "ConsumeToken("+step.name+")", err, sluice.ENOTFOUND)
+			continue
+		}
+		if err != nil {
+			t.Errorf("ConsumeToken(%s): %v", step.name, err)
+		} else if got != step.want {
+			t.Errorf("ConsumeToken(%s) = account %d, want %d", step.name, got, step.want)
+		}
+	}
+	// A reset token created after the reset is valid.
+	fresh := sluice.HashToken(sluice.RandomString(32))
+	if err := s.CreateToken(ctx, sluice.TokenPasswordReset, fresh, a.ID, now.Add(time.Hour)); err != nil {
+		t.Fatalf("CreateToken(fresh): %v", err)
+	}
+	if got, err := s.ConsumeToken(ctx, sluice.TokenPasswordReset, fresh, now); err != nil || got != a.ID {
+		t.Errorf("ConsumeToken(fresh) = %d, %v; want %d", got, err, a.ID)
+	}
+}
+
+// testConsumeResetTokensConcurrent races different reset tokens of one
+// account: one reset wins, the others find their tokens spent.
+func testConsumeResetTokensConcurrent(t *testing.T, s sluice.AccountService) {
+	ctx := t.Context()
+	a := createAccount(t, s, sluice.Account{Email: "tess@example.com", Plan: "starter"})
+	now := wholeSecondNow()
+	hashes := make([][]byte, racers)
+	for i := range hashes {
+		hashes[i] = sluice.HashToken(sluice.RandomString(32))
+		if err := s.CreateToken(ctx, sluice.TokenPasswordReset, hashes[i], a.ID, now.Add(time.Hour)); err != nil {
+			t.Fatalf("CreateToken: %v", err)
+		}
+	}
+	var (
+		wg    sync.WaitGroup
+		start = make(chan struct{})
+		errs  = make([]error, racers)
+	)
+	for i := range racers {
+		wg.Go(func() {
+			<-start
+			_, errs[i] = s.ConsumeToken(ctx, sluice.TokenPasswordReset, hashes[i], now)
+		})
+	}
+	close(start)
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case sluice.ErrorCode(err) != sluice.ENOTFOUND:
+			t.Errorf("ConsumeToken: %v, want success or %s", err, sluice.ENOTFOUND)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d of %d concurrent resets with different tokens of one account succeeded, want 1", ok, racers)
+	}
+}
+
+// testTelegramTaken checks that an account cannot be created for a
+// Telegram user already bound to another: a coded error, nothing stored.
+func testTelegramTaken(t *testing.T, s sluice.AccountService) {
+	ctx := t.Context()
+	a := createAccount(t, s, sluice.Account{Email: "uma@example.com", Plan: "vip", TelegramID: 3001})
+	for _, b := range []sluice.Account{
+		{Plan: "starter", TelegramID: 3001},
+		{Email: "victor@example.com", Plan: "starter", TelegramID: 3001},
+	} {
+		err := s.CreateAccount(ctx, &b)
+		wantCode(t, "CreateAccount(telegram 3001)", err, sluice.ETELEGRAMTAKEN)
+	}
+	_, err := s.FindAccountByEmail(ctx, "victor@example.com")
+	wantCode(t, "FindAccountByEmail(victor)", err, sluice.ENOTFOUND)
+	wantAccount(t, s, a)
 }
 
 func testCreateAccountConcurrent(t *testing.T, s sluice.AccountService) {
