@@ -89,13 +89,17 @@ const (
 
 // AuditLog keeps the audit events. An AccountService that is also an
 // AuditLog writes the event of each of its changes (account created, plan
-// changed, override set or removed, key created or revoked, password set by
-// a reset, Telegram linked) in the same transaction as the change, with the
-// actor of the change's context (ActorFrom). Implementations are safe for
-// concurrent use.
+// changed, override set or removed, key created or revoked, Telegram linked
+// or unlinked) in the same transaction as the change, with the actor of the
+// change's context (NewAuditEvent); a call that changes nothing writes
+// nothing. SetPassword writes no event: a login also calls it to store a
+// rehash of the same password. So whoever sets a password by a reset
+// records password.reset with RecordAudit once SetPassword has succeeded,
+// as the usage reset is recorded. Implementations are safe for concurrent
+// use.
 type AuditLog interface {
 	// RecordAudit appends e, for a change made outside the account store
-	// (a usage reset); it sets e.ID, and e.At if zero.
+	// (a usage reset, a password reset); it sets e.ID, and e.At if zero.
 	RecordAudit(ctx context.Context, e *AuditEvent) error
 	// ListAudit returns the events that f selects, newest first.
 	ListAudit(ctx context.Context, f AuditFilter) ([]*AuditEvent, error)
