@@ -330,6 +330,7 @@ func (s *Server) handleResetPassword(w http.ResponseWriter, r *http.Request) {
 		s.Error(w, r, err)
 		return
 	}
+	s.recordAudit(ctx, r, sluice.AuditPasswordReset, id)
 	if err := s.Accounts.DeleteSessions(ctx, id); err != nil {
 		s.Error(w, r, err)
 		return

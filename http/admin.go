@@ -381,6 +381,7 @@ func (s *Server) handleResetUsage(w http.ResponseWriter, r *http.Request) {
 		s.Error(w, r, err)
 		return
 	}
+	s.recordAudit(r.Context(), r, sluice.AuditUsageReset, a.ID)
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -131,7 +131,8 @@ func (s *Server) authKeyOrSession(r *http.Request) (*principal, error) {
 
 // admin wraps an admin handler: the bearer must be the admin token. Both
 // sides are hashed before the constant-time comparison so that not even the
-// token's length leaks through timing. An empty AdminToken refuses all.
+// token's length leaks through timing. An empty AdminToken refuses all. The
+// handler's changes are made by Actor{admin, IP}.
 func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := parseBearer(r.Header.Get("Authorization"))
@@ -144,6 +145,6 @@ func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 			s.Error(w, r, errAdmin)
 			return
 		}
-		h(w, r)
+		h(w, r.WithContext(sluice.WithActor(r.Context(), sluice.Actor{Type: sluice.ActorAdmin, IP: s.actorIP(r)})))
 	}
 }

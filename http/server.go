@@ -59,6 +59,11 @@
 //     MaxKeysPerAccount live keys.
 //   - Passwords are 8 to 256 characters, checked before hashing; emails are
 //     bare addresses of at most 254 bytes, trimmed of surrounding space.
+//
+// The audit log (CONTRACT.md §10; audit.go): the admin API acts as
+// Actor{admin, IP}, a user's own changes as Actor{user, account, IP};
+// GET /admin/audit and GET /v1/audit list the events, and answer 404 when
+// the Server has no Audit.
 package http
 
 import (
@@ -163,6 +168,12 @@ type Server struct {
 	// chooses a new password: reset mails link to it with "token=…" added
 	// to its query. Empty: the mail holds the token and the API call only.
 	ResetURL string
+	// Audit is the audit log (usually the account store itself, which
+	// writes the events of its own changes): GET /admin/audit and GET
+	// /v1/audit read it, and the usage and password resets are recorded
+	// in it. nil: those endpoints answer 404 and the resets go unrecorded
+	// (see audit.go).
+	Audit sluice.AuditLog
 
 	once    sync.Once
 	handler http.Handler
@@ -264,14 +275,15 @@ func (s *Server) routes() *http.ServeMux {
 	}
 
 	// Auth and the account's own keys.
-	handle("POST /auth/register", s.handleRegister)
+	handle("POST /auth/register", s.user(s.handleRegister))
 	handle("POST /auth/login", s.handleLogin)
 	handle("POST /auth/forgot-password", s.handleForgotPassword)
-	handle("POST /auth/reset-password", s.handleResetPassword)
-	handle("POST /v1/keys", s.handleCreateOwnKey)
+	handle("POST /auth/reset-password", s.user(s.handleResetPassword))
+	handle("POST /v1/keys", s.user(s.handleCreateOwnKey))
 	handle("GET /v1/keys", s.handleListKeys)
-	handle("DELETE /v1/keys/{id}", s.handleRevokeKey)
+	handle("DELETE /v1/keys/{id}", s.user(s.handleRevokeKey))
 	handle("POST /v1/telegram/link", s.handleTelegramLink)
+	handle("GET /v1/audit", s.handleOwnAudit)
 
 	// Admin.
 	handle("POST /admin/accounts", s.admin(s.handleCreateAccount))
@@ -284,6 +296,7 @@ func (s *Server) routes() *http.ServeMux {
 	handle("DELETE /admin/accounts/{id}/keys/{key}", s.admin(s.handleAdminRevokeKey))
 	handle("DELETE /admin/accounts/{id}/usage", s.admin(s.handleResetUsage))
 	handle("GET /admin/plans", s.admin(s.handlePlans))
+	handle("GET /admin/audit", s.admin(s.handleAdminAudit))
 
 	// Operations.
 	handle("GET /healthz", s.handleHealthz)

@@ -69,7 +69,8 @@ func override(o *sluice.LimitOverride) (oh, od *int64) {
 }
 
 // CreateAccount stores a and sets its ID and CreatedAt. An empty Plan is
-// stored as sluice.DefaultPlan, and a.Plan is set to it.
+// stored as sluice.DefaultPlan, and a.Plan is set to it. It writes
+// account.created in the same transaction.
 func (db *DB) CreateAccount(ctx context.Context, a *sluice.Account) error {
 	plan := a.Plan
 	if plan == "" {
@@ -77,8 +78,13 @@ func (db *DB) CreateAccount(ctx context.Context, a *sluice.Account) error {
 	}
 	oh, od := override(a.Override)
 	created := db.now()
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("create account: %w", err)
+	}
+	defer tx.Rollback(ctx)
 	var id int64
-	err := db.pool.QueryRow(ctx, `
+	err = tx.QueryRow(ctx, `
 INSERT INTO accounts (email, email_key, password_hash, plan, override_hour, override_day, telegram_id, created_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 RETURNING id`,
@@ -89,6 +95,12 @@ RETURNING id`,
 	} else if ok && name == "accounts_telegram_id_key" {
 		return errTelegramTaken()
 	} else if err != nil {
+		return fmt.Errorf("create account: %w", err)
+	}
+	if err := db.insertAudit(ctx, tx, sluice.NewAuditEvent(ctx, sluice.AuditAccountCreated, id, auditCreated(a, plan))); err != nil {
+		return fmt.Errorf("create account: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("create account: %w", err)
 	}
 	a.ID, a.Plan, a.CreatedAt = id, plan, created
@@ -169,20 +181,83 @@ func (db *DB) exec(ctx context.Context, op string, notFound func() error, query 
 	return nil
 }
 
-// SetPlan sets the account's plan.
+// SetPlan sets the account's plan and writes plan.changed in the same
+// transaction; setting the plan the account has changes nothing and writes
+// no event. The account's row is locked from the read of the old plan on.
 func (db *DB) SetPlan(ctx context.Context, id int64, plan string) error {
-	return db.exec(ctx, "set plan", errAccountNotFound, `UPDATE accounts SET plan = $1 WHERE id = $2`, plan, id)
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		var from string
+		err := tx.QueryRow(ctx, `SELECT plan FROM accounts WHERE id = $1 FOR UPDATE`, id).Scan(&from)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errAccountNotFound()
+		} else if err != nil {
+			return err
+		}
+		if from == plan {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `UPDATE accounts SET plan = $1 WHERE id = $2`, plan, id); err != nil {
+			return err
+		}
+		return db.insertAudit(ctx, tx, sluice.NewAuditEvent(ctx, sluice.AuditPlanChanged, id,
+			map[string]any{"from": from, "to": plan}))
+	})
+	if err != nil {
+		return fmt.Errorf("set plan: %w", err)
+	}
+	return nil
 }
 
 // SetOverride sets the account's limit override; nil removes it. Every
-// negative limit is stored, and read back, as sluice.Unlimited.
+// negative limit is stored, and read back, as sluice.Unlimited. It writes
+// limits.changed (or limits.removed) in the same transaction; an override
+// equal to the one stored changes nothing and writes no event.
 func (db *DB) SetOverride(ctx context.Context, id int64, o *sluice.LimitOverride) error {
 	oh, od := override(o)
-	return db.exec(ctx, "set override", errAccountNotFound,
-		`UPDATE accounts SET override_hour = $1, override_day = $2 WHERE id = $3`, oh, od, id)
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		var fh, fd *int64
+		err := tx.QueryRow(ctx, `SELECT override_hour, override_day FROM accounts WHERE id = $1 FOR UPDATE`, id).Scan(&fh, &fd)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errAccountNotFound()
+		} else if err != nil {
+			return err
+		}
+		var from *sluice.LimitOverride
+		if fh != nil && fd != nil {
+			from = &sluice.LimitOverride{Hour: sluice.Limit(*fh), Day: sluice.Limit(*fd)}
+		}
+		if sameOverride(from, oh, od) {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `UPDATE accounts SET override_hour = $1, override_day = $2 WHERE id = $3`, oh, od, id); err != nil {
+			return err
+		}
+		e := sluice.NewAuditEvent(ctx, sluice.AuditLimitsChanged, id,
+			map[string]any{"from": sluice.AuditLimits(from), "to": sluice.AuditLimits(o)})
+		if o == nil {
+			e = sluice.NewAuditEvent(ctx, sluice.AuditLimitsRemoved, id, map[string]any{"from": sluice.AuditLimits(from)})
+		}
+		return db.insertAudit(ctx, tx, e)
+	})
+	if err != nil {
+		return fmt.Errorf("set override: %w", err)
+	}
+	return nil
 }
 
-// SetPassword sets the account's password hash; empty disables password login.
+// sameOverride reports whether the stored override from is oh and od as
+// they would be stored.
+func sameOverride(from *sluice.LimitOverride, oh, od *int64) bool {
+	if from == nil || oh == nil {
+		return from == nil && oh == nil
+	}
+	return int64(from.Hour) == *oh && int64(from.Day) == *od
+}
+
+// SetPassword sets the account's password hash; empty disables password
+// login. It writes no audit event: a login also calls it to store a rehash
+// of the same password, which changes nothing for the account; the reset
+// flow records password.reset itself (RecordAudit).
 func (db *DB) SetPassword(ctx context.Context, id int64, passwordHash string) error {
 	return db.exec(ctx, "set password", errAccountNotFound, `UPDATE accounts SET password_hash = $1 WHERE id = $2`, passwordHash, id)
 }
@@ -190,8 +265,27 @@ func (db *DB) SetPassword(ctx context.Context, id int64, passwordHash string) er
 // LinkTelegram binds the Telegram user to the account, taking it away from
 // any other account, in one transaction: if the account does not exist,
 // nothing changes. A telegramID of 0 unbinds the account's Telegram user.
+// The same transaction writes telegram.linked on the account (or
+// telegram.unlinked for an unbinding) and telegram.unlinked on the account
+// it was taken from; binding the user the account has writes nothing.
 func (db *DB) LinkTelegram(ctx context.Context, id int64, telegramID int64) error {
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		var cur, from *int64 // the account's Telegram user; the account losing telegramID
+		err := tx.QueryRow(ctx, `SELECT telegram_id FROM accounts WHERE id = $1 FOR UPDATE`, id).Scan(&cur)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errAccountNotFound()
+		} else if err != nil {
+			return err
+		}
+		if deref(cur) == telegramID {
+			return nil
+		}
+		if telegramID != 0 {
+			err := tx.QueryRow(ctx, `SELECT id FROM accounts WHERE telegram_id = $1 AND id <> $2 FOR UPDATE`, telegramID, id).Scan(&from)
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+		}
 		if telegramID != 0 {
 			if _, err := tx.Exec(ctx, `UPDATE accounts SET telegram_id = NULL WHERE telegram_id = $1 AND id <> $2`, telegramID, id); err != nil {
 				return err
@@ -204,6 +298,11 @@ func (db *DB) LinkTelegram(ctx context.Context, id int64, telegramID int64) erro
 		if tag.RowsAffected() == 0 {
 			return errAccountNotFound()
 		}
+		for _, e := range auditLink(ctx, id, deref(cur), telegramID, deref(from)) {
+			if err := db.insertAudit(ctx, tx, e); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -212,11 +311,24 @@ func (db *DB) LinkTelegram(ctx context.Context, id int64, telegramID int64) erro
 	return nil
 }
 
-// CreateAPIKey stores k and sets its CreatedAt. ENOTFOUND if the account
-// does not exist.
+func deref(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+// CreateAPIKey stores k and sets its CreatedAt, and writes key.created (the
+// key's ID and name, never its hash) in the same transaction. ENOTFOUND if
+// the account does not exist.
 func (db *DB) CreateAPIKey(ctx context.Context, k *sluice.APIKey) error {
 	created := db.now()
-	_, err := db.pool.Exec(ctx, `
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("create api key: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	_, err = tx.Exec(ctx, `
 INSERT INTO api_keys (id, account_id, name, hash, created_at, last_used_at, revoked_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 		k.ID, k.AccountID, k.Name, k.Hash, created, nullTime(k.LastUsedAt), nullTime(k.RevokedAt))
@@ -225,6 +337,13 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 	} else if isForeignKey(err) {
 		return fmt.Errorf("create api key: %w", errAccountNotFound())
 	} else if err != nil {
+		return fmt.Errorf("create api key: %w", err)
+	}
+	if err := db.insertAudit(ctx, tx, sluice.NewAuditEvent(ctx, sluice.AuditKeyCreated, k.AccountID,
+		map[string]any{"key_id": k.ID, "name": k.Name})); err != nil {
+		return fmt.Errorf("create api key: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("create api key: %w", err)
 	}
 	k.CreatedAt = created
@@ -284,11 +403,27 @@ ORDER BY created_at, seq`, accountID)
 	return keys, nil
 }
 
-// RevokeAPIKey revokes a live key of the account at now; ENOTFOUND if the
-// account has no such live key.
+// RevokeAPIKey revokes a live key of the account at now, and writes
+// key.revoked in the same transaction; ENOTFOUND if the account has no
+// such live key.
 func (db *DB) RevokeAPIKey(ctx context.Context, accountID int64, id string, now time.Time) error {
-	return db.exec(ctx, "revoke api key", errKeyNotFound,
-		`UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND account_id = $3 AND revoked_at IS NULL`, nullTime(now), id, accountID)
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		var name string
+		err := tx.QueryRow(ctx,
+			`UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND account_id = $3 AND revoked_at IS NULL RETURNING name`,
+			nullTime(now), id, accountID).Scan(&name)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errKeyNotFound()
+		} else if err != nil {
+			return err
+		}
+		return db.insertAudit(ctx, tx, sluice.NewAuditEvent(ctx, sluice.AuditKeyRevoked, accountID,
+			map[string]any{"key_id": id, "name": name}))
+	})
+	if err != nil {
+		return fmt.Errorf("revoke api key: %w", err)
+	}
+	return nil
 }
 
 // TouchAPIKey records that the key was used at t; ENOTFOUND if there is no

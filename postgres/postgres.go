@@ -137,6 +137,22 @@ CREATE INDEX tokens_account ON tokens (account_id);
 CREATE INDEX sessions_expires ON sessions (expires_at);
 CREATE INDEX tokens_expires ON tokens (expires_at);
 `,
+	// 3: the audit log. No foreign key: an account's history outlives it.
+	`
+CREATE TABLE audit_events (
+	id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, -- increasing: the order of the log
+	at         timestamptz NOT NULL,
+	actor_type text NOT NULL,                 -- admin, user, telegram, system
+	actor_id   text NOT NULL DEFAULT '',
+	ip         text NOT NULL DEFAULT '',
+	action     text NOT NULL,
+	account_id bigint NOT NULL,
+	details    jsonb,                         -- an object; NULL for none
+	CHECK (details IS NULL OR jsonb_typeof(details) = 'object')
+);
+-- One account's events, newest first, below an id.
+CREATE INDEX audit_events_account ON audit_events (account_id, id);
+`,
 }
 
 // migrationLock is the key of the advisory lock that migrations hold.

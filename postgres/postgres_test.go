@@ -44,6 +44,16 @@ func openSchema(t *testing.T) *postgres.DB {
 	return db
 }
 
+func TestAuditLog(t *testing.T) {
+	storetest.RunAuditLog(t, func(t *testing.T) storetest.AuditStore { return openSchema(t) },
+		func(t *testing.T, s storetest.AuditStore) {
+			// The schema is the first of the search_path of s's connections.
+			if err := s.(*postgres.DB).ExecForTest(t.Context(), `DROP TABLE audit_events`); err != nil {
+				t.Fatal(err)
+			}
+		})
+}
+
 func TestConformance(t *testing.T) {
 	storetest.RunAccountService(t, func(t *testing.T) sluice.AccountService { return openSchema(t) })
 }

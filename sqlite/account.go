@@ -60,7 +60,8 @@ func limit(l sluice.Limit) int64 {
 
 // CreateAccount stores a and sets its ID and CreatedAt. An empty Plan is
 // stored as sluice.DefaultPlan, and a.Plan is set to it. A Telegram user
-// already bound to another account is ETELEGRAMTAKEN.
+// already bound to another account is ETELEGRAMTAKEN. It writes
+// account.created in the same transaction.
 func (db *DB) CreateAccount(ctx context.Context, a *sluice.Account) error {
 	plan := a.Plan
 	if plan == "" {
@@ -76,8 +77,13 @@ func (db *DB) CreateAccount(ctx context.Context, a *sluice.Account) error {
 	if err != nil {
 		return fmt.Errorf("create account: %w", err)
 	}
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("create account: %w", err)
+	}
+	defer tx.Rollback()
 	var id int64
-	err = db.w.QueryRowContext(ctx, `
+	err = tx.QueryRowContext(ctx, `
 INSERT INTO accounts (email, email_key, password_hash, plan, override_hour, override_day, telegram_id, created_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 RETURNING id`,
@@ -89,6 +95,12 @@ RETURNING id`,
 	case isUnique(err) && strings.Contains(err.Error(), "accounts.telegram_id"):
 		return errTelegramTaken()
 	case err != nil:
+		return fmt.Errorf("create account: %w", err)
+	}
+	if err := db.insertAudit(ctx, tx, sluice.NewAuditEvent(ctx, sluice.AuditAccountCreated, id, auditCreated(a, plan))); err != nil {
+		return fmt.Errorf("create account: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("create account: %w", err)
 	}
 	a.ID, a.Plan, a.CreatedAt = id, plan, created
@@ -168,24 +180,71 @@ func (db *DB) updateAccount(ctx context.Context, op, query string, args ...any) 
 	return nil
 }
 
-// SetPlan sets the account's plan.
+// SetPlan sets the account's plan and writes plan.changed in the same
+// transaction; setting the plan the account has changes nothing and writes
+// no event.
 func (db *DB) SetPlan(ctx context.Context, id int64, plan string) error {
-	return db.updateAccount(ctx, "set plan", `UPDATE accounts SET plan = ? WHERE id = ?`, plan, id)
+	return db.inTx(ctx, "set plan", func(tx *sql.Tx) error {
+		var from string
+		err := tx.QueryRowContext(ctx, `SELECT plan FROM accounts WHERE id = ?`, id).Scan(&from)
+		if errors.Is(err, sql.ErrNoRows) {
+			return errAccountNotFound()
+		} else if err != nil {
+			return err
+		}
+		if from == plan {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET plan = ? WHERE id = ?`, plan, id); err != nil {
+			return err
+		}
+		return db.insertAudit(ctx, tx, sluice.NewAuditEvent(ctx, sluice.AuditPlanChanged, id,
+			map[string]any{"from": from, "to": plan}))
+	})
 }
 
 // SetOverride sets the account's limit override; nil removes it. Every
-// negative limit is stored, and read back, as sluice.Unlimited.
+// negative limit is stored, and read back, as sluice.Unlimited. It writes
+// limits.changed (or limits.removed) in the same transaction; an override
+// equal to the one stored changes nothing and writes no event.
 func (db *DB) SetOverride(ctx context.Context, id int64, o *sluice.LimitOverride) error {
 	var oh, od sql.NullInt64
 	if o != nil {
 		oh = sql.NullInt64{Int64: limit(o.Hour), Valid: true}
 		od = sql.NullInt64{Int64: limit(o.Day), Valid: true}
 	}
-	return db.updateAccount(ctx, "set override",
-		`UPDATE accounts SET override_hour = ?, override_day = ? WHERE id = ?`, oh, od, id)
+	return db.inTx(ctx, "set override", func(tx *sql.Tx) error {
+		var fh, fd sql.NullInt64
+		err := tx.QueryRowContext(ctx, `SELECT override_hour, override_day FROM accounts WHERE id = ?`, id).Scan(&fh, &fd)
+		if errors.Is(err, sql.ErrNoRows) {
+			return errAccountNotFound()
+		} else if err != nil {
+			return err
+		}
+		if fh == oh && fd == od {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx,
+			`UPDATE accounts SET override_hour = ?, override_day = ? WHERE id = ?`, oh, od, id); err != nil {
+			return err
+		}
+		var from *sluice.LimitOverride
+		if fh.Valid && fd.Valid {
+			from = &sluice.LimitOverride{Hour: sluice.Limit(fh.Int64), Day: sluice.Limit(fd.Int64)}
+		}
+		e := sluice.NewAuditEvent(ctx, sluice.AuditLimitsChanged, id,
+			map[string]any{"from": sluice.AuditLimits(from), "to": sluice.AuditLimits(o)})
+		if o == nil {
+			e = sluice.NewAuditEvent(ctx, sluice.AuditLimitsRemoved, id, map[string]any{"from": sluice.AuditLimits(from)})
+		}
+		return db.insertAudit(ctx, tx, e)
+	})
 }
 
-// SetPassword sets the account's password hash; empty disables password login.
+// SetPassword sets the account's password hash; empty disables password
+// login. It writes no audit event: a login also calls it to store a rehash
+// of the same password, which changes nothing for the account; the reset
+// flow records password.reset itself (RecordAudit).
 func (db *DB) SetPassword(ctx context.Context, id int64, passwordHash string) error {
 	return db.updateAccount(ctx, "set password", `UPDATE accounts SET password_hash = ? WHERE id = ?`, passwordHash, id)
 }
@@ -193,6 +252,9 @@ func (db *DB) SetPassword(ctx context.Context, id int64, passwordHash string) er
 // LinkTelegram binds the Telegram user to the account, taking it away from
 // any other account, in one transaction: if the account does not exist,
 // nothing changes. A telegramID of 0 unbinds the account's Telegram user.
+// The same transaction writes telegram.linked on the account (or
+// telegram.unlinked for an unbinding) and telegram.unlinked on the account
+// it was taken from; binding the user the account has writes nothing.
 func (db *DB) LinkTelegram(ctx context.Context, id int64, telegramID int64) error {
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -200,6 +262,22 @@ func (db *DB) LinkTelegram(ctx context.Context, id int64, telegramID int64) erro
 	}
 	defer tx.Rollback()
 
+	var cur, from sql.NullInt64 // the account's Telegram user; the account losing telegramID
+	err = tx.QueryRowContext(ctx, `SELECT telegram_id FROM accounts WHERE id = ?`, id).Scan(&cur)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("link telegram: %w", errAccountNotFound())
+	} else if err != nil {
+		return fmt.Errorf("link telegram: %w", err)
+	}
+	if cur.Int64 == telegramID {
+		return nil
+	}
+	if telegramID != 0 {
+		err := tx.QueryRowContext(ctx, `SELECT id FROM accounts WHERE telegram_id = ? AND id <> ?`, telegramID, id).Scan(&from)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("link telegram: %w", err)
+		}
+	}
 	if telegramID != 0 {
 		if _, err := tx.ExecContext(ctx,
 			`UPDATE accounts SET telegram_id = NULL WHERE telegram_id = ? AND id <> ?`, telegramID, id); err != nil {
@@ -215,14 +293,20 @@ func (db *DB) LinkTelegram(ctx context.Context, id int64, telegramID int64) erro
 	} else if n == 0 {
 		return fmt.Errorf("link telegram: %w", errAccountNotFound())
 	}
+	for _, e := range auditLink(ctx, id, cur.Int64, telegramID, from.Int64) {
+		if err := db.insertAudit(ctx, tx, e); err != nil {
+			return fmt.Errorf("link telegram: %w", err)
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("link telegram: %w", err)
 	}
 	return nil
 }
 
-// CreateAPIKey stores k and sets its CreatedAt. ENOTFOUND if the account
-// does not exist.
+// CreateAPIKey stores k and sets its CreatedAt, and writes key.created (the
+// key's ID and name, never its hash) in the same transaction. ENOTFOUND if
+// the account does not exist.
 func (db *DB) CreateAPIKey(ctx context.Context, k *sluice.APIKey) error {
 	created := db.now()
 	createdNanos, err := nanos(created)
@@ -237,7 +321,12 @@ func (db *DB) CreateAPIKey(ctx context.Context, k *sluice.APIKey) error {
 	if err != nil {
 		return fmt.Errorf("create api key: %w", err)
 	}
-	_, err = db.w.ExecContext(ctx, `
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("create api key: %w", err)
+	}
+	defer tx.Rollback()
+	_, err = tx.ExecContext(ctx, `
 INSERT INTO api_keys (id, account_id, name, hash, created_at, last_used_at, revoked_at)
 VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		k.ID, k.AccountID, k.Name, k.Hash, createdNanos, lastUsed, revoked)
@@ -247,6 +336,13 @@ VALUES (?, ?, ?, ?, ?, ?, ?)`,
 	case isUnique(err):
 		return fmt.Errorf("create api key: lookup id already in use")
 	case err != nil:
+		return fmt.Errorf("create api key: %w", err)
+	}
+	if err := db.insertAudit(ctx, tx, sluice.NewAuditEvent(ctx, sluice.AuditKeyCreated, k.AccountID,
+		map[string]any{"key_id": k.ID, "name": k.Name})); err != nil {
+		return fmt.Errorf("create api key: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("create api key: %w", err)
 	}
 	k.CreatedAt = created
@@ -309,24 +405,27 @@ ORDER BY created_at, rowid`, accountID)
 	return keys, nil
 }
 
-// RevokeAPIKey revokes a live key of the account at now; ENOTFOUND if the
-// account has no such live key.
+// RevokeAPIKey revokes a live key of the account at now, and writes
+// key.revoked in the same transaction; ENOTFOUND if the account has no
+// such live key.
 func (db *DB) RevokeAPIKey(ctx context.Context, accountID int64, id string, now time.Time) error {
 	at, err := nanos(now)
 	if err != nil {
 		return fmt.Errorf("revoke api key: %w", err)
 	}
-	res, err := db.w.ExecContext(ctx,
-		`UPDATE api_keys SET revoked_at = ? WHERE id = ? AND account_id = ? AND revoked_at IS NULL`, at, id, accountID)
-	if err != nil {
-		return fmt.Errorf("revoke api key: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("revoke api key: %w", err)
-	} else if n == 0 {
-		return fmt.Errorf("revoke api key: %w", errKeyNotFound())
-	}
-	return nil
+	return db.inTx(ctx, "revoke api key", func(tx *sql.Tx) error {
+		var name string
+		err := tx.QueryRowContext(ctx,
+			`UPDATE api_keys SET revoked_at = ? WHERE id = ? AND account_id = ? AND revoked_at IS NULL RETURNING name`,
+			at, id, accountID).Scan(&name)
+		if errors.Is(err, sql.ErrNoRows) {
+			return errKeyNotFound()
+		} else if err != nil {
+			return err
+		}
+		return db.insertAudit(ctx, tx, sluice.NewAuditEvent(ctx, sluice.AuditKeyRevoked, accountID,
+			map[string]any{"key_id": id, "name": name}))
+	})
 }
 
 // TouchAPIKey records that the key was used at t; ENOTFOUND if there is no

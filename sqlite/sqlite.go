@@ -185,6 +185,22 @@ CREATE INDEX tokens_account ON tokens (account_id);
 CREATE INDEX sessions_expires ON sessions (expires_at);
 CREATE INDEX tokens_expires ON tokens (expires_at);
 `,
+	// 3: the audit log. No foreign key: an account's history outlives it.
+	`
+CREATE TABLE audit_events (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT, -- increasing: the order of the log
+	at         INTEGER NOT NULL,                  -- Unix nanoseconds
+	actor_type TEXT NOT NULL,                     -- admin, user, telegram, system
+	actor_id   TEXT NOT NULL DEFAULT '',
+	ip         TEXT NOT NULL DEFAULT '',
+	action     TEXT NOT NULL,
+	account_id INTEGER NOT NULL,
+	details    TEXT,                              -- a JSON object; NULL for none
+	CHECK (details IS NULL OR json_type(details) = 'object')
+) STRICT;
+-- One account's events, newest first, below an id.
+CREATE INDEX audit_events_account ON audit_events (account_id, id);
+`,
 }
 
 // migrate applies the steps of ms that the database lacks, each in its own

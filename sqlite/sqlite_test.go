@@ -20,6 +20,16 @@ func TestAccountService(t *testing.T) {
 	})
 }
 
+func TestAuditLog(t *testing.T) {
+	storetest.RunAuditLog(t, func(t *testing.T) storetest.AuditStore {
+		return mustOpen(t, filepath.Join(t.TempDir(), "sluice.db"))
+	}, func(t *testing.T, s storetest.AuditStore) {
+		if _, err := s.(*DB).w.ExecContext(t.Context(), `DROP TABLE audit_events`); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
 // mustOpen opens the database at path and closes it when the test ends.
 func mustOpen(t *testing.T, path string) *DB {
 	t.Helper()

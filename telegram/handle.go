@@ -29,8 +29,11 @@ const (
 )
 
 // handle answers one message. It runs on the chat's worker, so the
-// messages of a chat are handled one at a time, in order.
+// messages of a chat are handled one at a time, in order. The changes it
+// makes (an account created by a first message, a /link) are made by
+// Actor{telegram, the sender's Telegram user id}.
 func (b *Bot) handle(ctx context.Context, m *models.Message) {
+	ctx = sluice.WithActor(ctx, sluice.Actor{Type: sluice.ActorTelegram, ID: strconv.FormatInt(m.From.ID, 10)})
 	defer func() {
 		if v := recover(); v != nil {
 			b.logger().LogAttrs(ctx, slog.LevelError, "telegram: panic handling a message",

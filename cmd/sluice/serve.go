@@ -54,6 +54,9 @@ type Main struct {
 	// Mailer sends the password-reset mail: over SMTP when mail.smtp_host
 	// is set, else to the log and <data>/outbox/.
 	Mailer *mail.Queue
+	// Audit is the audit log: the account store itself (not its cache),
+	// which writes the events of its changes.
+	Audit sluice.AuditLog
 
 	closers []func() error // run in reverse by Close
 }
@@ -117,6 +120,7 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 		m.closers = append(m.closers, db.Close)
 		m.Accounts = cache.New(db, cache.DefaultTTL)
+		m.Audit = db
 	default:
 		db, err := postgres.Open(ctx, cfg.Database.URL)
 		if err != nil {
@@ -126,6 +130,7 @@ func (m *Main) Run(ctx context.Context) error {
 		// Other instances write to the same database: a revocation or
 		// plan change made there is seen here within cache.DefaultTTL.
 		m.Accounts = cache.New(db, cache.DefaultTTL)
+		m.Audit = db
 	}
 	m.closers = append(m.closers, janitor(m.Accounts, log))
 
@@ -254,6 +259,7 @@ func (m *Main) Run(ctx context.Context) error {
 		},
 		TrustedProxies: cfg.Server.TrustedProxies,
 		ResetURL:       cfg.Mail.ResetURL,
+		Audit:          m.Audit,
 	}
 	if cfg.Telegram.Token != "" {
 		// Before Open: the webhook is a route of the gateway, and the

@@ -7,6 +7,11 @@
 // call returns, so it applies on this instance's very next request. A change
 // made elsewhere (another gateway instance on the same database) is seen
 // once the entry's TTL has passed: at most TTL late.
+//
+// The audit log is not the cache's business: the store writes the events
+// of the changes that pass through, and reads of the log go to the store
+// itself (cmd/sluice hands it over as the sluice.AuditLog), never through
+// a copy that could be stale.
 package cache
 
 import (

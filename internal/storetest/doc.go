@@ -1,4 +1,5 @@
 // Package storetest holds the conformance suites that every implementation
-// of sluice's store interfaces must pass: RunQuotaStore for sluice.QuotaStore
-// and RunAccountService for sluice.AccountService.
+// of sluice's store interfaces must pass: RunQuotaStore for sluice.QuotaStore,
+// RunAccountService for sluice.AccountService, and RunAuditLog for an
+// account store that is also a sluice.AuditLog.
 package storetest
