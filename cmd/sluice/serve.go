@@ -168,6 +168,7 @@ func (m *Main) Run(ctx context.Context) error {
 			// decides in memory: a timeout would only cost a context.)
 			l.Timeout = cfg.Quota.Timeout
 			l.RejectionCacheSize = quota.DefaultRejectionCacheSize
+			l.RejectionCacheTTL = quota.DefaultRejectionCacheTTL
 		}
 		if onErr == quota.FailLocal {
 			local := inmem.New(inmem.Options{Logger: log})
@@ -180,6 +181,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	if m.AuthQuota, err = newLimiter("quota.on_store_error_auth", cfg.Quota.OnStoreErrorAuth); err != nil {
+		return err
+	}
+	if err := m.openBus(log); err != nil {
 		return err
 	}
 
@@ -394,4 +398,37 @@ func janitor(accounts sluice.AccountService, log *slog.Logger) func() error {
 		<-done
 		return nil
 	}
+}
+
+// openBus connects the instances that share a Redis with an invalidation
+// bus on it (README "Freshness across instances"): the accounts cache and
+// both limiters publish their changes and apply the others'. Without one
+// (embedded counters), changes made elsewhere wait for the caches' TTL.
+func (m *Main) openBus(log *slog.Logger) error {
+	var bus sluice.InvalidationBus
+	switch m.Config.Quota.Store {
+	case config.StoreRedis:
+		b, err := redis.OpenBus(m.Config.Redis.URL, redis.BusOptions{Prefix: m.Config.Redis.Prefix, Logger: log})
+		if err != nil {
+			return err
+		}
+		m.closers = append(m.closers, b.Close)
+		bus = b
+	default:
+		return nil
+	}
+	accounts, _ := m.Accounts.(*cache.Accounts)
+	if accounts != nil {
+		accounts.Bus, accounts.Logger = bus, log
+	}
+	m.Quota.Bus, m.AuthQuota.Bus = bus, bus
+	stop := bus.Subscribe(func(inv sluice.Invalidation) {
+		if accounts != nil {
+			accounts.Invalidate(inv)
+		}
+		m.Quota.Invalidate(inv)
+		m.AuthQuota.Invalidate(inv)
+	})
+	m.closers = append(m.closers, func() error { stop(); return nil })
+	return nil
 }
