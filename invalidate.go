@@ -1,6 +1,9 @@
 package sluice
 
-import "context"
+import (
+	"context"
+	"strings"
+)
 
 // InvalidationKind names what an Invalidation is about.
 type InvalidationKind uint8
@@ -64,4 +67,33 @@ type InvalidationBus interface {
 	// and with InvalidateAll on every (re)subscription. The returned
 	// function stops the calls; fn is not called once it has returned.
 	Subscribe(fn func(Invalidation)) (cancel func())
+}
+
+// EncodeInvalidation is the message that carries inv from the instance
+// named origin (a name without spaces) over a bus: "v1 <origin> <kind>
+// <id>".
+func EncodeInvalidation(origin string, inv Invalidation) string {
+	return "v1 " + origin + " " + inv.Kind.String() + " " + inv.ID
+}
+
+// DecodeInvalidation parses a message of EncodeInvalidation. A message of
+// a kind it does not know (from a newer version) is InvalidateAll, which is
+// always safe; one it cannot parse is not valid.
+func DecodeInvalidation(msg string) (origin string, inv Invalidation, valid bool) {
+	f := strings.SplitN(msg, " ", 4)
+	if len(f) != 4 || f[0] != "v1" || f[1] == "" {
+		return "", Invalidation{}, false
+	}
+	inv.ID = f[3]
+	switch f[2] {
+	case "account":
+		inv.Kind = InvalidateAccount
+	case "api_key":
+		inv.Kind = InvalidateAPIKey
+	case "quota":
+		inv.Kind = InvalidateQuota
+	default:
+		inv = Invalidation{Kind: InvalidateAll}
+	}
+	return f[1], inv, true
 }

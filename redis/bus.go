@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,7 +33,7 @@ import (
 // it was away are lost. Each message names the instance that sent it, so
 // that an instance does not receive its own.
 //
-// Messages are "v1 <origin> <kind> <id>": ids only, never a secret.
+// Messages are sluice.EncodeInvalidation's: ids only, never a secret.
 type Bus struct {
 	channel string
 	origin  string // this bus's random name
@@ -124,7 +123,7 @@ func (b *Bus) Publish(ctx context.Context, inv sluice.Invalidation) error {
 		defer cancel()
 	}
 	c := *p
-	if err := c.Do(ctx, c.B().Publish().Channel(b.channel).Message(encodeInvalidation(b.origin, inv)).Build()).Error(); err != nil {
+	if err := c.Do(ctx, c.B().Publish().Channel(b.channel).Message(sluice.EncodeInvalidation(b.origin, inv)).Build()).Error(); err != nil {
 		return fmt.Errorf("redis: publish: %w", err)
 	}
 	return nil
@@ -197,7 +196,7 @@ func (b *Bus) session(o rueidis.ClientOption) (subscribed bool, err error) {
 	var ok atomic.Bool
 	lost := dc.SetPubSubHooks(rueidis.PubSubHooks{
 		OnMessage: func(m rueidis.PubSubMessage) {
-			origin, inv, valid := decodeInvalidation(m.Message)
+			origin, inv, valid := sluice.DecodeInvalidation(m.Message)
 			if valid && origin != b.origin {
 				b.deliver(inv)
 			}
@@ -225,31 +224,4 @@ func (b *Bus) session(o rueidis.ClientOption) (subscribed bool, err error) {
 	case <-b.stop:
 		return ok.Load(), nil
 	}
-}
-
-// encodeInvalidation is the message of inv from origin.
-func encodeInvalidation(origin string, inv sluice.Invalidation) string {
-	return "v1 " + origin + " " + inv.Kind.String() + " " + inv.ID
-}
-
-// decodeInvalidation parses a message of encodeInvalidation. A message of
-// a kind it does not know (from a newer version) is InvalidateAll, which is
-// always safe; one it cannot parse is not valid.
-func decodeInvalidation(msg string) (origin string, inv sluice.Invalidation, valid bool) {
-	f := strings.SplitN(msg, " ", 4)
-	if len(f) != 4 || f[0] != "v1" || f[1] == "" {
-		return "", sluice.Invalidation{}, false
-	}
-	inv.ID = f[3]
-	switch f[2] {
-	case "account":
-		inv.Kind = sluice.InvalidateAccount
-	case "api_key":
-		inv.Kind = sluice.InvalidateAPIKey
-	case "quota":
-		inv.Kind = sluice.InvalidateQuota
-	default:
-		inv = sluice.Invalidation{Kind: sluice.InvalidateAll}
-	}
-	return f[1], inv, true
 }
