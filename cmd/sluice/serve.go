@@ -109,6 +109,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	// Accounts.
+	var pg *postgres.DB // for the invalidation bus
 	switch {
 	case cfg.Database.URL == "":
 		db, err := sqlite.Open(ctx, filepath.Join(cfg.Server.Data, "sluice.db"))
@@ -123,6 +124,7 @@ func (m *Main) Run(ctx context.Context) error {
 			return err
 		}
 		m.closers = append(m.closers, db.Close)
+		pg = db
 		// Other instances write to the same database: a revocation or
 		// plan change made there is seen here within cache.DefaultTTL.
 		m.Accounts = cache.New(db, cache.DefaultTTL)
@@ -183,7 +185,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.AuthQuota, err = newLimiter("quota.on_store_error_auth", cfg.Quota.OnStoreErrorAuth); err != nil {
 		return err
 	}
-	if err := m.openBus(log); err != nil {
+	if err := m.openBus(pg, log); err != nil {
 		return err
 	}
 
@@ -400,19 +402,25 @@ func janitor(accounts sluice.AccountService, log *slog.Logger) func() error {
 	}
 }
 
-// openBus connects the instances that share a Redis with an invalidation
-// bus on it (README "Freshness across instances"): the accounts cache and
-// both limiters publish their changes and apply the others'. Without one
-// (embedded counters), changes made elsewhere wait for the caches' TTL.
-func (m *Main) openBus(log *slog.Logger) error {
+// openBus connects the instances that share stores with an invalidation
+// bus (README "Freshness across instances"): on their Redis if they share
+// one (it also carries resets and refunds, for the rejection caches), else
+// on their PostgreSQL (pg, nil without one). The accounts cache and both
+// limiters publish their changes and apply the others'. Without a shared
+// store there is no one to tell.
+func (m *Main) openBus(pg *postgres.DB, log *slog.Logger) error {
 	var bus sluice.InvalidationBus
-	switch m.Config.Quota.Store {
-	case config.StoreRedis:
+	switch {
+	case m.Config.Quota.Store == config.StoreRedis:
 		b, err := redis.OpenBus(m.Config.Redis.URL, redis.BusOptions{Prefix: m.Config.Redis.Prefix, Logger: log})
 		if err != nil {
 			return err
 		}
 		m.closers = append(m.closers, b.Close)
+		bus = b
+	case pg != nil:
+		b := postgres.NewBus(pg, log)
+		m.closers = append(m.closers, b.Close) // before pg's closer runs
 		bus = b
 	default:
 		return nil
