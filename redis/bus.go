@@ -23,7 +23,8 @@ import (
 // decision; a bus on it adds no dependency and no failure mode the gateway
 // does not already have, and a PUBLISH costs about what a decision does.
 // (Gateways that share only a database, with embedded counters, share no
-// rejections to clear; their accounts cache waits for its TTL.)
+// rejections to clear: the postgres package's bus, LISTEN/NOTIFY, serves
+// their accounts caches.)
 //
 // It keeps one client of its own: PUBLISH goes over its pipelined
 // connection, SUBSCRIBE over a dedicated one. The subscriber reconnects by
