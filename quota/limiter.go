@@ -284,11 +284,18 @@ func (l *Limiter) Peek(ctx context.Context, key string, p *sluice.Policy) (sluic
 	return d, err
 }
 
-// Reset forgets the counters of key.
+// Reset forgets the counters of key. The store's call runs under Timeout,
+// not under the breaker: an operator's reset is tried even while the
+// decisions fail over.
 func (l *Limiter) Reset(ctx context.Context, key string) error {
 	l.setup()
 	l.rejected.forget(key)
-	err := l.Store.Reset(ctx, key)
+	sctx, cancel := ctx, context.CancelFunc(func() {})
+	if l.Timeout > 0 {
+		sctx, cancel = context.WithTimeout(ctx, l.Timeout)
+	}
+	err := l.Store.Reset(sctx, key)
+	cancel()
 	if l.Fallback != nil {
 		if ferr := l.Fallback.Reset(ctx, key); err == nil {
 			err = ferr

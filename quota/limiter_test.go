@@ -51,6 +51,13 @@ func (f *flaky) Refund(ctx context.Context, key string, p *sluice.Policy, n int6
 	return f.QuotaStore.Refund(ctx, key, p, n, at, now)
 }
 
+func (f *flaky) Reset(ctx context.Context, key string) error {
+	if err := f.check(ctx); err != nil {
+		return err
+	}
+	return f.QuotaStore.Reset(ctx, key)
+}
+
 var twoPerHour = sluice.Policy{Windows: []sluice.Window{{Name: "hour", Length: time.Hour, Limit: 2}}}
 
 func newFlaky(t *testing.T) *flaky {
@@ -291,5 +298,23 @@ func TestRejectionCacheInvalidation(t *testing.T) {
 	want := []sluice.Invalidation{quotaKey, quotaKey}
 	if diff := cmp.Diff(want, pub.got); diff != "" {
 		t.Errorf("published (-want +got):\n%s", diff)
+	}
+}
+
+// TestResetTimeout: a reset on a store that hangs ends after Timeout.
+func TestResetTimeout(t *testing.T) {
+	f := newFlaky(t)
+	f.hang = true
+	f.down.Store(true)
+	l := &quota.Limiter{Store: f, Timeout: 20 * time.Millisecond}
+	done := make(chan error, 1)
+	go func() { done <- l.Reset(context.Background(), "k") }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a reset on a hung store succeeded")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a reset on a hung store still runs 5s later, with a 20ms timeout")
 	}
 }
