@@ -302,7 +302,9 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 		}
 	}
 	l.rejected.forget(key) // again: a rejection cached while the store reset
-	l.publish(ctx, key)
+	if err == nil {
+		l.publish(ctx, key)
+	}
 	return err
 }
 

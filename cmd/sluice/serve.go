@@ -126,7 +126,8 @@ func (m *Main) Run(ctx context.Context) error {
 		m.closers = append(m.closers, db.Close)
 		pg = db
 		// Other instances write to the same database: a revocation or
-		// plan change made there is seen here within cache.DefaultTTL.
+		// plan change made there is seen here at once (openBus), or
+		// within cache.DefaultTTL if its message is lost.
 		m.Accounts = cache.New(db, cache.DefaultTTL)
 	}
 	m.closers = append(m.closers, janitor(m.Accounts, log))
@@ -429,7 +430,9 @@ func (m *Main) openBus(pg *postgres.DB, log *slog.Logger) error {
 	if accounts != nil {
 		accounts.Bus, accounts.Logger = bus, log
 	}
-	m.Quota.Bus, m.AuthQuota.Bus = bus, bus
+	if m.Config.Quota.Store == config.StoreRedis { // embedded counters: nothing to tell
+		m.Quota.Bus, m.AuthQuota.Bus = bus, bus
+	}
 	stop := bus.Subscribe(func(inv sluice.Invalidation) {
 		if accounts != nil {
 			accounts.Invalidate(inv)
