@@ -207,13 +207,14 @@ func (l *Limiter) Take(ctx context.Context, key string, p *sluice.Policy, n int6
 	}
 	d, cached := l.rejected.get(key, req, now)
 	if !cached {
+		gen := l.rejected.generation()
 		var err error
 		err = l.call(ctx, func(ctx context.Context) error {
 			d, err = l.Store.Take(ctx, key, p, n, now)
 			return err
 		})
 		if err == nil {
-			l.rejected.put(key, req, d, now)
+			l.rejected.put(key, req, d, now, gen)
 		} else if sluice.ErrorCode(err) == sluice.EINVALID {
 			return d, err
 		} else {

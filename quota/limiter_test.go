@@ -318,3 +318,47 @@ func TestResetTimeout(t *testing.T) {
 		t.Fatal("a reset on a hung store still runs 5s later, with a 20ms timeout")
 	}
 }
+
+// gated is a QuotaStore whose Takes wait for a value on gate while it is
+// set.
+type gated struct {
+	sluice.QuotaStore
+	gate  chan struct{}
+	calls atomic.Int64
+}
+
+func (g *gated) Take(ctx context.Context, key string, p *sluice.Policy, n int64, now time.Time) (sluice.Decision, error) {
+	g.calls.Add(1)
+	if g.gate != nil {
+		<-g.gate
+	}
+	return g.QuotaStore.Take(ctx, key, p, n, now)
+}
+
+// TestRejectionDuringInvalidation: a rejection the store made before a
+// reset, received after the reset's invalidation, is not cached: the next
+// request asks the store again.
+func TestRejectionDuringInvalidation(t *testing.T) {
+	ctx := context.Background()
+	g := &gated{QuotaStore: newFlaky(t)}
+	l := &quota.Limiter{Store: g, RejectionCacheSize: 10}
+	for range 2 {
+		l.Take(ctx, "k", &twoPerHour, 1)
+	}
+	g.gate = make(chan struct{})
+	done := make(chan sluice.Decision)
+	go func() { d, _ := l.Take(ctx, "k", &twoPerHour, 1); done <- d }()
+	for g.calls.Load() != 3 {
+		time.Sleep(time.Millisecond)
+	}
+	l.Invalidate(sluice.Invalidation{Kind: sluice.InvalidateQuota, ID: "k"}) // a reset elsewhere
+	g.gate <- struct{}{}
+	if d := <-done; d.Allowed {
+		t.Fatal("the third take was admitted")
+	}
+	g.gate = nil
+	l.Take(ctx, "k", &twoPerHour, 1)
+	if got := g.calls.Load(); got != 4 {
+		t.Fatalf("the take after the invalidation was answered from the cache (store calls %d, want 4)", got)
+	}
+}

@@ -40,6 +40,7 @@ type rejections struct {
 	maxAge time.Duration // 0: none
 
 	mu   sync.Mutex
+	gen  uint64                          // bumped by forget and clear
 	m    map[string]map[string]rejection // quota key -> request -> rejection
 	n    int                             // entries in m
 	seq  uint64                          // numbers the puts
@@ -103,8 +104,21 @@ func (c *rejections) get(key, req string, now time.Time) (sluice.Decision, bool)
 	return d, true
 }
 
-// put remembers a rejection the store made, received at local time now.
-func (c *rejections) put(key, req string, d sluice.Decision, now time.Time) {
+// generation returns what put needs to know whether a forget or clear
+// happened since: call it before asking the store.
+func (c *rejections) generation() uint64 {
+	if c.size <= 0 {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+// put remembers a rejection the store made, received at local time now,
+// unless a forget or clear happened since generation returned gen (the
+// store may have decided before the reset that the forget was for).
+func (c *rejections) put(key, req string, d sluice.Decision, now time.Time, gen uint64) {
 	if c.size <= 0 || d.Allowed || d.RetryAfter <= 0 {
 		return
 	}
@@ -114,6 +128,9 @@ func (c *rejections) put(key, req string, d sluice.Decision, now time.Time) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.gen != gen {
+		return
+	}
 	if c.m == nil {
 		c.m = make(map[string]map[string]rejection)
 	}
@@ -178,6 +195,7 @@ func (c *rejections) delete(key, req string) {
 func (c *rejections) forget(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.gen++
 	c.n -= len(c.m[key])
 	delete(c.m, key)
 }
@@ -186,5 +204,6 @@ func (c *rejections) forget(key string) {
 func (c *rejections) clear() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.gen++
 	c.m, c.n, c.fifo, c.head = nil, 0, nil, 0
 }
