@@ -205,9 +205,8 @@ func (l *Limiter) Take(ctx context.Context, key string, p *sluice.Policy, n int6
 	if l.rejected.size > 0 {
 		req = requestKey(p, n)
 	}
-	d, cached := l.rejected.get(key, req, now)
+	d, cached, gen := l.rejected.get(key, req, now)
 	if !cached {
-		gen := l.rejected.generation()
 		var err error
 		err = l.call(ctx, func(ctx context.Context) error {
 			d, err = l.Store.Take(ctx, key, p, n, now)

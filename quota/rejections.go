@@ -80,12 +80,14 @@ func requestKey(p *sluice.Policy, n int64) string {
 }
 
 // get returns the cached rejection of the request at local time now, its
-// Time advanced and its RetryAfter recomputed from now.
-func (c *rejections) get(key, req string, now time.Time) (sluice.Decision, bool) {
+// Time advanced and its RetryAfter recomputed from now. Without one, gen is
+// what put needs to know whether a forget or clear happened meanwhile.
+func (c *rejections) get(key, req string, now time.Time) (_ sluice.Decision, ok bool, gen uint64) {
 	if c.size <= 0 {
-		return sluice.Decision{}, false
+		return sluice.Decision{}, false, 0
 	}
 	c.mu.Lock()
+	gen = c.gen
 	r, ok := c.m[key][req]
 	if ok && (!now.Before(r.until) || c.maxAge > 0 && now.Sub(r.at) >= c.maxAge) {
 		c.delete(key, req)
@@ -93,7 +95,7 @@ func (c *rejections) get(key, req string, now time.Time) (sluice.Decision, bool)
 	}
 	c.mu.Unlock()
 	if !ok {
-		return sluice.Decision{}, false
+		return sluice.Decision{}, false, gen
 	}
 	d := r.d
 	elapsed := now.Sub(r.at)
@@ -101,23 +103,12 @@ func (c *rejections) get(key, req string, now time.Time) (sluice.Decision, bool)
 	if d.RetryAfter != sluice.InfDuration {
 		d.RetryAfter = r.until.Sub(now)
 	}
-	return d, true
-}
-
-// generation returns what put needs to know whether a forget or clear
-// happened since: call it before asking the store.
-func (c *rejections) generation() uint64 {
-	if c.size <= 0 {
-		return 0
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.gen
+	return d, true, gen
 }
 
 // put remembers a rejection the store made, received at local time now,
-// unless a forget or clear happened since generation returned gen (the
-// store may have decided before the reset that the forget was for).
+// unless a forget or clear happened since get returned gen (the store may
+// have decided before the reset that the forget was for).
 func (c *rejections) put(key, req string, d sluice.Decision, now time.Time, gen uint64) {
 	if c.size <= 0 || d.Allowed || d.RetryAfter <= 0 {
 		return
