@@ -42,12 +42,26 @@ func (b *breaker) allow(now time.Time) bool {
 	return true
 }
 
-// done records the outcome of a call that allow let through.
-func (b *breaker) done(now time.Time, ok bool) {
+// outcome is what a call that allow let through says of the store.
+type outcome uint8
+
+const (
+	answered outcome = iota // the store answered: it is healthy
+	failed                  // it failed or timed out
+	unknown                 // the caller gave up first: no news
+)
+
+// done records the outcome of a call that allow let through. An unknown
+// outcome changes nothing but ends the probe, if the call was one, so that
+// the next call probes again: only an answer closes the breaker.
+func (b *breaker) done(now time.Time, o outcome) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.probing = false
-	if ok {
+	if o == unknown {
+		return
+	}
+	if o == answered {
 		b.fails, b.openTil = 0, time.Time{}
 		return
 	}

@@ -93,8 +93,10 @@ func ParseFailurePolicy(s string) (FailurePolicy, error) {
 // meanwhile) and a RetryAfter counted down, without a round trip.
 // Admissions are never cached and always go to Store, so no instance can
 // over-admit; a refund or reset made through another instance may make a
-// cached rejection stricter than Store would be, until it expires. Reset
-// through this Limiter forgets the key's cached rejections.
+// cached rejection stricter than Store would be, until it expires (or
+// RejectionCacheTTL has passed). Reset and Refund through this Limiter
+// forget the key's cached rejections, and publish InvalidateQuota on Bus so
+// that the other instances' Limiters forget theirs (Invalidate) at once.
 type Limiter struct {
 	Store    sluice.QuotaStore
 	Mode     Mode
@@ -114,6 +116,15 @@ type Limiter struct {
 	// store in this process answers as fast as the cache, and exactly:
 	// only a remote store wants one (DefaultRejectionCacheSize).
 	RejectionCacheSize int
+	// RejectionCacheTTL bounds how long a rejection stays cached; 0 means
+	// until the instant it says the request may fit. It bounds how long a
+	// reset or refund made elsewhere goes unseen if Bus lost its message
+	// (DefaultRejectionCacheTTL).
+	RejectionCacheTTL time.Duration
+	// Bus, if set, carries this Limiter's resets and refunds to the other
+	// instances (see Invalidate). A failed Publish is logged; the others
+	// then see the change within their RejectionCacheTTL.
+	Bus sluice.InvalidationBus
 	// OnFallback, if set, is called once per call that Store could not
 	// answer, with the operation ("take", "peek", "refund") and the error
 	// (ErrBreakerOpen while the breaker is open). It must not block.
@@ -139,6 +150,7 @@ func (l *Limiter) setup() {
 	l.init.Do(func() {
 		l.brk.failures, l.brk.cooldown = l.BreakerFailures, l.BreakerCooldown
 		l.rejected.size = l.RejectionCacheSize
+		l.rejected.maxAge = l.RejectionCacheTTL
 	})
 }
 
@@ -167,10 +179,17 @@ func (l *Limiter) call(ctx context.Context, f func(ctx context.Context) error) e
 	}
 	err := f(cctx)
 	cancel()
-	// A request the caller gave up on, or one the store refused as
-	// invalid, says nothing about the store's health.
-	healthy := err == nil || ctx.Err() != nil || sluice.ErrorCode(err) == sluice.EINVALID
-	l.brk.done(time.Now(), healthy)
+	// The store answered (a request it refused as invalid included), or
+	// it did not; a request the caller gave up on says nothing either way,
+	// and a probe that says nothing leaves the breaker open.
+	outcome := failed
+	switch {
+	case err == nil || sluice.ErrorCode(err) == sluice.EINVALID:
+		outcome = answered
+	case ctx.Err() != nil:
+		outcome = unknown
+	}
+	l.brk.done(time.Now(), outcome)
 	return err
 }
 
@@ -182,11 +201,11 @@ func (l *Limiter) Take(ctx context.Context, key string, p *sluice.Policy, n int6
 	if p.Unlimited() {
 		return unlimited(p, now), nil
 	}
-	var ck string // the rejection cache's key, built only if there is one
+	var req string // the rejection cache's key, built only if there is one
 	if l.rejected.size > 0 {
-		ck = cacheKey(key, p, n)
+		req = requestKey(p, n)
 	}
-	d, cached := l.rejected.get(ck, now)
+	d, cached, gen := l.rejected.get(key, req, now)
 	if !cached {
 		var err error
 		err = l.call(ctx, func(ctx context.Context) error {
@@ -194,7 +213,7 @@ func (l *Limiter) Take(ctx context.Context, key string, p *sluice.Policy, n int6
 			return err
 		})
 		if err == nil {
-			l.rejected.put(ck, d, now)
+			l.rejected.put(key, req, d, now, gen)
 		} else if sluice.ErrorCode(err) == sluice.EINVALID {
 			return d, err
 		} else {
@@ -237,8 +256,11 @@ func (l *Limiter) Refund(ctx context.Context, key string, p *sluice.Policy, n in
 	})
 	if err != nil {
 		l.fallback(ctx, "refund", err)
+		return err
 	}
-	return err
+	l.rejected.forget(key)
+	l.publish(ctx, key)
+	return nil
 }
 
 // Peek returns the figures of every window of key without charging.
@@ -262,17 +284,58 @@ func (l *Limiter) Peek(ctx context.Context, key string, p *sluice.Policy) (sluic
 	return d, err
 }
 
-// Reset forgets the counters of key.
+// Reset forgets the counters of key. The store's call runs under Timeout,
+// not under the breaker: an operator's reset is tried even while the
+// decisions fail over.
 func (l *Limiter) Reset(ctx context.Context, key string) error {
 	l.setup()
 	l.rejected.forget(key)
-	err := l.Store.Reset(ctx, key)
+	sctx, cancel := ctx, context.CancelFunc(func() {})
+	if l.Timeout > 0 {
+		sctx, cancel = context.WithTimeout(ctx, l.Timeout)
+	}
+	err := l.Store.Reset(sctx, key)
+	cancel()
 	if l.Fallback != nil {
 		if ferr := l.Fallback.Reset(ctx, key); err == nil {
 			err = ferr
 		}
 	}
+	l.rejected.forget(key) // again: a rejection cached while the store reset
+	if err == nil {
+		l.publish(ctx, key)
+	}
 	return err
+}
+
+// Invalidate applies an invalidation received from another instance:
+// InvalidateQuota forgets the key's cached rejections, InvalidateAll all of
+// them; other kinds are not the Limiter's. It does not block.
+func (l *Limiter) Invalidate(inv sluice.Invalidation) {
+	l.setup()
+	switch inv.Kind {
+	case sluice.InvalidateQuota:
+		l.rejected.forget(inv.ID)
+	case sluice.InvalidateAll:
+		l.rejected.clear()
+	}
+}
+
+// publish tells the other instances that key's counters changed, within
+// Timeout; a failure is logged, not returned: the change was made.
+func (l *Limiter) publish(ctx context.Context, key string) {
+	if l.Bus == nil {
+		return
+	}
+	if l.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, l.Timeout)
+		defer cancel()
+	}
+	if err := l.Bus.Publish(ctx, sluice.Invalidation{Kind: sluice.InvalidateQuota, ID: key}); err != nil {
+		l.logger().LogAttrs(ctx, slog.LevelWarn, "quota: publishing an invalidation failed; other instances see the change within their rejection cache's TTL",
+			slog.String("key", key), slog.String("error", err.Error()))
+	}
 }
 
 // Ping reports whether the store answers (within Timeout); a store without

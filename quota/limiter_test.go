@@ -3,9 +3,13 @@ package quota_test
 import (
 	"context"
 	"errors"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/inmem"
@@ -45,6 +49,13 @@ func (f *flaky) Refund(ctx context.Context, key string, p *sluice.Policy, n int6
 		return err
 	}
 	return f.QuotaStore.Refund(ctx, key, p, n, at, now)
+}
+
+func (f *flaky) Reset(ctx context.Context, key string) error {
+	if err := f.check(ctx); err != nil {
+		return err
+	}
+	return f.QuotaStore.Reset(ctx, key)
 }
 
 var twoPerHour = sluice.Policy{Windows: []sluice.Window{{Name: "hour", Length: time.Hour, Limit: 2}}}
@@ -147,5 +158,207 @@ func TestRejectionCache(t *testing.T) {
 	now = now.Add(d2.RetryAfter)
 	if d, _ := l.Take(ctx, "k", &twoPerHour, 1); !d.Allowed || f.calls.Load() != calls+1 {
 		t.Fatalf("after the wait: %+v", d)
+	}
+}
+
+// TestBreakerProbeCallerGaveUp: a probe whose caller gave up before the
+// store answered says nothing of the store: the breaker stays open, and
+// the next call probes again.
+func TestBreakerProbeCallerGaveUp(t *testing.T) {
+	f := newFlaky(t)
+	f.hang = true
+	l := &quota.Limiter{Store: f, OnError: quota.FailOpen, BreakerFailures: 1, BreakerCooldown: time.Millisecond,
+		Timeout: time.Minute}
+	f.down.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	l.Take(ctx, "k", &twoPerHour, 1) // times out on the caller's deadline: no news
+	cancel()
+	if l.BreakerOpen() {
+		t.Fatal("breaker opened by a call whose caller gave up")
+	}
+	f.hang = false // a plain failure opens it
+	l.Take(context.Background(), "k", &twoPerHour, 1)
+	if !l.BreakerOpen() {
+		t.Fatal("breaker closed after a failure")
+	}
+	f.hang = true
+	time.Sleep(5 * time.Millisecond) // past the cool-down
+	calls := f.calls.Load()
+	gone, cancel := context.WithCancel(context.Background())
+	go func() { time.Sleep(10 * time.Millisecond); cancel() }()
+	if _, err := l.Take(gone, "k", &twoPerHour, 1); err == nil {
+		t.Fatal("a take whose caller gave up answered")
+	}
+	if f.calls.Load() != calls+1 {
+		t.Fatalf("the probe did not reach the store")
+	}
+	if !l.BreakerOpen() {
+		t.Fatal("a probe whose caller gave up closed the breaker: the store never answered")
+	}
+	// The next call probes again; the store is back and closes it.
+	f.down.Store(false)
+	if d, err := l.Take(context.Background(), "k", &twoPerHour, 1); err != nil || !d.Allowed || l.BreakerOpen() {
+		t.Fatalf("probe after recovery: %+v, %v; breaker open %v", d, err, l.BreakerOpen())
+	}
+}
+
+// TestRejectionCacheEviction: a full cache evicts the rejection put longest
+// ago, so the newest size rejections are all still cached.
+func TestRejectionCacheEviction(t *testing.T) {
+	ctx := context.Background()
+	f := newFlaky(t)
+	now := time.Date(2026, 3, 8, 12, 0, 0, 0, time.UTC)
+	const size = 50
+	l := &quota.Limiter{Store: f, RejectionCacheSize: size, Now: func() time.Time { return now }}
+	key := func(i int) string { return "k" + strconv.Itoa(i) }
+	for i := range 3 * size {
+		for range 3 { // two admitted, one rejected and cached
+			l.Take(ctx, key(i), &twoPerHour, 1)
+		}
+	}
+	calls := f.calls.Load()
+	for i := 2 * size; i < 3*size; i++ {
+		if d, _ := l.Take(ctx, key(i), &twoPerHour, 1); d.Allowed {
+			t.Fatalf("key %d admitted", i)
+		}
+	}
+	if got := f.calls.Load() - calls; got != 0 {
+		t.Fatalf("%d of the newest %d rejections went to the store, want 0 (all cached)", got, size)
+	}
+	// The oldest were evicted: they go to the store.
+	if l.Take(ctx, key(0), &twoPerHour, 1); f.calls.Load() != calls+1 {
+		t.Fatalf("the oldest rejection is still cached in a full cache")
+	}
+}
+
+// bus is an InvalidationBus that records what is published.
+type bus struct {
+	mu  sync.Mutex
+	got []sluice.Invalidation
+}
+
+func (b *bus) Publish(ctx context.Context, inv sluice.Invalidation) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.got = append(b.got, inv)
+	return nil
+}
+
+func (b *bus) Subscribe(fn func(sluice.Invalidation)) func() { return func() {} }
+
+// TestRejectionCacheInvalidation: two Limiters (two instances) on one
+// store. A reset or refund through one is published; the other forgets its
+// cached rejections on receiving it; InvalidateAll forgets every one; with
+// a TTL, a rejection is cached no longer than it.
+func TestRejectionCacheInvalidation(t *testing.T) {
+	ctx := context.Background()
+	f := newFlaky(t)
+	now := time.Date(2026, 3, 8, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	var pub bus
+	a := &quota.Limiter{Store: f, RejectionCacheSize: 10, Now: clock, Bus: &pub}
+	b := &quota.Limiter{Store: f, RejectionCacheSize: 10, Now: clock, RejectionCacheTTL: time.Second}
+	quotaKey := sluice.Invalidation{Kind: sluice.InvalidateQuota, ID: "k"}
+	var ds []sluice.Decision
+	for range 3 {
+		d, _ := a.Take(ctx, "k", &twoPerHour, 1)
+		ds = append(ds, d)
+	}
+	steps := []struct {
+		name    string
+		do      func()
+		allowed bool // b's next take of k
+		store   bool // went to the store
+	}{
+		{"b rejected, from the store", func() {}, false, true},
+		{"b rejected, cached", func() {}, false, false},
+		{"reset through a, message received", func() { a.Reset(ctx, "k"); b.Invalidate(quotaKey) }, true, true},
+		{"b exhausts it again", func() { b.Take(ctx, "k", &twoPerHour, 1) }, false, true},
+		{"cached", func() {}, false, false},
+		{"another key's message", func() { b.Invalidate(sluice.Invalidation{Kind: sluice.InvalidateQuota, ID: "k2"}) }, false, false},
+		{"an account's message", func() { b.Invalidate(sluice.Invalidation{Kind: sluice.InvalidateAccount, ID: "k"}) }, false, false},
+		{"resubscribed: all", func() { b.Invalidate(sluice.Invalidation{Kind: sluice.InvalidateAll}) }, false, true},
+		{"cached", func() {}, false, false},
+		{"past b's TTL", func() { now = now.Add(time.Second) }, false, true},
+		{"cached again", func() {}, false, false},
+		{"refund through a, message received", func() {
+			a.Refund(ctx, "k", &twoPerHour, 1, ds[0])
+			b.Invalidate(quotaKey)
+		}, true, true},
+	}
+	for _, s := range steps {
+		s.do()
+		calls := f.calls.Load()
+		d, err := b.Take(ctx, "k", &twoPerHour, 1)
+		if err != nil || d.Allowed != s.allowed || (f.calls.Load() > calls) != s.store {
+			t.Fatalf("%s: allowed %v (want %v), store asked %v (want %v), err %v",
+				s.name, d.Allowed, s.allowed, f.calls.Load() > calls, s.store, err)
+		}
+	}
+	want := []sluice.Invalidation{quotaKey, quotaKey}
+	if diff := cmp.Diff(want, pub.got); diff != "" {
+		t.Errorf("published (-want +got):\n%s", diff)
+	}
+}
+
+// TestResetTimeout: a reset on a store that hangs ends after Timeout.
+func TestResetTimeout(t *testing.T) {
+	f := newFlaky(t)
+	f.hang = true
+	f.down.Store(true)
+	l := &quota.Limiter{Store: f, Timeout: 20 * time.Millisecond}
+	done := make(chan error, 1)
+	go func() { done <- l.Reset(context.Background(), "k") }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a reset on a hung store succeeded")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a reset on a hung store still runs 5s later, with a 20ms timeout")
+	}
+}
+
+// gated is a QuotaStore whose Takes wait for a value on gate while it is
+// set.
+type gated struct {
+	sluice.QuotaStore
+	gate  chan struct{}
+	calls atomic.Int64
+}
+
+func (g *gated) Take(ctx context.Context, key string, p *sluice.Policy, n int64, now time.Time) (sluice.Decision, error) {
+	g.calls.Add(1)
+	if g.gate != nil {
+		<-g.gate
+	}
+	return g.QuotaStore.Take(ctx, key, p, n, now)
+}
+
+// TestRejectionDuringInvalidation: a rejection the store made before a
+// reset, received after the reset's invalidation, is not cached: the next
+// request asks the store again.
+func TestRejectionDuringInvalidation(t *testing.T) {
+	ctx := context.Background()
+	g := &gated{QuotaStore: newFlaky(t)}
+	l := &quota.Limiter{Store: g, RejectionCacheSize: 10}
+	for range 2 {
+		l.Take(ctx, "k", &twoPerHour, 1)
+	}
+	g.gate = make(chan struct{})
+	done := make(chan sluice.Decision)
+	go func() { d, _ := l.Take(ctx, "k", &twoPerHour, 1); done <- d }()
+	for g.calls.Load() != 3 {
+		time.Sleep(time.Millisecond)
+	}
+	l.Invalidate(sluice.Invalidation{Kind: sluice.InvalidateQuota, ID: "k"}) // a reset elsewhere
+	g.gate <- struct{}{}
+	if d := <-done; d.Allowed {
+		t.Fatal("the third take was admitted")
+	}
+	g.gate = nil
+	l.Take(ctx, "k", &twoPerHour, 1)
+	if got := g.calls.Load(); got != 4 {
+		t.Fatalf("the take after the invalidation was answered from the cache (store calls %d, want 4)", got)
 	}
 }

@@ -47,6 +47,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -61,15 +62,31 @@ var quotaLua string
 var script = rueidis.NewLuaScript(quotaLua)
 
 // Store is a sluice.QuotaStore in Redis. It is safe for concurrent use.
+//
+// Once connected, a call reads the client from an atomic pointer: no lock
+// is taken on the decision path. Until then (Open before Redis is up), one
+// dial at a time runs in the background, and each call waits for it no
+// longer than its context allows: a dial to a dead or unreachable Redis
+// never holds a decision longer than the caller's deadline (the Limiter's
+// quota.timeout).
 type Store struct {
 	prefix string
 	caller bool
 	owned  bool // Close closes the client
 
-	mu     sync.Mutex
-	client rueidis.Client                 // nil until dial succeeds; guarded by mu
-	dial   func() (rueidis.Client, error) // Open's: connects on first use
-	closed bool                           // guarded by mu
+	client atomic.Pointer[rueidis.Client] // nil until a dial succeeds
+
+	dial    func() (rueidis.Client, error) // Open's: connects on first use
+	mu      sync.Mutex                     // guards dialing and closed
+	dialing *dialAttempt                   // the dial in flight, if any
+	closed  bool
+}
+
+// dialAttempt is one background dial; done is closed when it has ended,
+// err set if it failed.
+type dialAttempt struct {
+	done chan struct{}
+	err  error
 }
 
 var _ sluice.QuotaStore = (*Store)(nil)
@@ -87,7 +104,9 @@ type Options struct {
 // New returns a store on client (a rueidis client: it pipelines the calls of
 // concurrent callers on one connection). Close does not close the client.
 func New(client rueidis.Client, opts Options) *Store {
-	return &Store{client: client, prefix: opts.Prefix, caller: opts.CallerClock}
+	s := &Store{prefix: opts.Prefix, caller: opts.CallerClock}
+	s.client.Store(&client)
+	return s
 }
 
 // Open returns a store on the Redis at url (see ParseURL). It connects on
@@ -101,45 +120,84 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	s := &Store{prefix: opts.Prefix, caller: opts.CallerClock, owned: true}
 	s.dial = func() (rueidis.Client, error) { return rueidis.NewClient(o) }
-	_, _ = s.conn() // connect now if Redis is up; the script loads on first use (EVAL on NOSCRIPT)
+	// Connect now if Redis is up, within ctx; the script loads on first use
+	// (EVAL on NOSCRIPT).
+	_, _ = s.conn(ctx)
 	return s, nil
 }
 
-// conn returns the client, connecting first if Open's store has none yet.
-func (s *Store) conn() (rueidis.Client, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.client != nil {
-		return s.client, nil
+// conn returns the client. If Open's store has none yet it starts a dial,
+// or joins the one in flight, and waits for it while ctx allows; the dial
+// goes on without the caller, for the next calls.
+func (s *Store) conn(ctx context.Context) (rueidis.Client, error) {
+	if c := s.client.Load(); c != nil {
+		return *c, nil
 	}
-	if s.closed {
+	s.mu.Lock()
+	if c := s.client.Load(); c != nil { // connected meanwhile
+		s.mu.Unlock()
+		return *c, nil
+	}
+	if s.closed || s.dial == nil {
+		s.mu.Unlock()
 		return nil, errors.New("redis: store closed")
 	}
+	d := s.dialing
+	if d == nil {
+		d = &dialAttempt{done: make(chan struct{})}
+		s.dialing = d
+		go s.connect(d)
+	}
+	s.mu.Unlock()
+	select {
+	case <-d.done:
+		if d.err != nil {
+			return nil, d.err
+		}
+		return *s.client.Load(), nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("redis: connecting: %w", ctx.Err())
+	}
+}
+
+// connect runs dial d and publishes its client, unless the store was
+// closed meanwhile.
+func (s *Store) connect(d *dialAttempt) {
 	c, err := s.dial()
-	if err != nil {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer close(d.done)
+	s.dialing = nil // the next call after a failure dials again
+	switch {
+	case err != nil:
 		if c != nil {
 			c.Close()
 		}
-		return nil, fmt.Errorf("redis: %w", err)
+		d.err = fmt.Errorf("redis: %w", err)
+	case s.closed:
+		c.Close()
+		d.err = errors.New("redis: store closed")
+	default:
+		s.client.Store(&c)
 	}
-	s.client = c
-	return c, nil
 }
 
 // Client returns the store's client, nil if Open's store has not connected
 // yet.
 func (s *Store) Client() rueidis.Client {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.client
+	if c := s.client.Load(); c != nil {
+		return *c
+	}
+	return nil
 }
 
-// Close closes the connection if Open made it.
+// Close closes the connection if Open made it. A dial in flight is not
+// waited for; its client is closed when it ends.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.owned && s.client != nil {
-		s.client.Close()
+	if c := s.client.Load(); s.owned && c != nil {
+		(*c).Close()
 	}
 	s.closed = true
 	return nil
@@ -147,7 +205,7 @@ func (s *Store) Close() error {
 
 // Ping reports whether Redis answers.
 func (s *Store) Ping(ctx context.Context) error {
-	c, err := s.conn()
+	c, err := s.conn(ctx)
 	if err != nil {
 		return err
 	}
@@ -241,7 +299,7 @@ func calendarTable(p *sluice.Policy, w *sluice.Window, now time.Time) string {
 }
 
 func (s *Store) run(ctx context.Context, key string, args []string) ([]rueidis.RedisMessage, error) {
-	c, err := s.conn()
+	c, err := s.conn(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -289,7 +347,7 @@ func (s *Store) Refund(ctx context.Context, key string, p *sluice.Policy, n int6
 
 // Reset implements sluice.QuotaStore.
 func (s *Store) Reset(ctx context.Context, key string) error {
-	c, err := s.conn()
+	c, err := s.conn(ctx)
 	if err != nil {
 		return err
 	}

@@ -112,6 +112,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	// Accounts.
+	var pg *postgres.DB // for the invalidation bus
 	switch {
 	case cfg.Database.URL == "":
 		db, err := sqlite.Open(ctx, filepath.Join(cfg.Server.Data, "sluice.db"))
@@ -127,8 +128,10 @@ func (m *Main) Run(ctx context.Context) error {
 			return err
 		}
 		m.closers = append(m.closers, db.Close)
+		pg = db
 		// Other instances write to the same database: a revocation or
-		// plan change made there is seen here within cache.DefaultTTL.
+		// plan change made there is seen here at once (openBus), or
+		// within cache.DefaultTTL if its message is lost.
 		m.Accounts = cache.New(db, cache.DefaultTTL)
 		m.Audit = db
 	}
@@ -178,6 +181,7 @@ func (m *Main) Run(ctx context.Context) error {
 			// decides in memory: a timeout would only cost a context.)
 			l.Timeout = cfg.Quota.Timeout
 			l.RejectionCacheSize = quota.DefaultRejectionCacheSize
+			l.RejectionCacheTTL = quota.DefaultRejectionCacheTTL
 		}
 		if onErr == quota.FailLocal {
 			local := inmem.New(inmem.Options{Logger: log})
@@ -190,6 +194,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	if m.AuthQuota, err = newLimiter(authMode, "quota.on_store_error_auth", cfg.Quota.OnStoreErrorAuth); err != nil {
+		return err
+	}
+	if err := m.openBus(pg, log); err != nil {
 		return err
 	}
 
@@ -405,4 +412,45 @@ func janitor(accounts sluice.AccountService, log *slog.Logger) func() error {
 		<-done
 		return nil
 	}
+}
+
+// openBus connects the instances that share stores with an invalidation
+// bus (README "Freshness across instances"): on their Redis if they share
+// one (it also carries resets and refunds, for the rejection caches), else
+// on their PostgreSQL (pg, nil without one). The accounts cache and both
+// limiters publish their changes and apply the others'. Without a shared
+// store there is no one to tell.
+func (m *Main) openBus(pg *postgres.DB, log *slog.Logger) error {
+	var bus sluice.InvalidationBus
+	switch {
+	case m.Config.Quota.Store == config.StoreRedis:
+		b, err := redis.OpenBus(m.Config.Redis.URL, redis.BusOptions{Prefix: m.Config.Redis.Prefix, Logger: log})
+		if err != nil {
+			return err
+		}
+		m.closers = append(m.closers, b.Close)
+		bus = b
+	case pg != nil:
+		b := postgres.NewBus(pg, log)
+		m.closers = append(m.closers, b.Close) // before pg's closer runs
+		bus = b
+	default:
+		return nil
+	}
+	accounts, _ := m.Accounts.(*cache.Accounts)
+	if accounts != nil {
+		accounts.Bus, accounts.Logger = bus, log
+	}
+	if m.Config.Quota.Store == config.StoreRedis { // embedded counters: nothing to tell
+		m.Quota.Bus, m.AuthQuota.Bus = bus, bus
+	}
+	stop := bus.Subscribe(func(inv sluice.Invalidation) {
+		if accounts != nil {
+			accounts.Invalidate(inv)
+		}
+		m.Quota.Invalidate(inv)
+		m.AuthQuota.Invalidate(inv)
+	})
+	m.closers = append(m.closers, func() error { stop(); return nil })
+	return nil
 }

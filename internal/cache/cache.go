@@ -4,9 +4,16 @@
 //
 // Freshness: a change made through the cache (a plan change, an override, a
 // revoked key, a linked Telegram user, a new password) empties it before the
-// call returns, so it applies on this instance's very next request. A change
-// made elsewhere (another gateway instance on the same database) is seen
-// once the entry's TTL has passed: at most TTL late.
+// call returns, so it applies on this instance's very next request, and is
+// published on the Bus, if there is one: the other instances' caches that
+// receive it (Invalidate) forget the entry at once. A change whose message
+// is lost, or made elsewhere (straight in the database, an instance without
+// a bus), is seen once the entry's TTL has passed: at most TTL late.
+//
+// Fills (the store's answer to a miss, shared by concurrent callers) run
+// detached from any one caller's cancellation, but no longer than
+// FillTimeout, so that a store that hangs cannot hang a fill, and every
+// later lookup of that id waiting on it, for ever.
 //
 // The audit log is not the cache's business: the store writes the events
 // of the changes that pass through, and reads of the log go to the store
@@ -17,6 +24,8 @@ package cache
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -28,6 +37,12 @@ import (
 // DefaultTTL bounds how long a change made by another instance goes unseen.
 const DefaultTTL = 500 * time.Millisecond
 
+// DefaultFillTimeout bounds one query of the store for a miss.
+const DefaultFillTimeout = 5 * time.Second
+
+// publishTimeout bounds the publication of a change on the Bus.
+const publishTimeout = time.Second
+
 // maxEntries bounds the memory of each map; a full map is emptied.
 const maxEntries = 100_000
 
@@ -38,6 +53,14 @@ type Accounts struct {
 
 	// Now returns the current time; New sets time.Now. Set it before use.
 	Now func() time.Time
+	// FillTimeout bounds each query of the store for a miss; New sets
+	// DefaultFillTimeout. Set it before use.
+	FillTimeout time.Duration
+	// Bus, if set before use, carries the changes made through this cache
+	// to the other instances; Invalidate applies theirs.
+	Bus sluice.InvalidationBus
+	// Logger reports failed publications; nil means slog.Default().
+	Logger *slog.Logger
 
 	ttl time.Duration
 
@@ -62,7 +85,7 @@ func New(s sluice.AccountService, ttl time.Duration) *Accounts {
 	if ttl <= 0 {
 		ttl = DefaultTTL
 	}
-	return &Accounts{AccountService: s, ttl: ttl, Now: time.Now,
+	return &Accounts{AccountService: s, ttl: ttl, Now: time.Now, FillTimeout: DefaultFillTimeout,
 		keys: make(map[string]entry[sluice.APIKey]), accts: make(map[int64]entry[sluice.Account])}
 }
 
@@ -109,8 +132,11 @@ func lookup[K comparable, T any](c *Accounts, m map[K]entry[T], id K,
 		c.mu.Lock()
 		gen := c.gen
 		c.mu.Unlock()
-		// The call outlives a caller that gives up: others may wait on it.
-		v, err := find(context.WithoutCancel(ctx), id)
+		// The call outlives a caller that gives up (others may wait on
+		// it), but not a store that hangs.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.FillTimeout)
+		defer cancel()
+		v, err := find(fctx, id)
 		if err != nil {
 			return nil, err
 		}
@@ -146,35 +172,83 @@ func (c *Accounts) invalidate() {
 	c.mu.Unlock()
 }
 
-// SetPlan passes through and empties the cache.
+// changed empties the cache after a write through it, and publishes inv
+// if the write succeeded (a failed one may still have been applied: the
+// cache is emptied anyway). A failed publication is logged: the others see
+// the change within their TTL.
+func (c *Accounts) changed(ctx context.Context, err error, inv sluice.Invalidation) error {
+	c.invalidate()
+	if err == nil && c.Bus != nil {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
+		defer cancel()
+		if perr := c.Bus.Publish(ctx, inv); perr != nil {
+			log := c.Logger
+			if log == nil {
+				log = slog.Default()
+			}
+			log.LogAttrs(ctx, slog.LevelWarn, "cache: publishing an invalidation failed; other instances see the change within their TTL",
+				slog.String("kind", inv.Kind.String()), slog.String("id", inv.ID), slog.String("error", perr.Error()))
+		}
+	}
+	return err
+}
+
+func account(id int64) sluice.Invalidation {
+	return sluice.Invalidation{Kind: sluice.InvalidateAccount, ID: strconv.FormatInt(id, 10)}
+}
+
+// SetPlan passes through, empties the cache and publishes the change.
 func (c *Accounts) SetPlan(ctx context.Context, id int64, plan string) error {
-	defer c.invalidate()
-	return c.AccountService.SetPlan(ctx, id, plan)
+	return c.changed(ctx, c.AccountService.SetPlan(ctx, id, plan), account(id))
 }
 
-// SetOverride passes through and empties the cache.
+// SetOverride passes through, empties the cache and publishes the change.
 func (c *Accounts) SetOverride(ctx context.Context, id int64, o *sluice.LimitOverride) error {
-	defer c.invalidate()
-	return c.AccountService.SetOverride(ctx, id, o)
+	return c.changed(ctx, c.AccountService.SetOverride(ctx, id, o), account(id))
 }
 
-// SetPassword passes through and empties the cache.
+// SetPassword passes through, empties the cache and publishes the change.
 func (c *Accounts) SetPassword(ctx context.Context, id int64, hash string) error {
-	defer c.invalidate()
-	return c.AccountService.SetPassword(ctx, id, hash)
+	return c.changed(ctx, c.AccountService.SetPassword(ctx, id, hash), account(id))
 }
 
-// LinkTelegram passes through and empties the cache.
+// LinkTelegram passes through, empties the cache and publishes the change.
 func (c *Accounts) LinkTelegram(ctx context.Context, id, telegramID int64) error {
-	defer c.invalidate()
-	return c.AccountService.LinkTelegram(ctx, id, telegramID)
+	return c.changed(ctx, c.AccountService.LinkTelegram(ctx, id, telegramID), account(id))
 }
 
-// RevokeAPIKey passes through and empties the cache: the key fails on its
-// next use.
+// RevokeAPIKey passes through, empties the cache and publishes the change:
+// the key fails on its next use, here and on every instance that receives
+// it.
 func (c *Accounts) RevokeAPIKey(ctx context.Context, accountID int64, id string, now time.Time) error {
-	defer c.invalidate()
-	return c.AccountService.RevokeAPIKey(ctx, accountID, id, now)
+	return c.changed(ctx, c.AccountService.RevokeAPIKey(ctx, accountID, id, now),
+		sluice.Invalidation{Kind: sluice.InvalidateAPIKey, ID: id})
+}
+
+// Invalidate applies an invalidation received from another instance: it
+// forgets the account or API key it names, or everything for InvalidateAll
+// (or an id it cannot read); InvalidateQuota is not the cache's. A fill
+// in flight when it arrives is not stored. It does not block.
+func (c *Accounts) Invalidate(inv sluice.Invalidation) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch inv.Kind {
+	case sluice.InvalidateQuota:
+		return
+	case sluice.InvalidateAccount:
+		if id, err := strconv.ParseInt(inv.ID, 10, 64); err == nil {
+			delete(c.accts, id)
+			c.gen++
+			return
+		}
+	case sluice.InvalidateAPIKey:
+		delete(c.keys, inv.ID)
+		c.gen++
+		return
+	}
+	c.gen++
+	clear(c.keys)
+	clear(c.accts)
 }
 
 // TouchAPIKey passes through and forgets that one key, so that its

@@ -4,9 +4,13 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/internal/cache"
@@ -173,5 +177,126 @@ func TestSharedMiss(t *testing.T) {
 	}
 	if n := store.calls.Load(); n != 1 {
 		t.Fatalf("%d lookups reached the store, want 1", n)
+	}
+}
+
+// hanging is a store whose account lookups hang until their context ends
+// while hang is set.
+type hanging struct {
+	sluice.AccountService
+	hang atomic.Bool
+}
+
+func (h *hanging) FindAccountByID(ctx context.Context, id int64) (*sluice.Account, error) {
+	if h.hang.Load() {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return h.AccountService.FindAccountByID(ctx, id)
+}
+
+// TestFillTimeout: a fill whose store hangs ends after FillTimeout, so that
+// once the store is back the next lookup of the id gets an answer instead
+// of waiting on the hung fill.
+func TestFillTimeout(t *testing.T) {
+	db := open(t)
+	a := &sluice.Account{Email: "h@example.com", Plan: "vip"}
+	db.CreateAccount(context.Background(), a)
+	store := &hanging{AccountService: db}
+	c := cache.New(store, time.Hour)
+	c.FillTimeout = 50 * time.Millisecond
+	store.hang.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	if _, err := c.FindAccountByID(ctx, a.ID); err == nil {
+		t.Fatal("a lookup answered while the store hangs")
+	}
+	cancel()
+	store.hang.Store(false)
+	// The hung fill ends within FillTimeout; poll with callers that give
+	// up after a while, as requests do.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		got, err := c.FindAccountByID(ctx, a.ID)
+		cancel()
+		if err == nil && got.Plan == "vip" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lookups still fail 5s after the store came back (FillTimeout 50ms): %v", err)
+		}
+	}
+}
+
+// bus records what is published.
+type bus struct {
+	mu  sync.Mutex
+	got []sluice.Invalidation
+}
+
+func (b *bus) Publish(ctx context.Context, inv sluice.Invalidation) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.got = append(b.got, inv)
+	return nil
+}
+
+func (b *bus) Subscribe(fn func(sluice.Invalidation)) func() { return func() {} }
+
+// TestInvalidation: two caches (two instances) on one database. A change
+// through one is published, and the other, on receiving it, forgets the
+// entry at once, long before its TTL.
+func TestInvalidation(t *testing.T) {
+	ctx := context.Background()
+	db := open(t)
+	store := &counting{AccountService: db}
+	var pub bus
+	a, b := cache.New(db, time.Hour), cache.New(store, time.Hour)
+	a.Bus = &pub
+	acct := &sluice.Account{Email: "i@example.com", Plan: "starter"}
+	db.CreateAccount(ctx, acct)
+	key := &sluice.APIKey{ID: "k1", AccountID: acct.ID, Hash: []byte("h"), Name: "n", CreatedAt: time.Now()}
+	if err := db.CreateAPIKey(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	id := strconv.FormatInt(acct.ID, 10)
+	steps := []struct {
+		name    string
+		do      func()
+		plan    string // b's answer
+		revoked bool
+		queries int64 // lookups that reached b's store
+	}{
+		{"first lookups", func() {}, "starter", false, 2},
+		{"cached", func() {}, "starter", false, 0},
+		{"plan changed through a, not received", func() { a.SetPlan(ctx, acct.ID, "vip") }, "starter", false, 0},
+		{"received", func() { b.Invalidate(sluice.Invalidation{Kind: sluice.InvalidateAccount, ID: id}) }, "vip", false, 1},
+		{"revoked through a, received", func() {
+			a.RevokeAPIKey(ctx, acct.ID, "k1", time.Now())
+			b.Invalidate(sluice.Invalidation{Kind: sluice.InvalidateAPIKey, ID: "k1"})
+		}, "vip", true, 1},
+		{"a quota key's message", func() { b.Invalidate(sluice.Invalidation{Kind: sluice.InvalidateQuota, ID: id}) }, "vip", true, 0},
+		{"resubscribed: all", func() { b.Invalidate(sluice.Invalidation{Kind: sluice.InvalidateAll}) }, "vip", true, 2},
+		{"an id it cannot read: all", func() { b.Invalidate(sluice.Invalidation{Kind: sluice.InvalidateAccount, ID: "x"}) }, "vip", true, 2},
+	}
+	for _, s := range steps {
+		s.do()
+		before := store.keys.Load() + store.accts.Load()
+		k, err := b.FindAPIKey(ctx, "k1")
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		got, err := b.FindAccountByID(ctx, acct.ID)
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		queries := store.keys.Load() + store.accts.Load() - before
+		if got.Plan != s.plan || (!k.RevokedAt.IsZero()) != s.revoked || queries != s.queries {
+			t.Fatalf("%s: plan %q, revoked %v, %d queries; want %q, %v, %d", s.name, got.Plan, !k.RevokedAt.IsZero(), queries, s.plan, s.revoked, s.queries)
+		}
+	}
+	want := []sluice.Invalidation{{Kind: sluice.InvalidateAccount, ID: id}, {Kind: sluice.InvalidateAPIKey, ID: "k1"}}
+	if diff := cmp.Diff(want, pub.got); diff != "" {
+		t.Errorf("published (-want +got):\n%s", diff)
 	}
 }

@@ -130,7 +130,11 @@ type Quota struct {
 	// the auth endpoints, a class of its own so that, say, image requests
 	// may fail open while logins stay closed.
 	OnStoreErrorAuth string `yaml:"on_store_error_auth"`
-	// Timeout bounds one decision of a shared store.
+	// Timeout bounds one decision of a shared store, connecting
+	// included. It is there to notice a store that hangs (the breaker then
+	// spares the next requests the wait), not to enforce a latency: on a
+	// loaded machine a healthy decision can take hundreds of milliseconds,
+	// and one cut short fails by on_store_error.
 	Timeout time.Duration `yaml:"timeout"`
 }
 
@@ -238,7 +242,7 @@ func Default() Config {
 			FlushInterval:    time.Second,
 			OnStoreError:     FailClosed,
 			OnStoreErrorAuth: FailClosed,
-			Timeout:          100 * time.Millisecond,
+			Timeout:          2 * time.Second, // README: quota.timeout
 		},
 		Redis:    Redis{Prefix: "sluice:"},
 		Telegram: Telegram{APIURL: DefaultTelegramAPI},

@@ -57,7 +57,7 @@ func TestDefault(t *testing.T) {
 		{"quota.flush_interval", c.Quota.FlushInterval, time.Second},
 		{"quota.on_store_error", c.Quota.OnStoreError, "closed"},
 		{"quota.on_store_error_auth", c.Quota.OnStoreErrorAuth, "closed"},
-		{"quota.timeout", c.Quota.Timeout, 100 * time.Millisecond},
+		{"quota.timeout", c.Quota.Timeout, 2 * time.Second},
 		{"redis.url", c.Redis.URL, ""},
 		{"database.url", c.Database.URL, ""},
 		{"telegram.token", c.Telegram.Token, ""},
