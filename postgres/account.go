@@ -76,10 +76,10 @@ func (db *DB) CreateAccount(ctx context.Context, a *sluice.Account) error {
 	created := db.now()
 	var id int64
 	err := db.pool.QueryRow(ctx, `
-INSERT INTO accounts (email, email_key, password_hash, plan, override_hour, override_day, telegram_id, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+INSERT INTO accounts (email, email_key, password_hash, plan, override_hour, override_day, telegram_id, created_at, mail_alerts)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 RETURNING id`,
-		nullString(a.Email), emailKey(a.Email), a.PasswordHash, plan, oh, od, nullID(a.TelegramID), created,
+		nullString(a.Email), emailKey(a.Email), a.PasswordHash, plan, oh, od, nullID(a.TelegramID), created, !a.MailAlertsOff,
 	).Scan(&id)
 	if ok, name := isUnique(err); ok && name == "accounts_email_key_key" {
 		return errEmailTaken()
@@ -92,7 +92,7 @@ RETURNING id`,
 	return nil
 }
 
-const accountColumns = `id, email, password_hash, plan, override_hour, override_day, telegram_id, created_at`
+const accountColumns = `id, email, password_hash, plan, override_hour, override_day, telegram_id, created_at, mail_alerts`
 
 func scanAccount(row pgx.Row) (*sluice.Account, error) {
 	var (
@@ -100,8 +100,9 @@ func scanAccount(row pgx.Row) (*sluice.Account, error) {
 		email  *string
 		oh, od *int64
 		tg     *int64
+		mail   bool
 	)
-	if err := row.Scan(&a.ID, &email, &a.PasswordHash, &a.Plan, &oh, &od, &tg, &a.CreatedAt); err != nil {
+	if err := row.Scan(&a.ID, &email, &a.PasswordHash, &a.Plan, &oh, &od, &tg, &a.CreatedAt, &mail); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil, errAccountNotFound()
 		}
@@ -117,6 +118,7 @@ func scanAccount(row pgx.Row) (*sluice.Account, error) {
 		a.TelegramID = *tg
 	}
 	a.CreatedAt = a.CreatedAt.UTC()
+	a.MailAlertsOff = !mail
 	return &a, nil
 }
 
@@ -182,6 +184,11 @@ func (db *DB) SetOverride(ctx context.Context, id int64, o *sluice.LimitOverride
 // SetPassword sets the account's password hash; empty disables password login.
 func (db *DB) SetPassword(ctx context.Context, id int64, passwordHash string) error {
 	return db.exec(ctx, "set password", errAccountNotFound, `UPDATE accounts SET password_hash = $1 WHERE id = $2`, passwordHash, id)
+}
+
+// SetMailAlerts turns the account's quota alerts by mail on or off.
+func (db *DB) SetMailAlerts(ctx context.Context, id int64, on bool) error {
+	return db.exec(ctx, "set mail alerts", errAccountNotFound, `UPDATE accounts SET mail_alerts = $1 WHERE id = $2`, on, id)
 }
 
 // LinkTelegram binds the Telegram user to the account, taking it away from

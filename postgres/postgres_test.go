@@ -47,3 +47,7 @@ func openSchema(t *testing.T) *postgres.DB {
 func TestConformance(t *testing.T) {
 	storetest.RunAccountService(t, func(t *testing.T) sluice.AccountService { return openSchema(t) })
 }
+
+func TestAlertMarks(t *testing.T) {
+	storetest.RunAlertMarks(t, func(t *testing.T) sluice.AlertMarks { return openSchema(t) })
+}

@@ -76,10 +76,10 @@ func (db *DB) CreateAccount(ctx context.Context, a *sluice.Account) error {
 	}
 	var id int64
 	err = db.w.QueryRowContext(ctx, `
-INSERT INTO accounts (email, email_key, password_hash, plan, override_hour, override_day, telegram_id, created_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO accounts (email, email_key, password_hash, plan, override_hour, override_day, telegram_id, created_at, mail_alerts)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 RETURNING id`,
-		nullString(a.Email), emailKey(a.Email), a.PasswordHash, plan, oh, od, nullID(a.TelegramID), createdNanos,
+		nullString(a.Email), emailKey(a.Email), a.PasswordHash, plan, oh, od, nullID(a.TelegramID), createdNanos, !a.MailAlertsOff,
 	).Scan(&id)
 	switch {
 	case isUnique(err) && strings.Contains(err.Error(), "accounts.email_key"):
@@ -93,7 +93,7 @@ RETURNING id`,
 	return nil
 }
 
-const accountColumns = `id, email, password_hash, plan, override_hour, override_day, telegram_id, created_at`
+const accountColumns = `id, email, password_hash, plan, override_hour, override_day, telegram_id, created_at, mail_alerts`
 
 func scanAccount(row *sql.Row) (*sluice.Account, error) {
 	var (
@@ -102,8 +102,9 @@ func scanAccount(row *sql.Row) (*sluice.Account, error) {
 		oh, od  sql.NullInt64
 		tg      sql.NullInt64
 		created int64
+		mail    bool
 	)
-	if err := row.Scan(&a.ID, &email, &a.PasswordHash, &a.Plan, &oh, &od, &tg, &created); err != nil {
+	if err := row.Scan(&a.ID, &email, &a.PasswordHash, &a.Plan, &oh, &od, &tg, &created, &mail); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, errAccountNotFound()
 		}
@@ -115,6 +116,7 @@ func scanAccount(row *sql.Row) (*sluice.Account, error) {
 	}
 	a.TelegramID = tg.Int64
 	a.CreatedAt = fromNanos(created)
+	a.MailAlertsOff = !mail
 	return &a, nil
 }
 
@@ -186,6 +188,11 @@ func (db *DB) SetOverride(ctx context.Context, id int64, o *sluice.LimitOverride
 // SetPassword sets the account's password hash; empty disables password login.
 func (db *DB) SetPassword(ctx context.Context, id int64, passwordHash string) error {
 	return db.updateAccount(ctx, "set password", `UPDATE accounts SET password_hash = ? WHERE id = ?`, passwordHash, id)
+}
+
+// SetMailAlerts turns the account's quota alerts by mail on or off.
+func (db *DB) SetMailAlerts(ctx context.Context, id int64, on bool) error {
+	return db.updateAccount(ctx, "set mail alerts", `UPDATE accounts SET mail_alerts = ? WHERE id = ?`, on, id)
 }
 
 // LinkTelegram binds the Telegram user to the account, taking it away from

@@ -26,7 +26,10 @@ import (
 	sluice "github.com/sluicehq/sluice"
 )
 
-var _ sluice.AccountService = (*DB)(nil)
+var (
+	_ sluice.AccountService = (*DB)(nil)
+	_ sluice.AlertMarks     = (*DB)(nil)
+)
 
 // busyTimeout is how long a statement waits for a lock held by another
 // connection (in practice: another process) before failing with SQLITE_BUSY.
@@ -184,6 +187,19 @@ CREATE INDEX tokens_account ON tokens (account_id);
 	`
 CREATE INDEX sessions_expires ON sessions (expires_at);
 CREATE INDEX tokens_expires ON tokens (expires_at);
+`,
+	// 3: quota alerts: the mail preference and the marks of sent alerts.
+	`
+ALTER TABLE accounts ADD COLUMN mail_alerts INTEGER NOT NULL DEFAULT 1 CHECK (mail_alerts IN (0, 1));
+
+CREATE TABLE alert_marks (
+	account_id INTEGER NOT NULL,
+	window_name TEXT NOT NULL,
+	threshold  INTEGER NOT NULL,
+	until      INTEGER NOT NULL, -- Unix nanoseconds: the mark holds while now < until
+	PRIMARY KEY (account_id, window_name, threshold)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX alert_marks_until ON alert_marks (until);
 `,
 }
 

@@ -165,6 +165,12 @@ func (c *Accounts) LinkTelegram(ctx context.Context, id, telegramID int64) error
 	return c.AccountService.LinkTelegram(ctx, id, telegramID)
 }
 
+// SetMailAlerts passes through and empties the cache.
+func (c *Accounts) SetMailAlerts(ctx context.Context, id int64, on bool) error {
+	defer c.invalidate()
+	return c.AccountService.SetMailAlerts(ctx, id, on)
+}
+
 // RevokeAPIKey passes through and empties the cache: the key fails on its
 // next use.
 func (c *Accounts) RevokeAPIKey(ctx context.Context, accountID int64, id string, now time.Time) error {
