@@ -57,6 +57,9 @@
 //     like every /v1/ answer. Any plan may list and revoke keys and link
 //     Telegram; creating keys needs API access. An account can hold
 //     MaxKeysPerAccount live keys.
+//   - GET /v1/alerts and PUT /v1/alerts {"email":false} (session token,
+//     any plan) read and set the account's quota alerts by mail; both
+//     answer {"email":bool}. The thresholds are the deployment's.
 //   - Passwords are 8 to 256 characters, checked before hashing; emails are
 //     bare addresses of at most 254 bytes, trimmed of surrounding space.
 package http
@@ -165,6 +168,9 @@ type Server struct {
 	// chooses a new password: reset mails link to it with "token=…" added
 	// to its query. Empty: the mail holds the token and the API call only.
 	ResetURL string
+	// Usage watches every decision of the image endpoint (the usage
+	// history, the quota alerts); nil means none.
+	Usage sluice.UsageRecorder
 
 	once    sync.Once
 	handler http.Handler
@@ -274,6 +280,8 @@ func (s *Server) routes() *http.ServeMux {
 	handle("GET /v1/keys", s.handleListKeys)
 	handle("DELETE /v1/keys/{id}", s.handleRevokeKey)
 	handle("POST /v1/telegram/link", s.handleTelegramLink)
+	handle("GET /v1/alerts", s.handleGetAlerts)
+	handle("PUT /v1/alerts", s.handlePutAlerts)
 
 	// Admin.
 	handle("POST /admin/accounts", s.admin(s.handleCreateAccount))
