@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/alert"
 	shttp "github.com/sluicehq/sluice/http"
 	"github.com/sluicehq/sluice/imagegen"
 	"github.com/sluicehq/sluice/inmem"
@@ -54,6 +55,8 @@ type Main struct {
 	// Mailer sends the password-reset mail: over SMTP when mail.smtp_host
 	// is set, else to the log and <data>/outbox/.
 	Mailer *mail.Queue
+	// Alerts sends the quota alerts; nil when alerts.thresholds is empty.
+	Alerts *alert.Notifier
 
 	closers []func() error // run in reverse by Close
 }
@@ -109,6 +112,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	// Accounts.
+	var marks sluice.AlertMarks // of sent alerts, in the account database
 	switch {
 	case cfg.Database.URL == "":
 		db, err := sqlite.Open(ctx, filepath.Join(cfg.Server.Data, "sluice.db"))
@@ -117,6 +121,7 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 		m.closers = append(m.closers, db.Close)
 		m.Accounts = cache.New(db, cache.DefaultTTL)
+		marks = db
 	default:
 		db, err := postgres.Open(ctx, cfg.Database.URL)
 		if err != nil {
@@ -126,6 +131,7 @@ func (m *Main) Run(ctx context.Context) error {
 		// Other instances write to the same database: a revocation or
 		// plan change made there is seen here within cache.DefaultTTL.
 		m.Accounts = cache.New(db, cache.DefaultTTL)
+		marks = db
 	}
 	m.closers = append(m.closers, janitor(m.Accounts, log))
 
@@ -256,6 +262,9 @@ func (m *Main) Run(ctx context.Context) error {
 		if err := m.newBot(images, log); err != nil {
 			return err
 		}
+	}
+	if err := m.newAlerts(marks, reg, log); err != nil {
+		return err
 	}
 	if err := m.Server.Open(cfg.Server.Addr); err != nil {
 		return err
