@@ -28,10 +28,10 @@ import (
 	"github.com/sluicehq/sluice/sqlite"
 )
 
-// verifyWebhook is the verification snippet of the README, verbatim: it
+// verifySluiceWebhook is the verification snippet of the README, verbatim: it
 // checks a Standard Webhooks signature with the secret of
 // alerts.webhook_secret.
-func verifyWebhook(secret string, h http.Header, body []byte, now time.Time) error {
+func verifySluiceWebhook(secret string, h http.Header, body []byte, now time.Time) error {
 	key := []byte(secret)
 	if b64, ok := strings.CutPrefix(secret, "whsec_"); ok {
 		if k, err := base64.StdEncoding.DecodeString(b64); err == nil {
@@ -75,7 +75,7 @@ func newHook(t *testing.T, secret string, fail func(int) int) *hook {
 	h := &hook{t: t, secret: secret, fail: fail, changed: make(chan struct{}, 1)}
 	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		if err := verifyWebhook(h.secret, r.Header, body, time.Now()); err != nil {
+		if err := verifySluiceWebhook(h.secret, r.Header, body, time.Now()); err != nil {
 			t.Errorf("webhook: %v", err)
 			w.WriteHeader(http.StatusUnauthorized)
 			return
