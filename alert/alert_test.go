@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,7 +111,9 @@ func newHook(t *testing.T, secret string, fail func(int) int) *hook {
 	return h
 }
 
-// wait waits until the endpoint has accepted n webhooks.
+// wait waits until the endpoint has accepted n webhooks, and returns those
+// it accepted in the order of their At, threshold and account (they are
+// delivered concurrently).
 func (h *hook) wait(n int) []alert.Payload {
 	h.t.Helper()
 	deadline := time.After(30 * time.Second)
@@ -118,6 +122,15 @@ func (h *hook) wait(n int) []alert.Payload {
 		got := append([]alert.Payload(nil), h.got...)
 		h.mu.Unlock()
 		if len(got) >= n {
+			slices.SortFunc(got, func(a, b alert.Payload) int {
+				if c := cmpInt(a.At, b.At); c != 0 {
+					return c
+				}
+				if c := cmpInt(int64(a.Threshold), int64(b.Threshold)); c != 0 {
+					return c
+				}
+				return cmpInt(a.AccountID, b.AccountID)
+			})
 			return got
 		}
 		select {
@@ -126,6 +139,16 @@ func (h *hook) wait(n int) []alert.Payload {
 			h.t.Fatalf("webhook: %d deliveries after 30s, want %d", len(got), n)
 		}
 	}
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // mailer and telegram record what the Notifier hands them.
@@ -197,6 +220,7 @@ func newEnv(t *testing.T, alg sluice.Algorithm, fail func(int) int, tune func(n 
 		Accounts: db, Marks: db, Plans: sluice.DefaultPlans(), Algorithm: alg,
 		Mailer: e.mail, Telegram: e.tg, WebhookURL: e.hook.srv.URL, WebhookSecret: secret,
 		Backoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond, Registry: e.reg,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	if tune != nil {
 		tune(e.n)
