@@ -8,7 +8,8 @@
 // (percent) is crossed when used−u < ⌈T·L/100⌉ ≤ used. A shadow decision
 // charges nothing, so its would-be use is counted instead: before = used,
 // after = used + u. A decision that crosses several thresholds at once
-// raises each of them.
+// raises each of them, except that thresholds that come to the same use (80
+// and 100 % of a limit of 1) raise only the highest.
 //
 // Once per period: before anything is sent, the alert's mark
 // (account, window, threshold) is stored in a sluice.AlertMarks shared by
@@ -42,6 +43,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -155,10 +157,12 @@ type crossing struct {
 
 func (n *Notifier) init() {
 	n.once.Do(func() {
-		n.thresholds = n.Thresholds
+		n.thresholds = slices.Clone(n.Thresholds)
 		if n.thresholds == nil {
 			n.thresholds = DefaultThresholds()
 		}
+		slices.Sort(n.thresholds)
+		n.thresholds = slices.Compact(n.thresholds)
 		n.plans = make(map[string]*sluice.Plan, len(n.Plans))
 		for i := range n.Plans {
 			n.plans[n.Plans[i].ID] = &n.Plans[i]
@@ -237,6 +241,9 @@ func (n *Notifier) Record(e *sluice.UsageEvent) {
 		return
 	}
 	n.init()
+	if len(n.thresholds) == 0 {
+		return
+	}
 	for _, w := range d.Statuses() {
 		limit := int64(w.Limit)
 		if limit <= 0 {
@@ -248,8 +255,14 @@ func (n *Notifier) Record(e *sluice.UsageEvent) {
 			// Nothing was charged: the units went through uncounted.
 			before, after = after, after+e.Units
 		}
-		for _, t := range n.thresholds {
+		if after < threshold(limit, n.thresholds[0]) || before >= threshold(limit, n.thresholds[len(n.thresholds)-1]) {
+			continue // the common case: below every threshold, or past them all
+		}
+		for i, t := range n.thresholds {
 			need := threshold(limit, t)
+			if i+1 < len(n.thresholds) && threshold(limit, n.thresholds[i+1]) == need {
+				continue // a small limit: the next threshold is the same use, and says more
+			}
 			if before < need && need <= after {
 				n.enqueue(crossing{
 					accountID: e.AccountID, plan: e.Plan, window: w.Name, length: w.Length,

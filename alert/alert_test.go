@@ -513,3 +513,16 @@ func TestNeverBlocks(t *testing.T) {
 		t.Errorf("webhooks canceled = %v, want the stuck one", n)
 	}
 }
+
+// TestSmallLimit: with a limit of 1, 80 % and 100 % are the same use: one
+// alert, the 100 % one.
+func TestSmallLimit(t *testing.T) {
+	e := newEnv(t, sluice.Sliding, nil, nil)
+	a := e.account(sluice.Account{Email: "one@example.com", Plan: "starter", Override: &sluice.LimitOverride{Hour: 1, Day: 50}})
+	e.take(a, 1, time.Date(2026, 3, 1, 15, 0, 0, 0, time.UTC))
+	e.settle()
+	want := []string{"one@example.com: Your hourly image quota is used up | You have used 1 of 1 images this hour on the Starter plan; the hour resets at 16:00 UTC."}
+	if diff := cmp.Diff(want, e.mail.texts()); diff != "" {
+		t.Errorf("mails (-want +got):\n%s", diff)
+	}
+}

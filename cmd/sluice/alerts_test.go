@@ -288,3 +288,41 @@ func TestMainAlerts(t *testing.T) {
 	slices.Sort(wantMails)
 	check("a window later")
 }
+
+// TestMainAlertsHangingWebhook: a webhook endpoint that never answers
+// delays no request; at shutdown its delivery is given up after
+// alertsDrainTimeout.
+func TestMainAlertsHangingWebhook(t *testing.T) {
+	release := make(chan struct{})
+	var calls sync.WaitGroup
+	calls.Add(1)
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(calls.Done)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	g := startAlertsMain(t, t.TempDir(), map[string]string{
+		"SLUICE_ALERTS_WEBHOOK_URL":    srv.URL,
+		"SLUICE_ALERTS_WEBHOOK_SECRET": "s",
+	})
+	_, key := g.account("ada@example.com", "starter")
+	for i := range 5 { // 80 % at the 4th, 100 % at the 5th
+		if r := g.generate(key, 1); r.status != 200 {
+			t.Fatalf("request %d: %d %s", i+1, r.status, r.body)
+		}
+	}
+	calls.Wait() // the first webhook is hanging
+	for i := range 3 {
+		if r := g.do("GET", "/v1/usage", key, ""); r.status != 200 {
+			t.Fatalf("usage %d while the webhook hangs: %d %s", i, r.status, r.body)
+		}
+	}
+	if err := g.m.Close(); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Close = %v, want the alerts' drain deadline", err)
+	}
+}
