@@ -99,7 +99,7 @@ type Notifier struct {
 	// WebhookSecret signs the webhooks (see Sign).
 	WebhookSecret string
 	// HTTPClient posts the webhooks; nil means a client with a timeout of
-	// DefaultWebhookTimeout.
+	// DefaultWebhookTimeout that does not follow redirects.
 	HTTPClient *http.Client
 	// Attempts bounds the tries of one webhook, the first included; 0
 	// means DefaultAttempts.
@@ -171,7 +171,12 @@ func (n *Notifier) init() {
 		n.hooks = make(chan struct{}, orInt(n.WebhookPending, DefaultWebhookPending))
 		n.client = n.HTTPClient
 		if n.client == nil {
-			n.client = &http.Client{Timeout: DefaultWebhookTimeout}
+			n.client = &http.Client{
+				Timeout: DefaultWebhookTimeout,
+				// A redirect would turn the POST into a GET: a 3xx is
+				// a failed attempt, so that the operator fixes the URL.
+				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+			}
 		}
 		n.key = SecretKey(n.WebhookSecret)
 		n.metrics = newMetrics(n.Registry)
