@@ -220,9 +220,13 @@ func (n *Notifier) Close(ctx context.Context) error {
 		select {
 		case <-n.done:
 		case <-ctx.Done():
+			// The store calls of the alerts left fail at once.
 			err = ctx.Err()
+			n.cancel()
+			<-n.done
 		}
 	}
+	// The worker has returned: no webhook is added from here on.
 	hooks := make(chan struct{})
 	go func() { n.webhook.Wait(); close(hooks) }()
 	select {
@@ -232,9 +236,6 @@ func (n *Notifier) Close(ctx context.Context) error {
 	}
 	n.cancel()
 	<-hooks
-	if n.started {
-		<-n.done
-	}
 	return err
 }
 
