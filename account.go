@@ -20,6 +20,9 @@ type Account struct {
 	Override     *LimitOverride // nil: the plan's limits
 	TelegramID   int64          // 0: no Telegram user bound
 	CreatedAt    time.Time
+	// MailAlertsOff reports that the account turned off quota alerts by
+	// mail (CONTRACT.md §10); the zero value, the default, sends them.
+	MailAlertsOff bool
 }
 
 // LimitOverride replaces the plan's hourly and daily limits for one account.
@@ -91,6 +94,9 @@ type AccountService interface {
 	// LinkTelegram binds the Telegram user to the account, taking it away
 	// from any other account it was bound to.
 	LinkTelegram(ctx context.Context, id int64, telegramID int64) error
+	// SetMailAlerts turns the account's quota alerts by mail on or off
+	// (Account.MailAlertsOff is !on).
+	SetMailAlerts(ctx context.Context, id int64, on bool) error
 
 	// CreateAPIKey stores k and sets its CreatedAt.
 	CreateAPIKey(ctx context.Context, k *APIKey) error

@@ -158,3 +158,21 @@ func FuzzKeysBody(f *testing.F) {
 		})
 	})
 }
+
+func FuzzAlertsBody(f *testing.F) {
+	seeds(f, `{"email":false}`, `{"email":true}`, `{"email":null}`, `{"email":"false"}`, `{"email":0}`, `{}`,
+		`{"email":false,"telegram":false}`, `{"EMAIL":true}`)
+	s := fuzzServer(f, fuzzMaxBody)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var b alertsBody
+		err := fuzzDecode(s, body, &b)
+		if err == nil {
+			err = b.validate()
+		}
+		fuzzAccount(t, body, err, func() {
+			if b.Email == nil {
+				t.Fatalf("alerts body without email accepted: %q", body)
+			}
+		})
+	})
+}

@@ -30,6 +30,7 @@ type quotaCtx struct {
 	account *sluice.Account
 	plan    *sluice.Plan
 	key     string
+	keyID   string // the API key's lookup ID; "" for a session
 	policy  sluice.Policy
 	windows [2]sluice.Window
 }

@@ -57,6 +57,9 @@
 //     like every /v1/ answer. Any plan may list and revoke keys and link
 //     Telegram; creating keys needs API access. An account can hold
 //     MaxKeysPerAccount live keys.
+//   - GET /v1/alerts and PUT /v1/alerts {"email":false} (session token,
+//     any plan) read and set the account's quota alerts by mail; both
+//     answer {"email":bool}. The thresholds are the deployment's.
 //   - Passwords are 8 to 256 characters, checked before hashing; emails are
 //     bare addresses of at most 254 bytes, trimmed of surrounding space.
 //
@@ -174,6 +177,9 @@ type Server struct {
 	// in it. nil: those endpoints answer 404 and the resets go unrecorded
 	// (see audit.go).
 	Audit sluice.AuditLog
+	// Usage watches every decision of the image endpoint (the usage
+	// history, the quota alerts); nil means none.
+	Usage sluice.UsageRecorder
 
 	once    sync.Once
 	handler http.Handler
@@ -284,6 +290,8 @@ func (s *Server) routes() *http.ServeMux {
 	handle("DELETE /v1/keys/{id}", s.user(s.handleRevokeKey))
 	handle("POST /v1/telegram/link", s.handleTelegramLink)
 	handle("GET /v1/audit", s.handleOwnAudit)
+	handle("GET /v1/alerts", s.handleGetAlerts)
+	handle("PUT /v1/alerts", s.user(s.handlePutAlerts))
 
 	// Admin.
 	handle("POST /admin/accounts", s.admin(s.handleCreateAccount))

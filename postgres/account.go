@@ -85,10 +85,10 @@ func (db *DB) CreateAccount(ctx context.Context, a *sluice.Account) error {
 	defer tx.Rollback(ctx)
 	var id int64
 	err = tx.QueryRow(ctx, `
-INSERT INTO accounts (email, email_key, password_hash, plan, override_hour, override_day, telegram_id, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+INSERT INTO accounts (email, email_key, password_hash, plan, override_hour, override_day, telegram_id, created_at, mail_alerts)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 RETURNING id`,
-		nullString(a.Email), emailKey(a.Email), a.PasswordHash, plan, oh, od, nullID(a.TelegramID), created,
+		nullString(a.Email), emailKey(a.Email), a.PasswordHash, plan, oh, od, nullID(a.TelegramID), created, !a.MailAlertsOff,
 	).Scan(&id)
 	if ok, name := isUnique(err); ok && name == "accounts_email_key_key" {
 		return errEmailTaken()
@@ -107,7 +107,7 @@ RETURNING id`,
 	return nil
 }
 
-const accountColumns = `id, email, password_hash, plan, override_hour, override_day, telegram_id, created_at`
+const accountColumns = `id, email, password_hash, plan, override_hour, override_day, telegram_id, created_at, mail_alerts`
 
 func scanAccount(row pgx.Row) (*sluice.Account, error) {
 	var (
@@ -115,8 +115,9 @@ func scanAccount(row pgx.Row) (*sluice.Account, error) {
 		email  *string
 		oh, od *int64
 		tg     *int64
+		mail   bool
 	)
-	if err := row.Scan(&a.ID, &email, &a.PasswordHash, &a.Plan, &oh, &od, &tg, &a.CreatedAt); err != nil {
+	if err := row.Scan(&a.ID, &email, &a.PasswordHash, &a.Plan, &oh, &od, &tg, &a.CreatedAt, &mail); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil, errAccountNotFound()
 		}
@@ -132,6 +133,7 @@ func scanAccount(row pgx.Row) (*sluice.Account, error) {
 		a.TelegramID = *tg
 	}
 	a.CreatedAt = a.CreatedAt.UTC()
+	a.MailAlertsOff = !mail
 	return &a, nil
 }
 
@@ -260,6 +262,33 @@ func sameOverride(from *sluice.LimitOverride, oh, od *int64) bool {
 // flow records password.reset itself (RecordAudit).
 func (db *DB) SetPassword(ctx context.Context, id int64, passwordHash string) error {
 	return db.exec(ctx, "set password", errAccountNotFound, `UPDATE accounts SET password_hash = $1 WHERE id = $2`, passwordHash, id)
+}
+
+// SetMailAlerts turns the account's quota alerts by mail on or off. It
+// writes alerts.changed in the same transaction; setting what is stored
+// changes nothing and writes no event.
+func (db *DB) SetMailAlerts(ctx context.Context, id int64, on bool) error {
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		var from bool
+		err := tx.QueryRow(ctx, `SELECT mail_alerts FROM accounts WHERE id = $1 FOR UPDATE`, id).Scan(&from)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errAccountNotFound()
+		} else if err != nil {
+			return err
+		}
+		if from == on {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `UPDATE accounts SET mail_alerts = $1 WHERE id = $2`, on, id); err != nil {
+			return err
+		}
+		return db.insertAudit(ctx, tx, sluice.NewAuditEvent(ctx, sluice.AuditAlertsChanged, id,
+			map[string]any{"email": map[string]any{"from": from, "to": on}}))
+	})
+	if err != nil {
+		return fmt.Errorf("set mail alerts: %w", err)
+	}
+	return nil
 }
 
 // LinkTelegram binds the Telegram user to the account, taking it away from

@@ -27,7 +27,10 @@ import (
 	sluice "github.com/sluicehq/sluice"
 )
 
-var _ sluice.AccountService = (*DB)(nil)
+var (
+	_ sluice.AccountService = (*DB)(nil)
+	_ sluice.AlertMarks     = (*DB)(nil)
+)
 
 // DB is the PostgreSQL account store. It is safe for concurrent use.
 type DB struct {
@@ -152,6 +155,19 @@ CREATE TABLE audit_events (
 );
 -- One account's events, newest first, below an id.
 CREATE INDEX audit_events_account ON audit_events (account_id, id);
+`,
+	// 4: quota alerts: the mail preference and the marks of sent alerts.
+	`
+ALTER TABLE accounts ADD COLUMN mail_alerts boolean NOT NULL DEFAULT true;
+
+CREATE TABLE alert_marks (
+	account_id  bigint NOT NULL,
+	window_name text NOT NULL,
+	threshold   integer NOT NULL,
+	until       timestamptz NOT NULL, -- the mark holds while now < until
+	PRIMARY KEY (account_id, window_name, threshold)
+);
+CREATE INDEX alert_marks_until ON alert_marks (until);
 `,
 }
 

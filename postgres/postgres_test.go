@@ -57,3 +57,7 @@ func TestAuditLog(t *testing.T) {
 func TestConformance(t *testing.T) {
 	storetest.RunAccountService(t, func(t *testing.T) sluice.AccountService { return openSchema(t) })
 }
+
+func TestAlertMarks(t *testing.T) {
+	storetest.RunAlertMarks(t, func(t *testing.T) sluice.AlertMarks { return openSchema(t) })
+}

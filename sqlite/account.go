@@ -84,10 +84,10 @@ func (db *DB) CreateAccount(ctx context.Context, a *sluice.Account) error {
 	defer tx.Rollback()
 	var id int64
 	err = tx.QueryRowContext(ctx, `
-INSERT INTO accounts (email, email_key, password_hash, plan, override_hour, override_day, telegram_id, created_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO accounts (email, email_key, password_hash, plan, override_hour, override_day, telegram_id, created_at, mail_alerts)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 RETURNING id`,
-		nullString(a.Email), emailKey(a.Email), a.PasswordHash, plan, oh, od, nullID(a.TelegramID), createdNanos,
+		nullString(a.Email), emailKey(a.Email), a.PasswordHash, plan, oh, od, nullID(a.TelegramID), createdNanos, !a.MailAlertsOff,
 	).Scan(&id)
 	switch {
 	case isUnique(err) && strings.Contains(err.Error(), "accounts.email_key"):
@@ -107,7 +107,7 @@ RETURNING id`,
 	return nil
 }
 
-const accountColumns = `id, email, password_hash, plan, override_hour, override_day, telegram_id, created_at`
+const accountColumns = `id, email, password_hash, plan, override_hour, override_day, telegram_id, created_at, mail_alerts`
 
 func scanAccount(row *sql.Row) (*sluice.Account, error) {
 	var (
@@ -116,8 +116,9 @@ func scanAccount(row *sql.Row) (*sluice.Account, error) {
 		oh, od  sql.NullInt64
 		tg      sql.NullInt64
 		created int64
+		mail    bool
 	)
-	if err := row.Scan(&a.ID, &email, &a.PasswordHash, &a.Plan, &oh, &od, &tg, &created); err != nil {
+	if err := row.Scan(&a.ID, &email, &a.PasswordHash, &a.Plan, &oh, &od, &tg, &created, &mail); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, errAccountNotFound()
 		}
@@ -129,6 +130,7 @@ func scanAccount(row *sql.Row) (*sluice.Account, error) {
 	}
 	a.TelegramID = tg.Int64
 	a.CreatedAt = fromNanos(created)
+	a.MailAlertsOff = !mail
 	return &a, nil
 }
 
@@ -247,6 +249,29 @@ func (db *DB) SetOverride(ctx context.Context, id int64, o *sluice.LimitOverride
 // flow records password.reset itself (RecordAudit).
 func (db *DB) SetPassword(ctx context.Context, id int64, passwordHash string) error {
 	return db.updateAccount(ctx, "set password", `UPDATE accounts SET password_hash = ? WHERE id = ?`, passwordHash, id)
+}
+
+// SetMailAlerts turns the account's quota alerts by mail on or off. It
+// writes alerts.changed in the same transaction; setting what is stored
+// changes nothing and writes no event.
+func (db *DB) SetMailAlerts(ctx context.Context, id int64, on bool) error {
+	return db.inTx(ctx, "set mail alerts", func(tx *sql.Tx) error {
+		var from bool
+		err := tx.QueryRowContext(ctx, `SELECT mail_alerts FROM accounts WHERE id = ?`, id).Scan(&from)
+		if errors.Is(err, sql.ErrNoRows) {
+			return errAccountNotFound()
+		} else if err != nil {
+			return err
+		}
+		if from == on {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET mail_alerts = ? WHERE id = ?`, on, id); err != nil {
+			return err
+		}
+		return db.insertAudit(ctx, tx, sluice.NewAuditEvent(ctx, sluice.AuditAlertsChanged, id,
+			map[string]any{"email": map[string]any{"from": from, "to": on}}))
+	})
 }
 
 // LinkTelegram binds the Telegram user to the account, taking it away from

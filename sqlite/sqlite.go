@@ -26,7 +26,10 @@ import (
 	sluice "github.com/sluicehq/sluice"
 )
 
-var _ sluice.AccountService = (*DB)(nil)
+var (
+	_ sluice.AccountService = (*DB)(nil)
+	_ sluice.AlertMarks     = (*DB)(nil)
+)
 
 // busyTimeout is how long a statement waits for a lock held by another
 // connection (in practice: another process) before failing with SQLITE_BUSY.
@@ -200,6 +203,19 @@ CREATE TABLE audit_events (
 ) STRICT;
 -- One account's events, newest first, below an id.
 CREATE INDEX audit_events_account ON audit_events (account_id, id);
+`,
+	// 4: quota alerts: the mail preference and the marks of sent alerts.
+	`
+ALTER TABLE accounts ADD COLUMN mail_alerts INTEGER NOT NULL DEFAULT 1 CHECK (mail_alerts IN (0, 1));
+
+CREATE TABLE alert_marks (
+	account_id INTEGER NOT NULL,
+	window_name TEXT NOT NULL,
+	threshold  INTEGER NOT NULL,
+	until      INTEGER NOT NULL, -- Unix nanoseconds: the mark holds while now < until
+	PRIMARY KEY (account_id, window_name, threshold)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX alert_marks_until ON alert_marks (until);
 `,
 }
 

@@ -303,3 +303,9 @@ func TestConcurrentReadsAndWrites(t *testing.T) {
 		t.Fatalf("concurrent reads and writes: %v", err)
 	}
 }
+
+func TestAlertMarks(t *testing.T) {
+	storetest.RunAlertMarks(t, func(t *testing.T) sluice.AlertMarks {
+		return mustOpen(t, filepath.Join(t.TempDir(), "sluice.db"))
+	})
+}

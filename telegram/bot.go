@@ -64,6 +64,8 @@ const (
 	maxUpdate = 1 << 20
 )
 
+var _ sluice.TelegramSender = (*Bot)(nil)
+
 // SecretHeader is the header in which Telegram sends a webhook's secret
 // token.
 const SecretHeader = "X-Telegram-Bot-Api-Secret-Token"
@@ -106,6 +108,10 @@ type Bot struct {
 	// HTTPClient makes the Bot API calls; nil means a client of its own
 	// whose timeout outlasts PollTimeout.
 	HTTPClient *http.Client
+
+	// Usage watches every quota decision of the bot (the usage history,
+	// the quota alerts); nil means none.
+	Usage sluice.UsageRecorder
 
 	// Logger receives errors; nil means slog.Default().
 	Logger *slog.Logger
@@ -369,6 +375,24 @@ func (b *Bot) work(chat int64, q *chatQueue) {
 // reply queues a text answer to m.
 func (b *Bot) reply(m *models.Message, text string) {
 	b.out.enqueue(&outMsg{chatID: m.Chat.ID, replyTo: m.ID, text: text})
+}
+
+// SendText queues a text message to the Telegram user (their private chat
+// with the bot, whose chat ID is the user's ID) in the outbox, behind the
+// chat's earlier messages and under the same flood limits. It returns at
+// once; an error means the bot is closed.
+func (b *Bot) SendText(telegramID int64, text string) error {
+	if err := b.init(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
+		return errors.New("telegram: bot closed; message not sent")
+	}
+	b.out.enqueue(&outMsg{chatID: telegramID, text: text})
+	return nil
 }
 
 // send makes one Bot API call for the outbox.

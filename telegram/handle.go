@@ -247,6 +247,7 @@ func (b *Bot) prompt(ctx context.Context, m *models.Message, a *sluice.Account, 
 		b.fail(ctx, m, "take", err)
 		return
 	}
+	b.recordDecision(a, p, md, &d)
 	if !d.Allowed {
 		b.reply(m, overQuotaText(p, &d))
 		return
@@ -358,4 +359,26 @@ func (b *Bot) fail(ctx context.Context, m *models.Message, op string, err error)
 			slog.Int64("chat_id", m.Chat.ID), slog.String("error", err.Error()))
 		b.reply(m, internalText)
 	}
+}
+
+// recordDecision hands the decision d on one unit of md for a to Usage, if
+// set. It does not block (UsageRecorder's contract).
+func (b *Bot) recordDecision(a *sluice.Account, p *sluice.Plan, md *sluice.Model, d *sluice.Decision) {
+	if b.Usage == nil {
+		return
+	}
+	e := sluice.UsageEvent{
+		AccountID: a.ID, Plan: p.ID, KeyID: sluice.UsageKeyTelegram, Channel: sluice.ChannelTelegram,
+		Model: md.ID, Time: d.Time, Outcome: sluice.UsageAdmitted, Units: 1, Decision: d,
+	}
+	switch {
+	case !d.Allowed:
+		e.Outcome = sluice.UsageRejected
+	case d.Shadow:
+		e.Outcome = sluice.UsageShadow
+	}
+	if e.Outcome != sluice.UsageAdmitted && d.Blocking >= 0 && d.Blocking < d.N {
+		e.Window = d.Windows[d.Blocking].Name
+	}
+	b.Usage.Record(&e)
 }

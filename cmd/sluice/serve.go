@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/alert"
 	shttp "github.com/sluicehq/sluice/http"
 	"github.com/sluicehq/sluice/imagegen"
 	"github.com/sluicehq/sluice/inmem"
@@ -57,6 +58,8 @@ type Main struct {
 	// Audit is the audit log: the account store itself (not its cache),
 	// which writes the events of its changes.
 	Audit sluice.AuditLog
+	// Alerts sends the quota alerts; nil when alerts.thresholds is empty.
+	Alerts *alert.Notifier
 
 	closers []func() error // run in reverse by Close
 }
@@ -112,7 +115,8 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	// Accounts.
-	var pg *postgres.DB // for the invalidation bus
+	var pg *postgres.DB         // for the invalidation bus
+	var marks sluice.AlertMarks // of sent alerts, in the account database
 	switch {
 	case cfg.Database.URL == "":
 		db, err := sqlite.Open(ctx, filepath.Join(cfg.Server.Data, "sluice.db"))
@@ -122,6 +126,7 @@ func (m *Main) Run(ctx context.Context) error {
 		m.closers = append(m.closers, db.Close)
 		m.Accounts = cache.New(db, cache.DefaultTTL)
 		m.Audit = db
+		marks = db
 	default:
 		db, err := postgres.Open(ctx, cfg.Database.URL)
 		if err != nil {
@@ -134,6 +139,7 @@ func (m *Main) Run(ctx context.Context) error {
 		// within cache.DefaultTTL if its message is lost.
 		m.Accounts = cache.New(db, cache.DefaultTTL)
 		m.Audit = db
+		marks = db
 	}
 	m.closers = append(m.closers, janitor(m.Accounts, log))
 
@@ -274,6 +280,9 @@ func (m *Main) Run(ctx context.Context) error {
 		if err := m.newBot(images, log); err != nil {
 			return err
 		}
+	}
+	if err := m.newAlerts(marks, reg, log); err != nil {
+		return err
 	}
 	if err := m.Server.Open(cfg.Server.Addr); err != nil {
 		return err

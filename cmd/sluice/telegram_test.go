@@ -25,6 +25,9 @@ limits:
 plans:
   - {id: starter, name: Starter, hour: 5, day: 20, models: starter, api: true}
   - {id: vip, name: VIP, hour: 100, day: 1000, models: all, api: true}
+# Off: an alert arrives in a chat at no fixed place among the replies
+# (TestMainAlerts tests them).
+alerts: {thresholds: []}
 `
 
 // startBotMain runs the real Main with the configuration file and the

@@ -217,6 +217,11 @@ func (c *Accounts) LinkTelegram(ctx context.Context, id, telegramID int64) error
 	return c.changed(ctx, c.AccountService.LinkTelegram(ctx, id, telegramID), account(id))
 }
 
+// SetMailAlerts passes through, empties the cache and publishes the change.
+func (c *Accounts) SetMailAlerts(ctx context.Context, id int64, on bool) error {
+	return c.changed(ctx, c.AccountService.SetMailAlerts(ctx, id, on), account(id))
+}
+
 // RevokeAPIKey passes through, empties the cache and publishes the change:
 // the key fails on its next use, here and on every instance that receives
 // it.

@@ -20,7 +20,10 @@
 //   - plan limits (plans[].hour, plans[].day) are whole numbers, or null
 //     (or "unlimited") for no limit;
 //   - server.trusted_proxies is a list of CIDRs, or in the environment a
-//     comma-separated string; a bare IP is a one-address prefix.
+//     comma-separated string; a bare IP is a one-address prefix;
+//   - alerts.thresholds is a list of whole numbers, or in the environment
+//     (or as one string in the file) a comma-separated string like
+//     "80,100".
 package config
 
 import (
@@ -49,6 +52,7 @@ type Config struct {
 	Telegram Telegram       `yaml:"telegram"`
 	Mail     Mail           `yaml:"mail"`
 	Log      Log            `yaml:"log"`
+	Alerts   Alerts         `yaml:"alerts"`
 }
 
 // Server is the HTTP listener.
@@ -191,6 +195,20 @@ type Mail struct {
 	ResetURL string `yaml:"reset_url"`
 }
 
+// Alerts are the quota alerts (CONTRACT.md §10).
+type Alerts struct {
+	// Thresholds are percents of a window's limit, each 1..100, ascending
+	// and unique; an alert goes out when the use crosses one. Empty turns
+	// the alerts off.
+	Thresholds Ints `yaml:"thresholds"`
+	// WebhookURL receives every alert as a signed POST; empty: none.
+	WebhookURL string `yaml:"webhook_url" secret:"url"`
+	// WebhookSecret signs the webhooks (Standard Webhooks): "whsec_" and
+	// base64 is the key the base64 encodes, anything else is its own
+	// bytes. Required with WebhookURL.
+	WebhookSecret string `yaml:"webhook_secret" secret:"true"`
+}
+
 // Log is the logger.
 type Log struct {
 	Level  slog.Level `yaml:"level"`  // debug, info, warn or error
@@ -248,6 +266,7 @@ func Default() Config {
 		Telegram: Telegram{APIURL: DefaultTelegramAPI},
 		Mail:     Mail{SMTPPort: 587},
 		Log:      Log{Level: slog.LevelInfo, Format: LogText},
+		Alerts:   Alerts{Thresholds: Ints{80, 100}},
 	}
 }
 

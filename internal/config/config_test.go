@@ -242,6 +242,8 @@ func TestRedacted(t *testing.T) {
 	c.Telegram.WebhookSecret = "hunter2"
 	c.Mail.Password = "hunter2"
 	c.Mail.Username = "mailer"
+	c.Alerts.WebhookURL = "https://ops.example.com/hook?token=hunter2"
+	c.Alerts.WebhookSecret = "whsec_hunter2"
 	orig := c
 
 	r := c.Redacted()
@@ -290,7 +292,7 @@ func TestSecretTags(t *testing.T) {
 	want := []string{
 		"upstream.url", "upstream.api_key", "redis.url", "database.url",
 		"telegram.token", "telegram.api_url", "telegram.webhook_url", "telegram.webhook_secret",
-		"mail.password",
+		"mail.password", "alerts.webhook_url", "alerts.webhook_secret",
 	}
 	if !slices.Equal(secrets, want) {
 		t.Errorf("secret keys = %v, want %v", secrets, want)

@@ -35,6 +35,7 @@ var leaves = map[reflect.Type]func(string) (reflect.Value, error){
 	reflect.TypeFor[slog.Level]():       leaf(parseLevel),
 	reflect.TypeFor[*time.Location]():   leaf(parseLocation),
 	reflect.TypeFor[[]netip.Prefix]():   leaf(parsePrefixes),
+	reflect.TypeFor[Ints]():             leaf(ParseInts),
 }
 
 func leaf[T any](parse func(string) (T, error)) func(string) (reflect.Value, error) {

@@ -147,6 +147,7 @@ const limitMissing sluice.Limit = -2
 var (
 	limitType    = reflect.TypeFor[sluice.Limit]()
 	prefixesType = reflect.TypeFor[[]netip.Prefix]()
+	intsType     = reflect.TypeFor[Ints]()
 	planType     = reflect.TypeFor[sluice.Plan]()
 	modelType    = reflect.TypeFor[sluice.Model]()
 )
@@ -177,6 +178,23 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path, secret string) err
 			ps = append(ps, x)
 		}
 		v.Set(reflect.ValueOf(ps))
+	case t == intsType && n.Kind == yaml.SequenceNode:
+		xs := Ints{}
+		for i, e := range n.Content {
+			e, p := deref(e), fmt.Sprintf("%s[%d]", path, i)
+			if e == nil || e.Kind != yaml.ScalarNode {
+				return d.fail(n, p, "must be a whole number")
+			}
+			x, err := parseInt(e.Value)
+			if err != nil {
+				return d.fail(e, p, "%v", err)
+			}
+			if len(xs) == maxInts {
+				return d.fail(e, path, "more than %d numbers", maxInts)
+			}
+			xs = append(xs, x)
+		}
+		v.Set(reflect.ValueOf(xs))
 	case isLeaf(t):
 		if n.Kind != yaml.ScalarNode {
 			return d.fail(n, path, "must be a single value, not a %s", kindName(n))

@@ -75,6 +75,10 @@ mail:
 log:
   level: debug
   format: json
+alerts:
+  thresholds: [50, 90, 100]
+  webhook_url: https://ops.example.com/hooks/sluice
+  webhook_secret: whsec_c2VjcmV0
 `
 
 func fullConfig(t *testing.T) Config {
@@ -133,6 +137,8 @@ func fullConfig(t *testing.T) Config {
 		Mail: Mail{SMTPHost: "smtp.example.com", SMTPPort: 465, Username: "mailer", Password: "pw", From: "Sluice <noreply@example.com>",
 			ResetURL: "https://app.example.com/reset-password"},
 		Log: Log{Level: slog.LevelDebug, Format: LogJSON},
+		Alerts: Alerts{Thresholds: Ints{50, 90, 100}, WebhookURL: "https://ops.example.com/hooks/sluice",
+			WebhookSecret: "whsec_c2VjcmV0"},
 	}
 }
 
@@ -345,6 +351,11 @@ func TestDecode(t *testing.T) {
 		{"no trusted proxies", "server: {trusted_proxies: []}\n", func(c Config) bool { return c.Server.TrustedProxies == nil }},
 		{"quoted numbers and sizes", "server: {max_body: '65536'}\nlimits: {max_n: \"4\"}\n", func(c Config) bool { return reflect.DeepEqual(c, def) }},
 		{"days", "limits: {windows: {day: 1d}}\nquota: {flush_interval: 0d1s}\n", func(c Config) bool { return reflect.DeepEqual(c, def) }},
+		{"thresholds as a string", "alerts: {thresholds: '50, 75,100'}\n", func(c Config) bool {
+			return slices.Equal(c.Alerts.Thresholds, Ints{50, 75, 100})
+		}},
+		{"no thresholds", "alerts: {thresholds: []}\n", func(c Config) bool { return c.Alerts.Thresholds != nil && len(c.Alerts.Thresholds) == 0 }},
+		{"one threshold", "alerts: {thresholds: 90}\n", func(c Config) bool { return slices.Equal(c.Alerts.Thresholds, Ints{90}) }},
 	} {
 		c, err := loadYAML(t, tc.src, nil)
 		if tc.check == nil {
@@ -381,6 +392,10 @@ func TestDecodeErrors(t *testing.T) {
 		{"plans: [{id: starter, hour: -5}]\n", `plans[0].hour: invalid limit "-5"`},
 		{"plans: [{id: starter, api: yes}]\n", `plans[0].api: invalid boolean "yes"`},
 		{"log: {level: verbose}\n", `log.level: unknown log level "verbose"`},
+		{"alerts: {thresholds: [80, ninety]}\n", `alerts.thresholds[1]: invalid number "ninety"`},
+		{"alerts: {thresholds: [[80]]}\n", "alerts.thresholds[0]: must be a whole number"},
+		{"alerts: {thresholds: {a: 1}}\n", "alerts.thresholds: must be a single value, not a mapping"},
+		{"alerts: {thresholds: '80;100'}\n", `alerts.thresholds: invalid list "80;100"`},
 		{"server: {addr: ':1'\n", "sluice.yaml: "},
 		{"server: {}\n---\nlimits: {}\n", "more than one YAML document"},
 		{"? [a]\n: b\n", "keys must be plain names"},
@@ -463,6 +478,13 @@ func TestValidate(t *testing.T) {
 		{"mail: {reset_url: 'ftp://app.example.com/reset'}", "mail.reset_url"},
 		{"mail: {reset_url: 'https://app.example.com/reset#token'}", "mail.reset_url"},
 		{"log: {format: xml}", "log.format"},
+		{"alerts: {thresholds: [0]}", "alerts.thresholds[0]"},
+		{"alerts: {thresholds: [80, 101]}", "alerts.thresholds[1]"},
+		{"alerts: {thresholds: [100, 80]}", "alerts.thresholds[1]"},
+		{"alerts: {thresholds: [80, 80]}", "alerts.thresholds[1]"},
+		{"alerts: {thresholds: '50,-5'}", "alerts.thresholds[1]"},
+		{"alerts: {webhook_url: 'ops.example.com/hook', webhook_secret: s}", "alerts.webhook_url"},
+		{"alerts: {webhook_url: 'https://ops.example.com/hook'}", "alerts.webhook_secret"},
 	} {
 		_, err := loadYAML(t, tc.src, nil)
 		if fields := errFields(err); !slices.Contains(fields, tc.field) {

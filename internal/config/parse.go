@@ -187,3 +187,43 @@ func parseLocation(s string) (*time.Location, error) {
 	}
 	return loc, nil
 }
+
+// Ints is a list of whole numbers, such as alerts.thresholds.
+type Ints []int
+
+// maxInts bounds the length of an Ints, so that a hostile value cannot make
+// a huge list.
+const maxInts = 100
+
+// ParseInts parses a comma-separated list of whole numbers ("80,100", "80,
+// 90, 100"); an empty string, or one of spaces, is the empty list.
+func ParseInts(s string) (Ints, error) {
+	xs := Ints{}
+	if strings.TrimSpace(s) == "" {
+		return xs, nil
+	}
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("invalid list %q: use whole numbers separated by commas, like 80,100", s)
+		}
+		if len(xs) == maxInts {
+			return nil, fmt.Errorf("invalid list: more than %d numbers", maxInts)
+		}
+		xs = append(xs, n)
+	}
+	return xs, nil
+}
+
+// String formats xs as ParseInts reads it: "80,100".
+func (xs Ints) String() string {
+	b := make([]byte, 0, 4*len(xs))
+	for i, x := range xs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, int64(x), 10)
+	}
+	return string(b)
+}

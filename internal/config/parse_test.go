@@ -2,6 +2,7 @@ package config
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -227,6 +228,51 @@ func FuzzParseSize(f *testing.F) {
 		back, err := ParseSize(n.String())
 		if err != nil || back != n {
 			t.Fatalf("ParseSize(%q) = %d, formatted %q, parsed back %d, %v", s, n, n.String(), back, err)
+		}
+	})
+}
+
+func TestParseInts(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Ints
+		err  bool
+	}{
+		{"80,100", Ints{80, 100}, false},
+		{" 80 , 90,100 ", Ints{80, 90, 100}, false},
+		{"", Ints{}, false},
+		{"  ", Ints{}, false},
+		{"-5", Ints{-5}, false}, // a number; Validate checks the range
+		{"80,", nil, true},
+		{",80", nil, true},
+		{"80;100", nil, true},
+		{"8 0", nil, true},
+		{"1e2", nil, true},
+		{"99999999999999999999", nil, true},
+		{strings.Repeat("1,", 100) + "1", nil, true},
+	} {
+		got, err := ParseInts(tc.in)
+		if (err != nil) != tc.err || !slices.Equal(got, tc.want) {
+			t.Errorf("ParseInts(%q) = %v, %v; want %v, error %v", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+}
+
+func FuzzParseInts(f *testing.F) {
+	for _, s := range []string{"80,100", "80", "", " 1 , 2 ", "80,,100", "-1,0", "9223372036854775807", "１", strings.Repeat("7,", 120)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		xs, err := ParseInts(s)
+		if err != nil {
+			return
+		}
+		if len(xs) > maxInts {
+			t.Fatalf("ParseInts(%q): %d numbers", s, len(xs))
+		}
+		back, err := ParseInts(xs.String())
+		if err != nil || !slices.Equal(back, xs) {
+			t.Fatalf("ParseInts(%q) = %v, formatted %q, parsed back %v, %v", s, xs, xs.String(), back, err)
 		}
 	})
 }

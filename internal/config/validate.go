@@ -36,6 +36,7 @@ func (c *Config) Validate() error {
 	c.validateStores(&p)
 	c.validateTelegram(&p)
 	c.validateMail(&p)
+	c.validateAlerts(&p)
 	if !slices.Contains(levels, c.Log.Level) {
 		p.add("log.level", "must be debug, info, warn or error, got %v", c.Log.Level)
 	}
@@ -244,6 +245,26 @@ func (c *Config) validateTelegram(p *problems) {
 	}
 	if t.WebhookSecret != "" && !validWebhookSecret(t.WebhookSecret) {
 		p.add("telegram.webhook_secret", "must be 1 to 256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule; the value is not shown)")
+	}
+}
+
+func (c *Config) validateAlerts(p *problems) {
+	a := &c.Alerts
+	for i, x := range a.Thresholds {
+		switch {
+		case x < 1 || x > 100:
+			p.add(fmt.Sprintf("alerts.thresholds[%d]", i), "must be a percent from 1 to 100, got %d", x)
+		case i > 0 && x <= a.Thresholds[i-1]:
+			p.add(fmt.Sprintf("alerts.thresholds[%d]", i), "must be greater than the one before (ascending, each once), got %d after %d", x, a.Thresholds[i-1])
+		}
+	}
+	if a.WebhookURL != "" {
+		if !isURL(a.WebhookURL, true, "http", "https") {
+			p.add("alerts.webhook_url", "must be empty or an http:// or https:// URL %s", notShown)
+		}
+		if a.WebhookSecret == "" {
+			p.add("alerts.webhook_secret", "must be set when alerts.webhook_url is, so that receivers can verify the webhooks")
+		}
 	}
 }
 

@@ -172,6 +172,8 @@ func testAuditActions(t *testing.T, s AuditStore) {
 	must("LinkTelegram(b, 42)", s.LinkTelegram(tg, b.ID, 42))
 	must("LinkTelegram(b, 43)", s.LinkTelegram(tg, b.ID, 43))
 	must("LinkTelegram(a, 0)", s.LinkTelegram(bg, a.ID, 0))
+	must("SetMailAlerts(b, false)", s.SetMailAlerts(sluice.WithActor(bg, userActor(b.ID)), b.ID, false))
+	must("SetMailAlerts(b, false) again", s.SetMailAlerts(sluice.WithActor(bg, userActor(b.ID)), b.ID, false)) // no change, no event
 
 	must("RecordAudit", s.RecordAudit(admin, &sluice.AuditEvent{Actor: adminActor, Action: sluice.AuditUsageReset, AccountID: a.ID}))
 	must("RecordAudit", s.RecordAudit(bg, &sluice.AuditEvent{Actor: userActor(b.ID), Action: sluice.AuditPasswordReset, AccountID: b.ID}))
@@ -195,6 +197,7 @@ func testAuditActions(t *testing.T, s AuditStore) {
 	bUser := sluice.Actor{Type: sluice.ActorUser, ID: idString(b.ID), IP: "198.51.100.7"}
 	wantEvents(t, s, sluice.AuditFilter{AccountID: b.ID},
 		auditRow{userActor(b.ID), sluice.AuditPasswordReset, b.ID, "null"},
+		auditRow{userActor(b.ID), sluice.AuditAlertsChanged, b.ID, auditJSON("email", map[string]any{"from": true, "to": false})},
 		auditRow{tgActor, sluice.AuditTelegramLinked, b.ID, auditJSON("telegram_id", 43, "previous_telegram_id", 42)},
 		auditRow{tgActor, sluice.AuditTelegramLinked, b.ID, auditJSON("telegram_id", 42)},
 		auditRow{bUser, sluice.AuditAccountCreated, b.ID, auditJSON("plan", sluice.DefaultPlan, "email", "bob@example.com")},
@@ -205,8 +208,8 @@ func testAuditActions(t *testing.T, s AuditStore) {
 	)
 
 	all := listAudit(t, s, sluice.AuditFilter{Limit: sluice.MaxAuditLimit})
-	if len(all) != 18 {
-		t.Errorf("ListAudit of every account: %d events, want 18", len(all))
+	if len(all) != 19 {
+		t.Errorf("ListAudit of every account: %d events, want 19", len(all))
 	}
 	for _, e := range all {
 		// A sanity bound, loose enough for a database server with its
