@@ -16,6 +16,14 @@ import (
 // openSchema opens a DB in a fresh schema of its own, dropped when t ends.
 func openSchema(t *testing.T) *postgres.DB {
 	t.Helper()
+	db, _ := openSchemaTwice(t)
+	return db
+}
+
+// openSchemaTwice is openSchema that also returns a function opening
+// another DB (another pool, as another instance would) on the same schema.
+func openSchemaTwice(t *testing.T) (*postgres.DB, func() *postgres.DB) {
+	t.Helper()
 	ctx := context.Background()
 	url := testenv.PostgresURL(t)
 	conn, err := pgx.Connect(ctx, url)
@@ -31,19 +39,30 @@ func openSchema(t *testing.T) *postgres.DB {
 		conn.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`)
 		conn.Close(ctx)
 	})
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
+	another := func() *postgres.DB {
+		t.Helper()
+		cfg, err := pgxpool.ParseConfig(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.ConnConfig.RuntimeParams["search_path"] = schema
+		db, err := postgres.OpenConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
 	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = schema
-	db, err := postgres.OpenConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
+	return another(), another
 }
 
 func TestConformance(t *testing.T) {
 	storetest.RunAccountService(t, func(t *testing.T) sluice.AccountService { return openSchema(t) })
+}
+
+func TestIdempotencyStore(t *testing.T) {
+	storetest.RunIdempotencyStore(t, func(t *testing.T) (sluice.IdempotencyStore, func() sluice.IdempotencyStore) {
+		db, another := openSchemaTwice(t)
+		return db.Idempotency(), func() sluice.IdempotencyStore { return another().Idempotency() }
+	})
 }

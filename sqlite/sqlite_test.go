@@ -293,3 +293,10 @@ func TestConcurrentReadsAndWrites(t *testing.T) {
 		t.Fatalf("concurrent reads and writes: %v", err)
 	}
 }
+
+func TestIdempotencyStore(t *testing.T) {
+	storetest.RunIdempotencyStore(t, func(t *testing.T) (sluice.IdempotencyStore, func() sluice.IdempotencyStore) {
+		path := filepath.Join(t.TempDir(), "sluice.db")
+		return mustOpen(t, path).Idempotency(), func() sluice.IdempotencyStore { return mustOpen(t, path).Idempotency() }
+	})
+}
