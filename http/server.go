@@ -165,6 +165,9 @@ type Server struct {
 	// chooses a new password: reset mails link to it with "token=…" added
 	// to its query. Empty: the mail holds the token and the API call only.
 	ResetURL string
+	// Idempotency keeps the answers of image requests sent with an
+	// Idempotency-Key (CONTRACT.md §9; idempotency.go).
+	Idempotency Idempotency
 
 	once    sync.Once
 	handler http.Handler
