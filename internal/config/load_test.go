@@ -38,6 +38,8 @@ limits:
     register: 5/30s
     forgot_password: 2/1d
     forgot_password_email: unlimited
+  idempotency_ttl: 2h
+  idempotency_max_body: 8MiB
 plans:
   - {id: starter, name: Free, hour: 1, day: 2, models: starter, api: false}
   - {id: max, name: Max, hour: ~, day: 9000, models: all, api: true}
@@ -109,6 +111,8 @@ func fullConfig(t *testing.T) Config {
 				ForgotPassword:      Rate{2, 24 * time.Hour},
 				ForgotPasswordEmail: Rate{Limit: sluice.Unlimited},
 			},
+			IdempotencyTTL:     2 * time.Hour,
+			IdempotencyMaxBody: 8 * MiB,
 		},
 		Plans: []sluice.Plan{
 			{ID: "starter", Name: "Free", Hour: 1, Day: 2, Models: "starter"},
@@ -222,6 +226,8 @@ func TestEnvNamesUnique(t *testing.T) {
 		"mail.reset_url":                    "SLUICE_MAIL_RESET_URL",
 		"quota.timeout":                     "SLUICE_QUOTA_TIMEOUT",
 		"server.write_timeout":              "SLUICE_SERVER_WRITE_TIMEOUT",
+		"limits.idempotency_ttl":            "SLUICE_LIMITS_IDEMPOTENCY_TTL",
+		"limits.idempotency_max_body":       "SLUICE_LIMITS_IDEMPOTENCY_MAX_BODY",
 	} {
 		if !slices.Contains(allKeys(), k) {
 			t.Errorf("no key %s", k)
@@ -414,6 +420,10 @@ func TestValidate(t *testing.T) {
 		{"limits: {mode: loud}", "limits.mode"},
 		{"limits: {max_n: 0}", "limits.max_n"},
 		{"limits: {max_n: 101}", "limits.max_n"},
+		{"limits: {idempotency_ttl: 0s}", "limits.idempotency_ttl"},
+		{"limits: {idempotency_ttl: 500ms}", "limits.idempotency_ttl"},
+		{"limits: {idempotency_max_body: 0}", "limits.idempotency_max_body"},
+		{"limits: {idempotency_max_body: 1GiB}", "limits.idempotency_max_body"},
 		{"limits: {auth: {login: 0/1m}}", "limits.auth.login"},
 		{"limits: {auth: {register: 10/1500ms}}", "limits.auth.register"},
 		{"limits: {auth: {forgot_password: 3/100ms}}", "limits.auth.forgot_password"},
