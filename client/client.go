@@ -15,9 +15,10 @@
 //     retries after an exponential backoff with full jitter (at least the
 //     Retry-After, if the answer has one), up to WithMaxRetries retries.
 //   - Retries replay the body and send the same Idempotency-Key as the
-//     first attempt. The gateway does not deduplicate by that key yet, so a
-//     request whose answer was lost on the way back may be generated (and
-//     charged) twice; requests that fail before generating are not charged.
+//     first attempt, so a request whose answer was lost on the way back is
+//     answered again from the gateway's copy, not generated and charged
+//     twice (CONTRACT.md §9). A 409 idempotency_in_progress (the first
+//     attempt is still being served) is retried after its Retry-After.
 //   - An account without limits (Elite) gets no quota headers, and the
 //     client never throttles it.
 //
@@ -40,6 +41,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluicehq/sluice"
 )
 
 // Defaults of the options.
@@ -345,6 +348,9 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, n int
 			} else {
 				wait = c.backoff(attempt)
 			}
+		case resp.StatusCode == http.StatusConflict && e.Code == sluice.EIDEMINFLIGHT:
+			wait = max(e.RetryAfter, time.Second)
+			wait += jitter(wait)
 		case resp.StatusCode >= 500:
 			c.stats.serverErrors.Add(1)
 			wait = c.backoff(attempt)

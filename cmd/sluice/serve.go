@@ -45,7 +45,10 @@ type Main struct {
 	Logger         *slog.Logger
 
 	Accounts sluice.AccountService
-	Quota    *quota.Limiter // plan quotas
+	// Idempotency keeps the answers of keyed image requests, in the
+	// account store's database.
+	Idempotency sluice.IdempotencyStore
+	Quota       *quota.Limiter // plan quotas
 	// AuthQuota decides the auth endpoints' limits over the same store,
 	// with their own failure policy (quota.on_store_error_auth).
 	AuthQuota *quota.Limiter
@@ -117,6 +120,7 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 		m.closers = append(m.closers, db.Close)
 		m.Accounts = cache.New(db, cache.DefaultTTL)
+		m.Idempotency = db.Idempotency()
 	default:
 		db, err := postgres.Open(ctx, cfg.Database.URL)
 		if err != nil {
@@ -126,8 +130,10 @@ func (m *Main) Run(ctx context.Context) error {
 		// Other instances write to the same database: a revocation or
 		// plan change made there is seen here within cache.DefaultTTL.
 		m.Accounts = cache.New(db, cache.DefaultTTL)
+		m.Idempotency = db.Idempotency()
 	}
 	m.closers = append(m.closers, janitor(m.Accounts, log))
+	m.closers = append(m.closers, idempotencyJanitor(m.Idempotency, log))
 
 	// Quota.
 	var store sluice.QuotaStore
@@ -249,6 +255,12 @@ func (m *Main) Run(ctx context.Context) error {
 		},
 		TrustedProxies: cfg.Server.TrustedProxies,
 		ResetURL:       cfg.Mail.ResetURL,
+	}
+	m.Server.Idempotency = shttp.Idempotency{
+		Store:   m.Idempotency,
+		TTL:     cfg.Limits.IdempotencyTTL,
+		MaxBody: int64(cfg.Limits.IdempotencyMaxBody),
+		Lease:   idempotencyLease(cfg),
 	}
 	if cfg.Telegram.Token != "" {
 		// Before Open: the webhook is a route of the gateway, and the
@@ -385,6 +397,54 @@ func janitor(accounts sluice.AccountService, log *slog.Logger) func() error {
 					log.Warn("deleting expired sessions and tokens failed", "error", err.Error())
 				} else if n > 0 {
 					log.Debug("deleted expired sessions and tokens", "n", n)
+				}
+			}
+		}
+	}()
+	return func() error {
+		close(stop)
+		<-done
+		return nil
+	}
+}
+
+// idempotencyLease is how long a keyed request's claim is in flight: the
+// upstream's timeout plus idempotencyRelayMargin to relay the answer. A
+// claim left by a crashed instance holds that long; a request that runs
+// longer (a client reading the answer very slowly) may be served twice.
+func idempotencyLease(cfg *config.Config) time.Duration {
+	return cfg.Upstream.Timeout + idempotencyRelayMargin
+}
+
+// idempotencyRelayMargin is the time a lease allows to relay an answer.
+const idempotencyRelayMargin = 30 * time.Second
+
+// idempotencyJanitorInterval is how often expired idempotency records are
+// deleted.
+var idempotencyJanitorInterval = 10 * time.Minute
+
+// idempotencyJanitor deletes expired idempotency records every
+// idempotencyJanitorInterval, and returns the function that stops it. With
+// several instances on one database each does it; the deletes are
+// idempotent.
+func idempotencyJanitor(s sluice.IdempotencyStore, log *slog.Logger) func() error {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(idempotencyJanitorInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case now := <-t.C:
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				n, err := s.DeleteExpired(ctx, now)
+				cancel()
+				if err != nil {
+					log.Warn("deleting expired idempotency records failed", "error", err.Error())
+				} else if n > 0 {
+					log.Debug("deleted expired idempotency records", "n", n)
 				}
 			}
 		}
