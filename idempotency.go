@@ -20,7 +20,9 @@ const (
 const (
 	DefaultIdempotencyTTL = 24 * time.Hour
 	// DefaultIdempotencyMaxBody holds the answer of n=4 large images: four
-	// 2048x2048 PNGs of ~4.5 MiB each are ~24 MiB in base64.
+	// PNGs of up to 6 MiB each (8 MiB each in base64). A 1024x1024 PNG of
+	// an upstream such as OpenAI's is typically 1.5-3 MiB; the demo
+	// generator's 2048x2048 is 120 KB.
 	DefaultIdempotencyMaxBody = 32 << 20
 )
 

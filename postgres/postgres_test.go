@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"strconv"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -14,7 +15,7 @@ import (
 )
 
 // openSchema opens a DB in a fresh schema of its own, dropped when t ends.
-func openSchema(t *testing.T) *postgres.DB {
+func openSchema(t testing.TB) *postgres.DB {
 	t.Helper()
 	db, _ := openSchemaTwice(t)
 	return db
@@ -22,7 +23,7 @@ func openSchema(t *testing.T) *postgres.DB {
 
 // openSchemaTwice is openSchema that also returns a function opening
 // another DB (another pool, as another instance would) on the same schema.
-func openSchemaTwice(t *testing.T) (*postgres.DB, func() *postgres.DB) {
+func openSchemaTwice(t testing.TB) (*postgres.DB, func() *postgres.DB) {
 	t.Helper()
 	ctx := context.Background()
 	url := testenv.PostgresURL(t)
@@ -65,4 +66,38 @@ func TestIdempotencyStore(t *testing.T) {
 		db, another := openSchemaTwice(t)
 		return db.Idempotency(), func() sluice.IdempotencyStore { return another().Idempotency() }
 	})
+}
+
+// BenchmarkIdempotency measures the idempotency store's calls with answers
+// of one demo image (24 KiB) and of a large upstream answer (4 MiB). Run it
+// with a count: -benchtime=200x.
+func BenchmarkIdempotency(b *testing.B) {
+	for _, size := range []int{24 << 10, 4 << 20} {
+		b.Run(strconv.Itoa(size>>10)+"KiB", func(b *testing.B) {
+			storetest.BenchmarkIdempotencyStore(b, openSchema(b).Idempotency(), size)
+		})
+	}
+}
+
+// BenchmarkIdempotencyRecordBytes reports what a kept answer costs beyond
+// its body (bytes/record), from pg_total_relation_size (table, TOAST and
+// indexes) before and after 1,000 records with a 24 KiB body. Run it once:
+// -benchtime=1x.
+func BenchmarkIdempotencyRecordBytes(b *testing.B) {
+	const n, body = 1000, 24 << 10
+	db := openSchema(b)
+	size := func() int64 {
+		var v int64
+		if err := db.Pool().QueryRow(b.Context(), `SELECT pg_total_relation_size('idempotency')`).Scan(&v); err != nil {
+			b.Fatal(err)
+		}
+		return v
+	}
+	var total int64
+	for b.Loop() {
+		before := size()
+		storetest.FillIdempotencyStore(b, db.Idempotency(), n, body)
+		total += size() - before
+	}
+	b.ReportMetric(float64(total)/float64(b.N*n)-body, "overhead-bytes/record")
 }
