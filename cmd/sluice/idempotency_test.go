@@ -169,20 +169,31 @@ func startOn(t *testing.T, b *backend, extra map[string]string) *gateway {
 
 func (g *gateway) keyed(key, idem, body string) response {
 	g.t.Helper()
+	r := g.keyedNoFatal(key, idem, body)
+	if r.status == 0 {
+		g.t.Fatalf("POST with Idempotency-Key %q: %s", idem, r.body)
+	}
+	return r
+}
+
+// keyedNoFatal posts an image request with the Idempotency-Key; a request
+// that gets no answer has status 0 and the error as its body. It may run
+// on a goroutine other than the test's.
+func (g *gateway) keyedNoFatal(key, idem, body string) response {
 	req, err := http.NewRequest("POST", g.url+"/v1/images/generations", strings.NewReader(body))
 	if err != nil {
-		g.t.Fatal(err)
+		return response{body: []byte(err.Error())}
 	}
 	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Idempotency-Key", idem)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		g.t.Fatal(err)
+		return response{body: []byte(err.Error())}
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		g.t.Fatal(err)
+		return response{body: []byte(err.Error())}
 	}
 	return response{resp.StatusCode, resp.Header, b}
 }
@@ -193,16 +204,21 @@ func (g *gateway) keyed(key, idem, body string) response {
 func TestIdempotentTwoInstances(t *testing.T) {
 	b := sharedBackend(t)
 	up := newFakeUpstream(t)
-	extra := map[string]string{"SLUICE_UPSTREAM_URL": up.srv.URL}
+	// A generous bound on Redis calls: this test is about the account
+	// store, and a quota_unavailable on a loaded machine would hide it.
+	extra := map[string]string{"SLUICE_UPSTREAM_URL": up.srv.URL, "SLUICE_QUOTA_TIMEOUT": "5s"}
 	a, bb := startOn(t, b, extra), startOn(t, b, extra)
 	_, key := a.account("two@example.com", "vip")
 	const body = `{"model":"sluice-sketch","prompt":"a lighthouse"}`
 
 	open := up.close()
-	first := make(chan response)
-	go func() { first <- a.keyed(key, "shared-1", body) }()
+	first := make(chan response, 1)
+	go func() { first <- a.keyedNoFatal(key, "shared-1", body) }()
 	select {
 	case <-up.in:
+	case r := <-first:
+		open()
+		t.Fatalf("the first request was answered before it reached the upstream: %d %s", r.status, r.body)
 	case <-time.After(30 * time.Second):
 		open()
 		t.Fatal("the first request never reached the upstream")
