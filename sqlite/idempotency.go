@@ -13,10 +13,10 @@ import (
 var _ sluice.IdempotencyStore = (*Idempotency)(nil)
 
 // Idempotency is the sluice.IdempotencyStore of a DB: its records live in
-// the table idempotency of the same file. Claims are atomic because every
-// write goes through the DB's one writer connection, in a transaction that
-// takes SQLite's write lock at BEGIN (so also against other processes that
-// open the file).
+// the table idempotency of the same file. Claims are atomic because a claim
+// is one upsert statement, and every write goes through the DB's one writer
+// connection under SQLite's write lock (so also against other processes
+// that open the file).
 type Idempotency struct{ db *DB }
 
 // Idempotency returns the DB's idempotency store.
@@ -26,9 +26,15 @@ func (db *DB) Idempotency() *Idempotency { return &Idempotency{db: db} }
 // statement, so that the writer is never held long.
 const deleteBatch = 1000
 
-// Begin implements sluice.IdempotencyStore: one transaction on the writer,
-// an upsert that takes the key if it is free or expired, and, if it was
-// not, a read of the record that holds it.
+// beginAttempts bounds Begin's loop: the record that held the key may be
+// deleted (abandoned, purged) between the upsert and the read, and then the
+// upsert is tried again.
+const beginAttempts = 5
+
+// Begin implements sluice.IdempotencyStore: an upsert on the writer that
+// takes the key if it is free or expired and, if it was not, a read of the
+// record that holds it on a reader, so that replaying a large answer does
+// not hold the writer.
 func (s *Idempotency) Begin(ctx context.Context, rec *sluice.IdempotencyRecord, now time.Time) (*sluice.IdempotencyRecord, bool, error) {
 	exp, err := nanos(rec.ExpiresAt)
 	if err != nil {
@@ -38,42 +44,42 @@ func (s *Idempotency) Begin(ctx context.Context, rec *sluice.IdempotencyRecord, 
 	if err != nil {
 		return nil, false, fmt.Errorf("idempotency begin: %w", err)
 	}
-	tx, err := s.db.w.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, false, fmt.Errorf("idempotency begin: %w", err)
-	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `
+	for range beginAttempts {
+		res, err := s.db.w.ExecContext(ctx, `
 INSERT INTO idempotency (account_id, key, fingerprint, token, done, status, content_type, body, oversize, expires_at)
 VALUES (?, ?, ?, ?, 0, 0, '', NULL, 0, ?)
 ON CONFLICT (account_id, key) DO UPDATE SET
 	fingerprint = excluded.fingerprint, token = excluded.token, done = 0, status = 0,
 	content_type = '', body = NULL, oversize = 0, expires_at = excluded.expires_at
 WHERE idempotency.expires_at <= ?`,
-		rec.AccountID, rec.Key, rec.Fingerprint[:], rec.Token, exp, nowN)
-	if err != nil {
-		return nil, false, fmt.Errorf("idempotency begin: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return nil, false, fmt.Errorf("idempotency begin: %w", err)
-	}
-	if n == 1 {
-		if err := tx.Commit(); err != nil {
+			rec.AccountID, rec.Key, rec.Fingerprint[:], rec.Token, exp, nowN)
+		if err != nil {
 			return nil, false, fmt.Errorf("idempotency begin: %w", err)
 		}
-		got := *rec
-		got.Done, got.Status, got.ContentType, got.Body, got.Oversize = false, 0, "", nil, false
-		got.ExpiresAt = fromNanos(exp)
-		return &got, true, nil
-	}
-	got, err := scanIdempotency(tx.QueryRowContext(ctx, `
+		n, err := res.RowsAffected()
+		if err != nil {
+			return nil, false, fmt.Errorf("idempotency begin: %w", err)
+		}
+		if n == 1 {
+			got := *rec
+			got.Done, got.Status, got.ContentType, got.Body, got.Oversize = false, 0, "", nil, false
+			got.ExpiresAt = fromNanos(exp)
+			return &got, true, nil
+		}
+		// A reader starts after the upsert's commit, so it sees the
+		// record that refused it, unless that went away since.
+		got, err := scanIdempotency(s.db.r.QueryRowContext(ctx, `
 SELECT account_id, key, fingerprint, token, done, status, content_type, body, oversize, expires_at
 FROM idempotency WHERE account_id = ? AND key = ?`, rec.AccountID, rec.Key))
-	if err != nil {
-		return nil, false, fmt.Errorf("idempotency begin: %w", err)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("idempotency begin: %w", err)
+		}
+		return got, false, nil
 	}
-	return got, false, tx.Commit()
+	return nil, false, errors.New("idempotency begin: the key changed hands too often")
 }
 
 func scanIdempotency(row *sql.Row) (*sluice.IdempotencyRecord, error) {
