@@ -108,6 +108,13 @@ type IdempotencyStore interface {
 	// it completed or abandoned it already).
 	Complete(ctx context.Context, rec *IdempotencyRecord) error
 
+	// Extend moves the end of the lease of the attempt token's claim in
+	// flight to expires: a request still being served renews its claim so
+	// that it is never taken over, while the claim of a crashed instance
+	// ends soon. It is an *Error with code ENOTFOUND if the attempt no
+	// longer holds a claim in flight.
+	Extend(ctx context.Context, accountID int64, key, token string, expires time.Time) error
+
 	// Abandon deletes the claim of the attempt token, so that the next
 	// request with the key is a new attempt. A claim the attempt no
 	// longer holds, and a done record, are left alone (no error).

@@ -27,8 +27,11 @@ import (
 //     "Idempotency-Key" before the body is read.
 //   - The claim is taken after the body and the model are checked and
 //     before the quota: requests refused for those reasons keep nothing.
-//     It is in flight for Idempotency.Lease; if the instance serving it
-//     crashes, a retry after the lease is a new attempt.
+//     It is a lease of Idempotency.Lease, renewed every third of it while
+//     the request is served, so a request is never taken over however long
+//     it runs (unless the store cannot be reached for a whole lease); if
+//     the instance serving it crashes, a retry after the lease is a new
+//     attempt.
 //   - A 200 whose body is over Idempotency.MaxBody is kept without its body:
 //     a retry is answered 422 idempotency_key_reused saying so, and is not
 //     charged again (sluice cannot know whether the first answer arrived;
@@ -38,9 +41,9 @@ import (
 
 // Defaults of the Idempotency fields.
 const (
-	// DefaultIdempotencyLease outlasts the upstream's default timeout
-	// (60s) with time to relay the answer.
-	DefaultIdempotencyLease = 90 * time.Second
+	// DefaultIdempotencyLease is how long the claim of a crashed instance
+	// holds a key; a claim being served is renewed every third of it.
+	DefaultIdempotencyLease = 15 * time.Second
 	// idempotencyStoreTimeout bounds Complete and Abandon, which run even
 	// when the client has gone away.
 	idempotencyStoreTimeout = 10 * time.Second
@@ -56,10 +59,11 @@ type Idempotency struct {
 	// MaxBody bounds the body kept; 0 means
 	// sluice.DefaultIdempotencyMaxBody.
 	MaxBody int64
-	// Lease is how long a claim is in flight before another attempt may
-	// take it over; 0 means DefaultIdempotencyLease. It must outlast the
-	// longest request (upstream timeout plus the relay of the answer):
-	// a request still running when its lease ends may be served twice.
+	// Lease is how long a claim is in flight, unless renewed, before
+	// another attempt may take it over; 0 means DefaultIdempotencyLease.
+	// The request that holds it renews it every Lease/3; should the
+	// store be unreachable for a whole Lease, the request may be served
+	// twice.
 	Lease time.Duration
 }
 
@@ -131,6 +135,9 @@ type idemClaim struct {
 	buf     bytes.Buffer // the relayed body, while it fits
 	over    bool         // the relayed body did not fit
 	settled bool         // completed or abandoned
+	// stop ends the renewal of the lease, which closes done when it has
+	// returned.
+	stop, done chan struct{}
 }
 
 // begin claims the key for the request, whose body has been read whole. If
@@ -156,7 +163,9 @@ func (ir *idemRequest) begin(s *Server, w http.ResponseWriter, r *http.Request, 
 		return nil, false
 	}
 	if claimed {
-		return &idemClaim{s: s, r: r, rec: got}, true
+		c := &idemClaim{s: s, r: r, rec: got}
+		c.renew()
+		return c, true
 	}
 	switch {
 	case got.Fingerprint != rec.Fingerprint:
@@ -189,6 +198,47 @@ func (s *Server) replay(w http.ResponseWriter, r *http.Request, q *quotaCtx, rec
 	h["Idempotent-Replayed"] = []string{"true"}
 	w.WriteHeader(rec.Status)
 	w.Write(rec.Body)
+}
+
+// renew starts renewing the claim's lease every third of it, until
+// stopRenewing. A renewal that finds the claim gone (taken over after the
+// store was unreachable for a whole lease) stops; other failures are logged
+// and tried again at the next tick.
+func (c *idemClaim) renew() {
+	c.stop, c.done = make(chan struct{}), make(chan struct{})
+	s, lease := c.s, c.s.Idempotency.lease()
+	go func() {
+		defer close(c.done)
+		t := time.NewTicker(lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-c.stop:
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), lease/3)
+			err := s.Idempotency.Store.Extend(ctx, c.rec.AccountID, c.rec.Key, c.rec.Token, s.now().Add(lease))
+			cancel()
+			if err != nil {
+				s.logger().LogAttrs(ctx, slog.LevelWarn, "renewing the claim of an idempotent request failed",
+					slog.String("request_id", requestID(c.r)), slog.Int64("account_id", c.rec.AccountID),
+					slog.String("error", err.Error()))
+				if sluice.ErrorCode(err) == sluice.ENOTFOUND {
+					return
+				}
+			}
+		}
+	}()
+}
+
+// stopRenewing stops the renewal of the lease and waits for it.
+func (c *idemClaim) stopRenewing() {
+	if c.stop != nil {
+		close(c.stop)
+		<-c.done
+		c.stop = nil
+	}
 }
 
 // tee returns w, and on a claim a writer that also keeps what is written,
@@ -228,6 +278,7 @@ func (c *idemClaim) complete(status int, contentType string) {
 		return
 	}
 	c.settled = true
+	c.stopRenewing()
 	s := c.s
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.r.Context()), idempotencyStoreTimeout)
 	defer cancel()
@@ -255,6 +306,7 @@ func (c *idemClaim) abandon() {
 		return
 	}
 	c.settled = true
+	c.stopRenewing()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.r.Context()), idempotencyStoreTimeout)
 	defer cancel()
 	if err := c.s.Idempotency.Store.Abandon(ctx, c.rec.AccountID, c.rec.Key, c.rec.Token); err != nil {

@@ -348,3 +348,63 @@ func TestIdempotencyOff(t *testing.T) {
 	wantStatus(t, res, 200)
 	wantRemaining(t, res, "96")
 }
+
+// countingExtends counts the renewals of a store's leases.
+type countingExtends struct {
+	sluice.IdempotencyStore
+	n atomic.Int64
+}
+
+func (c *countingExtends) Extend(ctx context.Context, accountID int64, key, token string, expires time.Time) error {
+	err := c.IdempotencyStore.Extend(ctx, accountID, key, token, expires)
+	if err == nil {
+		c.n.Add(1)
+	}
+	return err
+}
+
+// TestIdempotentLeaseRenewed checks that a request served for longer than
+// its lease renews its claim, so that a retry is a 409, not a takeover.
+func TestIdempotentLeaseRenewed(t *testing.T) {
+	const lease = 900 * time.Millisecond // renewed every 300 ms of the wall clock
+	store := &countingExtends{}
+	h := newHarness(t, func(h *harness, _ *quota.Limiter) {
+		store.IdempotencyStore = h.DB.Idempotency()
+		h.S.Idempotency = sluicehttp.Idempotency{Store: store, Lease: lease}
+	})
+	started, release := make(chan struct{}), make(chan struct{})
+	h.Gen.GenerateFn = func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
+		close(started)
+		<-release
+		return okImages(req.N), nil
+	}
+	_, key := h.account("vip")
+	done := make(chan *response)
+	go func() { done <- h.keyed("/v1/images/generations", key, "long", idemBody) }()
+	<-started
+	// Three leases pass on the request's clock; after each step, wait for
+	// a renewal made at the new time.
+	for i := range 3 {
+		h.Clock.Add(lease - 100*time.Millisecond)
+		want := store.n.Load() + 1
+		deadline := time.Now().Add(10 * time.Second)
+		for store.n.Load() < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("step %d: no renewal of the lease", i)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		res := h.keyed("/v1/images/generations", key, "long", idemBody)
+		if res.Status != 409 {
+			t.Fatalf("step %d, %v after the claim: %d %s, want 409", i, h.Clock.Now().Sub(T0), res.Status, res.Body)
+		}
+	}
+	close(release)
+	first := <-done
+	wantStatus(t, first, 200)
+	again := h.keyed("/v1/images/generations", key, "long", idemBody)
+	if again.Header.Get("Idempotent-Replayed") != "true" || !bytes.Equal(again.Body, first.Body) {
+		t.Errorf("after the long request: status %d, replayed %q", again.Status, again.Header.Get("Idempotent-Replayed"))
+	}
+	wantRemaining(t, again, "98")
+}

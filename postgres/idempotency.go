@@ -101,6 +101,20 @@ WHERE account_id = $6 AND key = $7 AND token = $8 AND NOT done`,
 	return nil
 }
 
+// Extend implements sluice.IdempotencyStore.
+func (s *Idempotency) Extend(ctx context.Context, accountID int64, key, token string, expires time.Time) error {
+	tag, err := s.db.pool.Exec(ctx,
+		`UPDATE idempotency SET expires_at = $1 WHERE account_id = $2 AND key = $3 AND token = $4 AND NOT done`,
+		expires.UTC(), accountID, key, token)
+	if err != nil {
+		return fmt.Errorf("idempotency extend: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return sluice.Errorf(sluice.ENOTFOUND, "The idempotency claim is no longer held.")
+	}
+	return nil
+}
+
 // Abandon implements sluice.IdempotencyStore.
 func (s *Idempotency) Abandon(ctx context.Context, accountID int64, key, token string) error {
 	if _, err := s.db.pool.Exec(ctx,

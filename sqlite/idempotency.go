@@ -129,6 +129,26 @@ WHERE account_id = ? AND key = ? AND token = ? AND done = 0`,
 	return nil
 }
 
+// Extend implements sluice.IdempotencyStore.
+func (s *Idempotency) Extend(ctx context.Context, accountID int64, key, token string, expires time.Time) error {
+	exp, err := nanos(expires)
+	if err != nil {
+		return fmt.Errorf("idempotency extend: %w", err)
+	}
+	res, err := s.db.w.ExecContext(ctx,
+		`UPDATE idempotency SET expires_at = ? WHERE account_id = ? AND key = ? AND token = ? AND done = 0`,
+		exp, accountID, key, token)
+	if err != nil {
+		return fmt.Errorf("idempotency extend: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("idempotency extend: %w", err)
+	} else if n == 0 {
+		return sluice.Errorf(sluice.ENOTFOUND, "The idempotency claim is no longer held.")
+	}
+	return nil
+}
+
 // Abandon implements sluice.IdempotencyStore.
 func (s *Idempotency) Abandon(ctx context.Context, accountID int64, key, token string) error {
 	if _, err := s.db.w.ExecContext(ctx,

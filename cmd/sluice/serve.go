@@ -260,7 +260,6 @@ func (m *Main) Run(ctx context.Context) error {
 		Store:   m.Idempotency,
 		TTL:     cfg.Limits.IdempotencyTTL,
 		MaxBody: int64(cfg.Limits.IdempotencyMaxBody),
-		Lease:   idempotencyLease(cfg),
 	}
 	if cfg.Telegram.Token != "" {
 		// Before Open: the webhook is a route of the gateway, and the
@@ -407,17 +406,6 @@ func janitor(accounts sluice.AccountService, log *slog.Logger) func() error {
 		return nil
 	}
 }
-
-// idempotencyLease is how long a keyed request's claim is in flight: the
-// upstream's timeout plus idempotencyRelayMargin to relay the answer. A
-// claim left by a crashed instance holds that long; a request that runs
-// longer (a client reading the answer very slowly) may be served twice.
-func idempotencyLease(cfg *config.Config) time.Duration {
-	return cfg.Upstream.Timeout + idempotencyRelayMargin
-}
-
-// idempotencyRelayMargin is the time a lease allows to relay an answer.
-const idempotencyRelayMargin = 30 * time.Second
 
 // idempotencyJanitorInterval is how often expired idempotency records are
 // deleted.

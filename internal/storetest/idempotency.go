@@ -26,6 +26,7 @@ func RunIdempotencyStore(t *testing.T, open func(t *testing.T) (s sluice.Idempot
 	t.Run("Lifecycle", func(t *testing.T) { testIdemLifecycle(t, one(t)) })
 	t.Run("LeaseTakeover", func(t *testing.T) { testIdemLeaseTakeover(t, one(t)) })
 	t.Run("Abandon", func(t *testing.T) { testIdemAbandon(t, one(t)) })
+	t.Run("Extend", func(t *testing.T) { testIdemExtend(t, one(t)) })
 	t.Run("AnswerExpires", func(t *testing.T) { testIdemAnswerExpires(t, one(t)) })
 	t.Run("ScopeIsTheAccount", func(t *testing.T) { testIdemScope(t, one(t)) })
 	t.Run("Oversize", func(t *testing.T) { testIdemOversize(t, one(t)) })
@@ -147,6 +148,30 @@ func testIdemLeaseTakeover(t *testing.T, s sluice.IdempotencyStore) {
 	}
 	wantRecord(t, "Begin after the stale Abandon", second, begin(t, s, claim(1, "crashed", "x", end), end.Add(time.Second), false))
 	complete(t, s, done(second, "ok", end.Add(time.Second)))
+}
+
+func testIdemExtend(t *testing.T, s sluice.IdempotencyStore) {
+	ctx := t.Context()
+	now := wholeSecondNow()
+	c := claim(1, "long", "x", now)
+	begin(t, s, c, now, true)
+	// Renewed a minute on, the claim holds past its first lease.
+	if err := s.Extend(ctx, 1, "long", c.Token, now.Add(2*idemLease)); err != nil {
+		t.Fatalf("Extend: %v", err)
+	}
+	want := *c
+	want.ExpiresAt = now.Add(2 * idemLease)
+	wantRecord(t, "Begin after the first lease's end", &want, begin(t, s, claim(1, "long", "x", now), now.Add(idemLease), false))
+	wantCode(t, "Extend by another attempt", s.Extend(ctx, 1, "long", "stranger", now.Add(3*idemLease)), sluice.ENOTFOUND)
+	wantCode(t, "Extend of a key never claimed", s.Extend(ctx, 1, "nothing", c.Token, now.Add(3*idemLease)), sluice.ENOTFOUND)
+	// At the renewed lease's end another attempt takes over; the first can
+	// no longer renew.
+	second := claim(1, "long", "x", now.Add(2*idemLease))
+	begin(t, s, second, now.Add(2*idemLease), true)
+	wantCode(t, "Extend after a takeover", s.Extend(ctx, 1, "long", c.Token, now.Add(4*idemLease)), sluice.ENOTFOUND)
+	// A done record is not a claim in flight.
+	complete(t, s, done(second, "ok", now.Add(2*idemLease)))
+	wantCode(t, "Extend of a done record", s.Extend(ctx, 1, "long", second.Token, now.Add(4*idemLease)), sluice.ENOTFOUND)
 }
 
 func testIdemAbandon(t *testing.T, s sluice.IdempotencyStore) {
