@@ -45,10 +45,7 @@ type Main struct {
 	Logger         *slog.Logger
 
 	Accounts sluice.AccountService
-	// Idempotency keeps the answers of keyed image requests, in the
-	// account store's database.
-	Idempotency sluice.IdempotencyStore
-	Quota       *quota.Limiter // plan quotas
+	Quota    *quota.Limiter // plan quotas
 	// AuthQuota decides the auth endpoints' limits over the same store,
 	// with their own failure policy (quota.on_store_error_auth).
 	AuthQuota *quota.Limiter
@@ -57,6 +54,10 @@ type Main struct {
 	// Mailer sends the password-reset mail: over SMTP when mail.smtp_host
 	// is set, else to the log and <data>/outbox/.
 	Mailer *mail.Queue
+
+	// Idempotency keeps the answers of keyed image requests, in the
+	// account store's database.
+	Idempotency sluice.IdempotencyStore
 
 	closers []func() error // run in reverse by Close
 }
