@@ -293,7 +293,9 @@ func (c *Client) Usage(ctx context.Context) (*Usage, error) {
 func (c *Client) do(ctx context.Context, method, path string, body []byte, n int64, out any) error {
 	idem := ""
 	if method == http.MethodPost {
-		idem = newIdempotencyKey()
+		if idem, _ = ctx.Value(idempotencyKeyCtx{}).(string); idem == "" {
+			idem = newIdempotencyKey()
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
@@ -456,6 +458,20 @@ func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+type idempotencyKeyCtx struct{}
+
+// WithIdempotencyKey returns a context under which a call that costs units
+// (GenerateImages) sends key as its Idempotency-Key on every attempt,
+// instead of a random key of its own. A caller whose logical request can
+// outlive the call (a program that records the key, crashes, and tries
+// again after a restart) gets the gateway's kept answer within
+// limits.idempotency_ttl instead of a second charge. key must be 1 to 255
+// printable ASCII characters (the gateway refuses others with a 400), and
+// must not be reused for another request (a 422).
+func WithIdempotencyKey(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, idempotencyKeyCtx{}, key)
 }
 
 // newIdempotencyKey returns a random key for one logical request.

@@ -39,3 +39,21 @@ func Test422KeyReused(t *testing.T) {
 		t.Fatalf("%d requests, want 1", n)
 	}
 }
+
+// TestWithIdempotencyKey: a key chosen by the caller is sent on every
+// attempt of the call, and only under its context.
+func TestWithIdempotencyKey(t *testing.T) {
+	f := newFake(t, answer(503, `{"error":"quota_unavailable","message":"x"}`), ok())
+	c := newClient(f)
+	ctx := WithIdempotencyKey(context.Background(), "order-4711")
+	if _, err := c.GenerateImages(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GenerateImages(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	rs := f.requests()
+	if len(rs) != 3 || rs[0].key != "order-4711" || rs[1].key != "order-4711" || rs[2].key == "order-4711" || rs[2].key == "" {
+		t.Fatalf("keys %q %q %q, want order-4711 twice, then one of the client's", rs[0].key, rs[1].key, rs[2].key)
+	}
+}
