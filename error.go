@@ -25,6 +25,16 @@ const (
 	EINTERNAL        = "internal_error"
 )
 
+// Error codes of idempotent requests (CONTRACT.md §9).
+const (
+	// EIDEMINFLIGHT: a request with the same Idempotency-Key is still
+	// being served (409, Retry-After: 1).
+	EIDEMINFLIGHT = "idempotency_in_progress"
+	// EIDEMREUSED: the Idempotency-Key was used with a different request,
+	// or its answer cannot be replayed (422).
+	EIDEMREUSED = "idempotency_key_reused"
+)
+
 // Error is an error that sluice shows to its users: a code from the list
 // above and a one-sentence message for a human. Field names the request
 // field at fault, if one is. Errors that are not *Error are internal: their

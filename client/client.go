@@ -15,9 +15,10 @@
 //     retries after an exponential backoff with full jitter (at least the
 //     Retry-After, if the answer has one), up to WithMaxRetries retries.
 //   - Retries replay the body and send the same Idempotency-Key as the
-//     first attempt. The gateway does not deduplicate by that key yet, so a
-//     request whose answer was lost on the way back may be generated (and
-//     charged) twice; requests that fail before generating are not charged.
+//     first attempt, so a request whose answer was lost on the way back is
+//     answered again from the gateway's copy, not generated and charged
+//     twice (CONTRACT.md §9). A 409 idempotency_in_progress (the first
+//     attempt is still being served) is retried after its Retry-After.
 //   - An account without limits (Elite) gets no quota headers, and the
 //     client never throttles it. Once the client knows the account's
 //     windows, a successful answer without quota headers leaves them
@@ -42,6 +43,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluicehq/sluice"
 )
 
 // Defaults of the options.
@@ -292,7 +295,9 @@ func (c *Client) Usage(ctx context.Context) (*Usage, error) {
 func (c *Client) do(ctx context.Context, method, path string, body []byte, n int64, out any) error {
 	idem := ""
 	if method == http.MethodPost {
-		idem = newIdempotencyKey()
+		if idem, _ = ctx.Value(idempotencyKeyCtx{}).(string); idem == "" {
+			idem = newIdempotencyKey()
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
@@ -347,6 +352,9 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, n int
 			} else {
 				wait = c.backoff(attempt)
 			}
+		case resp.StatusCode == http.StatusConflict && e.Code == sluice.EIDEMINFLIGHT:
+			wait = max(e.RetryAfter, time.Second)
+			wait += jitter(wait)
 		case resp.StatusCode >= 500:
 			c.stats.serverErrors.Add(1)
 			wait = c.backoff(attempt)
@@ -452,6 +460,20 @@ func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+type idempotencyKeyCtx struct{}
+
+// WithIdempotencyKey returns a context under which a call that costs units
+// (GenerateImages) sends key as its Idempotency-Key on every attempt,
+// instead of a random key of its own. A caller whose logical request can
+// outlive the call (a program that records the key, crashes, and tries
+// again after a restart) gets the gateway's kept answer within
+// limits.idempotency_ttl instead of a second charge. key must be 1 to 255
+// printable ASCII characters (the gateway refuses others with a 400), and
+// must not be reused for another request (a 422).
+func WithIdempotencyKey(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, idempotencyKeyCtx{}, key)
 }
 
 // newIdempotencyKey returns a random key for one logical request.

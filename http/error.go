@@ -28,6 +28,8 @@ var codes = map[string]int{
 	sluice.EUPSTREAM:        http.StatusBadGateway,
 	sluice.EUNAVAILABLE:     http.StatusServiceUnavailable,
 	sluice.EINTERNAL:        http.StatusInternalServerError,
+	sluice.EIDEMINFLIGHT:    http.StatusConflict,
+	sluice.EIDEMREUSED:      http.StatusUnprocessableEntity,
 	codeMethodNotAllowed:    http.StatusMethodNotAllowed,
 }
 
@@ -94,7 +96,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, e *apiError)
 	h.Set("Content-Type", "application/json")
 	if e.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.FormatInt(e.RetryAfter, 10))
-	} else if e.Code == sluice.EUNAVAILABLE {
+	} else if e.Code == sluice.EUNAVAILABLE || e.Code == sluice.EIDEMINFLIGHT {
 		h.Set("Retry-After", "1")
 	}
 	if st := stateOf(r); st != nil {

@@ -192,6 +192,10 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	idem, ok := s.idempotencyKey(w, r, q)
+	if !ok {
+		return
+	}
 	req, err := s.readImageRequest(w, r)
 	if err != nil {
 		s.failWithUsage(w, r, q, err)
@@ -210,6 +214,13 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 			Plan:    q.plan.ID, Model: m.ID})
 		return
 	}
+	// A keyed request: replayed, refused, or claimed until it completes
+	// (a 200 relayed whole) or is abandoned (every other way out).
+	claim, ok := idem.begin(s, w, r, q)
+	if !ok {
+		return
+	}
+	defer claim.abandon()
 
 	n := int64(req.N)
 	d, err := s.take(ctx, q, n)
@@ -264,7 +275,7 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 	h["Content-Type"] = []string{ct}
 	w.WriteHeader(http.StatusOK)
 	buf := copyBufs.Get().(*[]byte)
-	_, err = io.CopyBuffer(w, res.Body, *buf)
+	_, err = io.CopyBuffer(claim.tee(w), res.Body, *buf)
 	copyBufs.Put(buf)
 	if err != nil {
 		settled = true
@@ -283,6 +294,7 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 	}
 	settled = true
 	s.metrics.upstream.WithLabelValues("ok").Observe(time.Since(start).Seconds())
+	claim.complete(http.StatusOK, ct)
 }
 
 // upstreamError is what the client is told about a generator's failure. The

@@ -180,6 +180,9 @@ type Server struct {
 	// Usage watches every decision of the image endpoint (the usage
 	// history, the quota alerts); nil means none.
 	Usage sluice.UsageRecorder
+	// Idempotency keeps the answers of image requests sent with an
+	// Idempotency-Key (CONTRACT.md §9; idempotency.go).
+	Idempotency Idempotency
 
 	once    sync.Once
 	handler http.Handler

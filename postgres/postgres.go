@@ -169,6 +169,23 @@ CREATE TABLE alert_marks (
 );
 CREATE INDEX alert_marks_until ON alert_marks (until);
 `,
+	// 5: idempotency records (CONTRACT.md §9; idempotency.go).
+	`
+CREATE TABLE idempotency (
+	account_id   bigint NOT NULL,
+	key          text NOT NULL,   -- the Idempotency-Key
+	fingerprint  bytea NOT NULL,  -- sluice.Fingerprint of the request
+	token        text NOT NULL,   -- the attempt that claimed the key
+	done         boolean NOT NULL DEFAULT false, -- false: in flight until expires_at; true: answer kept until expires_at
+	status       integer NOT NULL DEFAULT 0,
+	content_type text NOT NULL DEFAULT '',
+	body         bytea,
+	oversize     boolean NOT NULL DEFAULT false, -- the answer was over the bound and its body not kept
+	expires_at   timestamptz NOT NULL,
+	PRIMARY KEY (account_id, key)
+);
+CREATE INDEX idempotency_expires ON idempotency (expires_at);
+`,
 }
 
 // migrationLock is the key of the advisory lock that migrations hold.

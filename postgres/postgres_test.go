@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"strconv"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -14,7 +15,15 @@ import (
 )
 
 // openSchema opens a DB in a fresh schema of its own, dropped when t ends.
-func openSchema(t *testing.T) *postgres.DB {
+func openSchema(t testing.TB) *postgres.DB {
+	t.Helper()
+	db, _ := openSchemaTwice(t)
+	return db
+}
+
+// openSchemaTwice is openSchema that also returns a function opening
+// another DB (another pool, as another instance would) on the same schema.
+func openSchemaTwice(t testing.TB) (*postgres.DB, func() *postgres.DB) {
 	t.Helper()
 	ctx := context.Background()
 	url := testenv.PostgresURL(t)
@@ -31,17 +40,21 @@ func openSchema(t *testing.T) *postgres.DB {
 		conn.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`)
 		conn.Close(ctx)
 	})
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
+	another := func() *postgres.DB {
+		t.Helper()
+		cfg, err := pgxpool.ParseConfig(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.ConnConfig.RuntimeParams["search_path"] = schema
+		db, err := postgres.OpenConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
 	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = schema
-	db, err := postgres.OpenConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
+	return another(), another
 }
 
 func TestAuditLog(t *testing.T) {
@@ -60,4 +73,45 @@ func TestConformance(t *testing.T) {
 
 func TestAlertMarks(t *testing.T) {
 	storetest.RunAlertMarks(t, func(t *testing.T) sluice.AlertMarks { return openSchema(t) })
+}
+
+func TestIdempotencyStore(t *testing.T) {
+	storetest.RunIdempotencyStore(t, func(t *testing.T) (sluice.IdempotencyStore, func() sluice.IdempotencyStore) {
+		db, another := openSchemaTwice(t)
+		return db.Idempotency(), func() sluice.IdempotencyStore { return another().Idempotency() }
+	})
+}
+
+// BenchmarkIdempotency measures the idempotency store's calls with answers
+// of one demo image (24 KiB) and of a large upstream answer (4 MiB). Run it
+// with a count: -benchtime=200x.
+func BenchmarkIdempotency(b *testing.B) {
+	for _, size := range []int{24 << 10, 4 << 20} {
+		b.Run(strconv.Itoa(size>>10)+"KiB", func(b *testing.B) {
+			storetest.BenchmarkIdempotencyStore(b, openSchema(b).Idempotency(), size)
+		})
+	}
+}
+
+// BenchmarkIdempotencyRecordBytes reports what a kept answer costs beyond
+// its body (bytes/record), from pg_total_relation_size (table, TOAST and
+// indexes) before and after 1,000 records with a 24 KiB body. Run it once:
+// -benchtime=1x.
+func BenchmarkIdempotencyRecordBytes(b *testing.B) {
+	const n, body = 1000, 24 << 10
+	db := openSchema(b)
+	size := func() int64 {
+		var v int64
+		if err := db.Pool().QueryRow(b.Context(), `SELECT pg_total_relation_size('idempotency')`).Scan(&v); err != nil {
+			b.Fatal(err)
+		}
+		return v
+	}
+	var total int64
+	for b.Loop() {
+		before := size()
+		storetest.FillIdempotencyStore(b, db.Idempotency(), n, body)
+		total += size() - before
+	}
+	b.ReportMetric(float64(total)/float64(b.N*n)-body, "overhead-bytes/record")
 }

@@ -217,6 +217,24 @@ CREATE TABLE alert_marks (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX alert_marks_until ON alert_marks (until);
 `,
+	// 5: idempotency records (CONTRACT.md §9; idempotency.go). A rowid
+	// table, not WITHOUT ROWID: a kept answer may be megabytes.
+	`
+CREATE TABLE idempotency (
+	account_id   INTEGER NOT NULL,
+	key          TEXT NOT NULL,   -- the Idempotency-Key
+	fingerprint  BLOB NOT NULL,   -- sluice.Fingerprint of the request
+	token        TEXT NOT NULL,   -- the attempt that claimed the key
+	done         INTEGER NOT NULL DEFAULT 0, -- 0: in flight until expires_at; 1: answer kept until expires_at
+	status       INTEGER NOT NULL DEFAULT 0,
+	content_type TEXT NOT NULL DEFAULT '',
+	body         BLOB,
+	oversize     INTEGER NOT NULL DEFAULT 0, -- 1: the answer was over the bound and its body not kept
+	expires_at   INTEGER NOT NULL, -- Unix nanoseconds
+	PRIMARY KEY (account_id, key)
+) STRICT;
+CREATE INDEX idempotency_expires ON idempotency (expires_at);
+`,
 }
 
 // migrate applies the steps of ms that the database lacks, each in its own

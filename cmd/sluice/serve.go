@@ -61,6 +61,10 @@ type Main struct {
 	// Alerts sends the quota alerts; nil when alerts.thresholds is empty.
 	Alerts *alert.Notifier
 
+	// Idempotency keeps the answers of keyed image requests, in the
+	// account store's database.
+	Idempotency sluice.IdempotencyStore
+
 	closers []func() error // run in reverse by Close
 }
 
@@ -127,6 +131,7 @@ func (m *Main) Run(ctx context.Context) error {
 		m.Accounts = cache.New(db, cache.DefaultTTL)
 		m.Audit = db
 		marks = db
+		m.Idempotency = db.Idempotency()
 	default:
 		db, err := postgres.Open(ctx, cfg.Database.URL)
 		if err != nil {
@@ -140,8 +145,10 @@ func (m *Main) Run(ctx context.Context) error {
 		m.Accounts = cache.New(db, cache.DefaultTTL)
 		m.Audit = db
 		marks = db
+		m.Idempotency = db.Idempotency()
 	}
 	m.closers = append(m.closers, janitor(m.Accounts, log))
+	m.closers = append(m.closers, idempotencyJanitor(m.Idempotency, log))
 
 	// Quota.
 	var store sluice.QuotaStore
@@ -273,6 +280,11 @@ func (m *Main) Run(ctx context.Context) error {
 		TrustedProxies: cfg.Server.TrustedProxies,
 		ResetURL:       cfg.Mail.ResetURL,
 		Audit:          m.Audit,
+	}
+	m.Server.Idempotency = shttp.Idempotency{
+		Store:   m.Idempotency,
+		TTL:     cfg.Limits.IdempotencyTTL,
+		MaxBody: int64(cfg.Limits.IdempotencyMaxBody),
 	}
 	if cfg.Telegram.Token != "" {
 		// Before Open: the webhook is a route of the gateway, and the
@@ -462,4 +474,41 @@ func (m *Main) openBus(pg *postgres.DB, log *slog.Logger) error {
 	})
 	m.closers = append(m.closers, func() error { stop(); return nil })
 	return nil
+}
+
+// idempotencyJanitorInterval is how often expired idempotency records are
+// deleted.
+var idempotencyJanitorInterval = 10 * time.Minute
+
+// idempotencyJanitor deletes expired idempotency records every
+// idempotencyJanitorInterval, and returns the function that stops it. With
+// several instances on one database each does it; the deletes are
+// idempotent.
+func idempotencyJanitor(s sluice.IdempotencyStore, log *slog.Logger) func() error {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(idempotencyJanitorInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case now := <-t.C:
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				n, err := s.DeleteExpired(ctx, now)
+				cancel()
+				if err != nil {
+					log.Warn("deleting expired idempotency records failed", "error", err.Error())
+				} else if n > 0 {
+					log.Debug("deleted expired idempotency records", "n", n)
+				}
+			}
+		}
+	}()
+	return func() error {
+		close(stop)
+		<-done
+		return nil
+	}
 }

@@ -83,6 +83,12 @@ type Limits struct {
 	Mode     string         `yaml:"mode"`  // ModeEnforce or ModeShadow
 	MaxN     int            `yaml:"max_n"` // most images in one request
 	Auth     AuthLimits     `yaml:"auth"`
+	// IdempotencyTTL is how long the 200 answer of a request sent with an
+	// Idempotency-Key is kept and replayed (CONTRACT.md §9).
+	IdempotencyTTL time.Duration `yaml:"idempotency_ttl"`
+	// IdempotencyMaxBody bounds the answer kept for a replay; a larger
+	// one is delivered but kept without its body, and a retry is refused.
+	IdempotencyMaxBody Size `yaml:"idempotency_max_body"`
 }
 
 // Limit modes.
@@ -251,6 +257,8 @@ func Default() Config {
 				ForgotPasswordEmail: Rate{Limit: 3, Per: time.Hour},
 				Mode:                ModeEnforce,
 			},
+			IdempotencyTTL:     sluice.DefaultIdempotencyTTL,
+			IdempotencyMaxBody: sluice.DefaultIdempotencyMaxBody,
 		},
 		Plans:    sluice.DefaultPlans(),
 		Models:   sluice.DefaultModels(),

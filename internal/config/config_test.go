@@ -49,6 +49,8 @@ func TestDefault(t *testing.T) {
 		{"limits.auth.forgot_password", c.Limits.Auth.ForgotPassword, Rate{3, time.Hour}},
 		{"limits.auth.forgot_password_email", c.Limits.Auth.ForgotPasswordEmail, Rate{3, time.Hour}},
 		{"limits.auth.mode", c.Limits.Auth.Mode, "enforce"},
+		{"limits.idempotency_ttl", c.Limits.IdempotencyTTL, 24 * time.Hour},
+		{"limits.idempotency_max_body", c.Limits.IdempotencyMaxBody, 32 * MiB},
 		{"models", c.Models, sluice.DefaultModels()},
 		{"upstream.url", c.Upstream.URL, ""},
 		{"upstream.api_key", c.Upstream.APIKey, ""},

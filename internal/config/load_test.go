@@ -39,6 +39,8 @@ limits:
     forgot_password: 2/1d
     forgot_password_email: unlimited
     mode: shadow
+  idempotency_ttl: 2h
+  idempotency_max_body: 8MiB
 plans:
   - {id: starter, name: Free, hour: 1, day: 2, models: starter, api: false}
   - {id: max, name: Max, hour: ~, day: 9000, models: all, api: true}
@@ -115,6 +117,8 @@ func fullConfig(t *testing.T) Config {
 				ForgotPasswordEmail: Rate{Limit: sluice.Unlimited},
 				Mode:                ModeShadow,
 			},
+			IdempotencyTTL:     2 * time.Hour,
+			IdempotencyMaxBody: 8 * MiB,
 		},
 		Plans: []sluice.Plan{
 			{ID: "starter", Name: "Free", Hour: 1, Day: 2, Models: "starter"},
@@ -231,6 +235,8 @@ func TestEnvNamesUnique(t *testing.T) {
 		"quota.timeout":                     "SLUICE_QUOTA_TIMEOUT",
 		"server.write_timeout":              "SLUICE_SERVER_WRITE_TIMEOUT",
 		"limits.auth.mode":                  "SLUICE_LIMITS_AUTH_MODE",
+		"limits.idempotency_ttl":            "SLUICE_LIMITS_IDEMPOTENCY_TTL",
+		"limits.idempotency_max_body":       "SLUICE_LIMITS_IDEMPOTENCY_MAX_BODY",
 	} {
 		if !slices.Contains(allKeys(), k) {
 			t.Errorf("no key %s", k)
@@ -434,6 +440,10 @@ func TestValidate(t *testing.T) {
 		{"limits: {auth: {mode: Enforce}}", "limits.auth.mode"},
 		{"limits: {max_n: 0}", "limits.max_n"},
 		{"limits: {max_n: 101}", "limits.max_n"},
+		{"limits: {idempotency_ttl: 0s}", "limits.idempotency_ttl"},
+		{"limits: {idempotency_ttl: 500ms}", "limits.idempotency_ttl"},
+		{"limits: {idempotency_max_body: 0}", "limits.idempotency_max_body"},
+		{"limits: {idempotency_max_body: 1GiB}", "limits.idempotency_max_body"},
 		{"limits: {auth: {login: 0/1m}}", "limits.auth.login"},
 		{"limits: {auth: {register: 10/1500ms}}", "limits.auth.register"},
 		{"limits: {auth: {forgot_password: 3/100ms}}", "limits.auth.forgot_password"},

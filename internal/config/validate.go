@@ -91,6 +91,12 @@ func (c *Config) validateLimits(p *problems) {
 	if l.MaxN < 1 || l.MaxN > 100 {
 		p.add("limits.max_n", "must be between 1 and 100, got %d", l.MaxN)
 	}
+	if l.IdempotencyTTL < time.Second {
+		p.add("limits.idempotency_ttl", "must be at least 1s, got %q", formatDuration(l.IdempotencyTTL))
+	}
+	if l.IdempotencyMaxBody < 1 || l.IdempotencyMaxBody > MaxIdempotencyMaxBody {
+		p.add("limits.idempotency_max_body", "must be from 1 byte to 512MiB, got %d bytes", int64(l.IdempotencyMaxBody))
+	}
 	for _, r := range []struct {
 		field string
 		rate  Rate
@@ -289,6 +295,11 @@ func (c *Config) validateMail(p *problems) {
 		}
 	}
 }
+
+// MaxIdempotencyMaxBody is the largest limits.idempotency_max_body: a kept
+// answer is one value in the database, and PostgreSQL's bytea and SQLite's
+// blobs stop near 1 GB.
+const MaxIdempotencyMaxBody = 512 * MiB
 
 func positive(p *problems, field string, d time.Duration) {
 	if d <= 0 {

@@ -1,0 +1,410 @@
+package http_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice"
+	sluicehttp "github.com/sluicehq/sluice/http"
+	"github.com/sluicehq/sluice/quota"
+)
+
+// withIdempotency keeps keyed answers in the harness's SQLite database.
+func withIdempotency(maxBody int64) harnessOpt {
+	return func(h *harness, _ *quota.Limiter) {
+		h.S.Idempotency = sluicehttp.Idempotency{Store: h.DB.Idempotency(), MaxBody: maxBody}
+	}
+}
+
+const idemBody = `{"model":"sluice-sketch","prompt":"a lighthouse","n":2}`
+
+// keyed posts body to path with the Idempotency-Key.
+func (h *harness) keyed(path, key, idem, body string) *response {
+	h.t.Helper()
+	return h.doHeader("POST", path, key, body, http.Header{"Idempotency-Key": {idem}})
+}
+
+// errorCode returns the §5 code of a flat error body.
+func errorCode(res *response) string {
+	var b struct {
+		Error any `json:"error"`
+	}
+	json.Unmarshal(res.Body, &b)
+	switch e := b.Error.(type) {
+	case string:
+		return e
+	case map[string]any:
+		c, _ := e["code"].(string)
+		return c
+	}
+	return ""
+}
+
+func wantRemaining(t *testing.T, res *response, want string) {
+	t.Helper()
+	if got := res.Header.Get("X-RateLimit-Remaining-Hour"); got != want {
+		t.Errorf("X-RateLimit-Remaining-Hour = %q, want %q", got, want)
+	}
+}
+
+// TestIdempotentReplay checks that a retry with the key gets the first
+// answer byte for byte, marked replayed, with the quota as it stands now and
+// no second charge, under /v1/ and /openai/v1/ alike.
+func TestIdempotentReplay(t *testing.T) {
+	h := newHarness(t, withIdempotency(0))
+	var calls atomic.Int64
+	h.Gen.GenerateFn = func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
+		// Each generation differs, so that a replay is told from a second
+		// generation.
+		c := calls.Add(1)
+		body := `{"created":` + string(rune('0'+c)) + `,"data":[{"b64_json":"iVBORw0KGgo="},{"b64_json":"AAAA"}]}`
+		return &sluice.ImageResult{Body: io.NopCloser(strings.NewReader(body)), ContentType: "application/json; charset=utf-8"}, nil
+	}
+	_, key := h.account("vip")
+
+	first := h.keyed("/v1/images/generations", key, "req-1", idemBody)
+	wantStatus(t, first, 200)
+	wantRemaining(t, first, "98")
+	if v := first.Header.Get("Idempotent-Replayed"); v != "" {
+		t.Errorf("first answer has Idempotent-Replayed: %q", v)
+	}
+
+	// An unkeyed request in between moves the quota: the replay shows it.
+	wantStatus(t, h.generate(key, 1), 200)
+
+	for _, path := range []string{"/v1/images/generations", "/openai/v1/images/generations"} {
+		again := h.keyed(path, key, "req-1", idemBody)
+		wantStatus(t, again, 200)
+		if !bytes.Equal(again.Body, first.Body) {
+			t.Errorf("%s: replayed body\n%s\nwant\n%s", path, again.Body, first.Body)
+		}
+		if got, want := again.Header.Get("Content-Type"), first.Header.Get("Content-Type"); got != want {
+			t.Errorf("%s: replayed Content-Type %q, want %q", path, got, want)
+		}
+		if v := again.Header.Get("Idempotent-Replayed"); v != "true" {
+			t.Errorf("%s: Idempotent-Replayed = %q, want true", path, v)
+		}
+		wantRemaining(t, again, "97")
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("generator called %d times, want 2 (the keyed request once, the unkeyed one once)", n)
+	}
+
+	// The key belongs to the account: another account's request with it
+	// is its own.
+	_, other := h.account("vip")
+	wantStatus(t, h.keyed("/v1/images/generations", other, "req-1", idemBody), 200)
+	if n := calls.Load(); n != 3 {
+		t.Errorf("generator called %d times, want 3", n)
+	}
+
+	// Kept for the TTL, and forgotten after it.
+	h.Clock.Add(sluice.DefaultIdempotencyTTL - time.Second)
+	if res := h.keyed("/v1/images/generations", key, "req-1", idemBody); res.Header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("one second before the TTL's end: not replayed (status %d)", res.Status)
+	}
+	h.Clock.Add(time.Second)
+	if res := h.keyed("/v1/images/generations", key, "req-1", idemBody); res.Status != 200 || res.Header.Get("Idempotent-Replayed") != "" {
+		t.Errorf("at the TTL's end: status %d, replayed %q; want a new 200", res.Status, res.Header.Get("Idempotent-Replayed"))
+	}
+}
+
+// TestIdempotentKeyReused checks that the key with another request is a
+// 422 that charges nothing: another body, or the same body with other
+// spacing.
+func TestIdempotentKeyReused(t *testing.T) {
+	h := newHarness(t, withIdempotency(0))
+	_, key := h.account("vip")
+	wantStatus(t, h.keyed("/v1/images/generations", key, "k", idemBody), 200)
+	for _, body := range []string{
+		`{"model":"sluice-sketch","prompt":"another","n":2}`,
+		`{"model": "sluice-sketch", "prompt": "a lighthouse", "n": 2}`,
+	} {
+		res := h.keyed("/v1/images/generations", key, "k", body)
+		wantStatus(t, res, 422)
+		if c := errorCode(res); c != sluice.EIDEMREUSED {
+			t.Errorf("code %q, want %s; body %s", c, sluice.EIDEMREUSED, res.Body)
+		}
+		wantRemaining(t, res, "98")
+	}
+	res := h.keyed("/openai/v1/images/generations", key, "k", `{"model":"sluice-sketch","prompt":"x"}`)
+	wantStatus(t, res, 422)
+	golden(t, "idempotency_reused_openai", res.Body)
+	golden(t, "idempotency_reused", h.keyed("/v1/images/generations", key, "k", `{"model":"sluice-sketch","prompt":"x"}`).Body)
+}
+
+// TestIdempotentInFlight checks the 409 while the first request is served,
+// and the replay once it is done.
+func TestIdempotentInFlight(t *testing.T) {
+	h := newHarness(t, withIdempotency(0))
+	started, release := make(chan struct{}), make(chan struct{})
+	h.Gen.GenerateFn = func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
+		close(started)
+		<-release
+		return okImages(req.N), nil
+	}
+	_, key := h.account("vip")
+	done := make(chan *response)
+	go func() { done <- h.keyed("/v1/images/generations", key, "slow", idemBody) }()
+	<-started
+
+	res := h.keyed("/v1/images/generations", key, "slow", idemBody)
+	wantStatus(t, res, 409)
+	if c := errorCode(res); c != sluice.EIDEMINFLIGHT {
+		t.Errorf("code %q, want %s", c, sluice.EIDEMINFLIGHT)
+	}
+	if ra := res.Header.Get("Retry-After"); ra != "1" {
+		t.Errorf("Retry-After = %q, want 1", ra)
+	}
+	wantRemaining(t, res, "98")
+	golden(t, "idempotency_in_progress", res.Body)
+	// Another body with the key in flight is a 422, not a 409.
+	wantStatus(t, h.keyed("/v1/images/generations", key, "slow", `{"model":"sluice-sketch","prompt":"x"}`), 422)
+
+	close(release)
+	first := <-done
+	wantStatus(t, first, 200)
+	h.Gen.GenerateFn = nil
+	again := h.keyed("/v1/images/generations", key, "slow", idemBody)
+	if again.Status != 200 || again.Header.Get("Idempotent-Replayed") != "true" || !bytes.Equal(again.Body, first.Body) {
+		t.Errorf("after the first finished: status %d, replayed %q, body %s", again.Status, again.Header.Get("Idempotent-Replayed"), again.Body)
+	}
+}
+
+// TestIdempotentLeaseTakeover checks that a claim left by a crashed
+// instance holds for the lease and is taken over at its end.
+func TestIdempotentLeaseTakeover(t *testing.T) {
+	h := newHarness(t, withIdempotency(0))
+	id, key := h.account("vip")
+	// What the crashed instance left: the request's claim, never settled.
+	sum := sha256.Sum256([]byte(idemBody))
+	rec := &sluice.IdempotencyRecord{AccountID: id, Key: "orphan", Token: "crashed",
+		Fingerprint: sluice.NewFingerprint("POST", "/v1/images/generations", sum),
+		ExpiresAt:   h.Clock.Now().Add(sluicehttp.DefaultIdempotencyLease)}
+	if _, ok, err := h.DB.Idempotency().Begin(context.Background(), rec, h.Clock.Now()); err != nil || !ok {
+		t.Fatalf("Begin = %v, %v", ok, err)
+	}
+	wantStatus(t, h.keyed("/v1/images/generations", key, "orphan", idemBody), 409)
+	h.Clock.Add(sluicehttp.DefaultIdempotencyLease - time.Second)
+	wantStatus(t, h.keyed("/v1/images/generations", key, "orphan", idemBody), 409)
+	h.Clock.Add(time.Second)
+	res := h.keyed("/v1/images/generations", key, "orphan", idemBody)
+	wantStatus(t, res, 200)
+	if res.Header.Get("Idempotent-Replayed") != "" {
+		t.Errorf("a taken-over claim was replayed")
+	}
+}
+
+// TestIdempotentNotKept checks that answers other than 200 are not kept:
+// the retry is a new attempt.
+func TestIdempotentNotKept(t *testing.T) {
+	t.Run("429", func(t *testing.T) {
+		h := newHarness(t, withIdempotency(0))
+		_, key := h.account("tiny") // 2 per hour
+		wantStatus(t, h.generate(key, 2), 200)
+		body := `{"model":"sluice-sketch","prompt":"x"}`
+		wantStatus(t, h.keyed("/v1/images/generations", key, "k429", body), 429)
+		h.Clock.Add(time.Hour)
+		res := h.keyed("/v1/images/generations", key, "k429", body)
+		wantStatus(t, res, 200)
+		wantRemaining(t, res, "1")
+	})
+	t.Run("502", func(t *testing.T) {
+		h := newHarness(t, withIdempotency(0))
+		var fail atomic.Bool
+		fail.Store(true)
+		h.Gen.GenerateFn = func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
+			if fail.Swap(false) {
+				return nil, &sluice.Error{Code: sluice.EUPSTREAM, Message: "The image generator failed; nothing was charged."}
+			}
+			return okImages(req.N), nil
+		}
+		_, key := h.account("vip")
+		wantStatus(t, h.keyed("/v1/images/generations", key, "k502", idemBody), 502)
+		res := h.keyed("/v1/images/generations", key, "k502", idemBody)
+		wantStatus(t, res, 200)
+		if res.Header.Get("Idempotent-Replayed") != "" {
+			t.Errorf("the retry of a 502 was replayed")
+		}
+		wantRemaining(t, res, "98")
+	})
+	t.Run("relay failure", func(t *testing.T) {
+		h := newHarness(t, withIdempotency(0))
+		h.Gen.GenerateFn = func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
+			return &sluice.ImageResult{Body: io.NopCloser(&errReader{n: 100 << 10}), ContentType: "application/json"}, nil
+		}
+		_, key := h.account("vip")
+		req, _ := http.NewRequest("POST", h.S.URL()+"/v1/images/generations", strings.NewReader(idemBody))
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Idempotency-Key", "krelay")
+		if res, err := h.Client.Do(req); err == nil {
+			io.ReadAll(res.Body)
+			res.Body.Close()
+		}
+		h.Gen.GenerateFn = nil
+		// The claim is abandoned once the handler has unwound; poll.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			res := h.keyed("/v1/images/generations", key, "krelay", idemBody)
+			if res.Status == 200 {
+				wantRemaining(t, res, "98")
+				break
+			}
+			if res.Status != 409 || time.Now().After(deadline) {
+				t.Fatalf("retry after a broken relay: status %d, body %s", res.Status, res.Body)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+// TestIdempotentOversize checks that an answer over the bound is delivered
+// whole, kept without its body, and that a retry is told so, uncharged.
+func TestIdempotentOversize(t *testing.T) {
+	h := newHarness(t, withIdempotency(70))
+	_, key := h.account("vip")
+	first := h.keyed("/v1/images/generations", key, "big", idemBody)
+	wantStatus(t, first, 200)
+	if len(first.Body) <= 70 {
+		t.Fatalf("answer of %d bytes is not over the bound of 70", len(first.Body))
+	}
+	var v struct{ Data []json.RawMessage }
+	if err := json.Unmarshal(first.Body, &v); err != nil || len(v.Data) != 2 {
+		t.Fatalf("the first answer was not delivered whole: %s", first.Body)
+	}
+	res := h.keyed("/v1/images/generations", key, "big", idemBody)
+	wantStatus(t, res, 422)
+	if c := errorCode(res); c != sluice.EIDEMREUSED || !strings.Contains(string(res.Body), "too large to keep") {
+		t.Errorf("retry of an oversize answer: %s", res.Body)
+	}
+	wantRemaining(t, res, "98")
+	// Under the bound (one image) the answer is kept.
+	small := h.keyed("/v1/images/generations", key, "small", `{"model":"sluice-sketch","prompt":"x"}`)
+	wantStatus(t, small, 200)
+	if len(small.Body) > 70 {
+		t.Fatalf("one image is %d bytes, over the test's bound", len(small.Body))
+	}
+	again := h.keyed("/v1/images/generations", key, "small", `{"model":"sluice-sketch","prompt":"x"}`)
+	if again.Status != 200 || !bytes.Equal(again.Body, small.Body) || again.Header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("an answer under the bound was not replayed: status %d, body %s", again.Status, again.Body)
+	}
+}
+
+// TestIdempotencyKeyInvalid checks that a malformed key is a 400 naming the
+// header, charging nothing, and that the longest valid key works.
+func TestIdempotencyKeyInvalid(t *testing.T) {
+	h := newHarness(t, withIdempotency(0))
+	_, key := h.account("vip")
+	for _, tc := range []struct {
+		name string
+		vals []string
+		want int
+	}{
+		{"empty", []string{""}, 400},
+		{"too long", []string{strings.Repeat("k", 256)}, 400},
+		{"not ASCII", []string{"clé"}, 400},
+		{"tab", []string{"a\tb"}, 400},
+		{"two", []string{"a", "b"}, 400},
+		{"longest", []string{strings.Repeat("k", 255)}, 200},
+		{"spaces and symbols", []string{"a b:c/d=e~"}, 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := h.doHeader("POST", "/v1/images/generations", key, idemBody, http.Header{"Idempotency-Key": tc.vals})
+			wantStatus(t, res, tc.want)
+			if tc.want == 400 {
+				var b struct{ Error, Field string }
+				json.Unmarshal(res.Body, &b)
+				if b.Error != sluice.EINVALID || b.Field != "Idempotency-Key" {
+					t.Errorf("body %s, want invalid_request naming Idempotency-Key", res.Body)
+				}
+				if res.Header.Get("X-RateLimit-Remaining-Hour") == "" {
+					t.Errorf("400 without the account's quota headers")
+				}
+			}
+		})
+	}
+	res := h.do("GET", "/v1/usage", key, "")
+	var u struct{ Hour struct{ Used int } }
+	json.Unmarshal(res.Body, &u)
+	if u.Hour.Used != 4 {
+		t.Errorf("used %d images, want 4 (the two valid keys' requests)", u.Hour.Used)
+	}
+}
+
+// TestIdempotencyOff checks that without a store the header is ignored.
+func TestIdempotencyOff(t *testing.T) {
+	h := newHarness(t)
+	_, key := h.account("vip")
+	wantStatus(t, h.keyed("/v1/images/generations", key, "k", idemBody), 200)
+	res := h.keyed("/v1/images/generations", key, "k", idemBody)
+	wantStatus(t, res, 200)
+	wantRemaining(t, res, "96")
+}
+
+// countingExtends counts the renewals of a store's leases.
+type countingExtends struct {
+	sluice.IdempotencyStore
+	n atomic.Int64
+}
+
+func (c *countingExtends) Extend(ctx context.Context, accountID int64, key, token string, expires time.Time) error {
+	err := c.IdempotencyStore.Extend(ctx, accountID, key, token, expires)
+	if err == nil {
+		c.n.Add(1)
+	}
+	return err
+}
+
+// TestIdempotentLeaseRenewed checks that a request served for longer than
+// its lease renews its claim, so that a retry is a 409, not a takeover.
+func TestIdempotentLeaseRenewed(t *testing.T) {
+	const lease = 900 * time.Millisecond // renewed every 300 ms of the wall clock
+	store := &countingExtends{}
+	h := newHarness(t, func(h *harness, _ *quota.Limiter) {
+		store.IdempotencyStore = h.DB.Idempotency()
+		h.S.Idempotency = sluicehttp.Idempotency{Store: store, Lease: lease}
+	})
+	started, release := make(chan struct{}), make(chan struct{})
+	h.Gen.GenerateFn = func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
+		close(started)
+		<-release
+		return okImages(req.N), nil
+	}
+	_, key := h.account("vip")
+	done := make(chan *response)
+	go func() { done <- h.keyed("/v1/images/generations", key, "long", idemBody) }()
+	<-started
+	// Three leases pass on the request's clock; after each step, wait for
+	// a renewal made at the new time.
+	for i := range 3 {
+		h.Clock.Add(lease - 100*time.Millisecond)
+		want := store.n.Load() + 1
+		deadline := time.Now().Add(10 * time.Second)
+		for store.n.Load() < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("step %d: no renewal of the lease", i)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		res := h.keyed("/v1/images/generations", key, "long", idemBody)
+		if res.Status != 409 {
+			t.Fatalf("step %d, %v after the claim: %d %s, want 409", i, h.Clock.Now().Sub(T0), res.Status, res.Body)
+		}
+	}
+	close(release)
+	first := <-done
+	wantStatus(t, first, 200)
+	again := h.keyed("/v1/images/generations", key, "long", idemBody)
+	if again.Header.Get("Idempotent-Replayed") != "true" || !bytes.Equal(again.Body, first.Body) {
+		t.Errorf("after the long request: status %d, replayed %q", again.Status, again.Header.Get("Idempotent-Replayed"))
+	}
+	wantRemaining(t, again, "98")
+}

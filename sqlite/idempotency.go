@@ -1,0 +1,186 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	sluice "github.com/sluicehq/sluice"
+)
+
+var _ sluice.IdempotencyStore = (*Idempotency)(nil)
+
+// Idempotency is the sluice.IdempotencyStore of a DB: its records live in
+// the table idempotency of the same file. Claims are atomic because a claim
+// is one upsert statement, and every write goes through the DB's one writer
+// connection under SQLite's write lock (so also against other processes
+// that open the file).
+type Idempotency struct{ db *DB }
+
+// Idempotency returns the DB's idempotency store.
+func (db *DB) Idempotency() *Idempotency { return &Idempotency{db: db} }
+
+// deleteBatch is how many expired records DeleteExpired deletes per
+// statement, so that the writer is never held long.
+const deleteBatch = 1000
+
+// beginAttempts bounds Begin's loop: the record that held the key may be
+// deleted (abandoned, purged) between the upsert and the read, and then the
+// upsert is tried again.
+const beginAttempts = 5
+
+// Begin implements sluice.IdempotencyStore: an upsert on the writer that
+// takes the key if it is free or expired and, if it was not, a read of the
+// record that holds it on a reader, so that replaying a large answer does
+// not hold the writer.
+func (s *Idempotency) Begin(ctx context.Context, rec *sluice.IdempotencyRecord, now time.Time) (*sluice.IdempotencyRecord, bool, error) {
+	exp, err := nanos(rec.ExpiresAt)
+	if err != nil {
+		return nil, false, fmt.Errorf("idempotency begin: %w", err)
+	}
+	nowN, err := nanos(now)
+	if err != nil {
+		return nil, false, fmt.Errorf("idempotency begin: %w", err)
+	}
+	for range beginAttempts {
+		res, err := s.db.w.ExecContext(ctx, `
+INSERT INTO idempotency (account_id, key, fingerprint, token, done, status, content_type, body, oversize, expires_at)
+VALUES (?, ?, ?, ?, 0, 0, '', NULL, 0, ?)
+ON CONFLICT (account_id, key) DO UPDATE SET
+	fingerprint = excluded.fingerprint, token = excluded.token, done = 0, status = 0,
+	content_type = '', body = NULL, oversize = 0, expires_at = excluded.expires_at
+WHERE idempotency.expires_at <= ?`,
+			rec.AccountID, rec.Key, rec.Fingerprint[:], rec.Token, exp, nowN)
+		if err != nil {
+			return nil, false, fmt.Errorf("idempotency begin: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return nil, false, fmt.Errorf("idempotency begin: %w", err)
+		}
+		if n == 1 {
+			got := *rec
+			got.Done, got.Status, got.ContentType, got.Body, got.Oversize = false, 0, "", nil, false
+			got.ExpiresAt = fromNanos(exp)
+			return &got, true, nil
+		}
+		// A reader starts after the upsert's commit, so it sees the
+		// record that refused it, unless that went away since.
+		got, err := scanIdempotency(s.db.r.QueryRowContext(ctx, `
+SELECT account_id, key, fingerprint, token, done, status, content_type, body, oversize, expires_at
+FROM idempotency WHERE account_id = ? AND key = ?`, rec.AccountID, rec.Key))
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("idempotency begin: %w", err)
+		}
+		return got, false, nil
+	}
+	return nil, false, errors.New("idempotency begin: the key changed hands too often")
+}
+
+func scanIdempotency(row *sql.Row) (*sluice.IdempotencyRecord, error) {
+	var (
+		r     sluice.IdempotencyRecord
+		fp    []byte
+		exp   int64
+		done  int
+		over  int
+		ctype string
+	)
+	if err := row.Scan(&r.AccountID, &r.Key, &fp, &r.Token, &done, &r.Status, &ctype, &r.Body, &over, &exp); err != nil {
+		return nil, err
+	}
+	if len(fp) != len(r.Fingerprint) {
+		return nil, errors.New("stored fingerprint has the wrong length")
+	}
+	copy(r.Fingerprint[:], fp)
+	r.Done, r.Oversize, r.ContentType, r.ExpiresAt = done != 0, over != 0, ctype, fromNanos(exp)
+	return &r, nil
+}
+
+// Complete implements sluice.IdempotencyStore.
+func (s *Idempotency) Complete(ctx context.Context, rec *sluice.IdempotencyRecord) error {
+	exp, err := nanos(rec.ExpiresAt)
+	if err != nil {
+		return fmt.Errorf("idempotency complete: %w", err)
+	}
+	body := rec.Body
+	if rec.Oversize {
+		body = nil
+	} else if body == nil {
+		body = []byte{}
+	}
+	res, err := s.db.w.ExecContext(ctx, `
+UPDATE idempotency SET done = 1, status = ?, content_type = ?, body = ?, oversize = ?, expires_at = ?
+WHERE account_id = ? AND key = ? AND token = ? AND done = 0`,
+		rec.Status, rec.ContentType, body, rec.Oversize, exp, rec.AccountID, rec.Key, rec.Token)
+	if err != nil {
+		return fmt.Errorf("idempotency complete: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("idempotency complete: %w", err)
+	} else if n == 0 {
+		return sluice.Errorf(sluice.ENOTFOUND, "The idempotency claim is no longer held.")
+	}
+	return nil
+}
+
+// Extend implements sluice.IdempotencyStore.
+func (s *Idempotency) Extend(ctx context.Context, accountID int64, key, token string, expires time.Time) error {
+	exp, err := nanos(expires)
+	if err != nil {
+		return fmt.Errorf("idempotency extend: %w", err)
+	}
+	res, err := s.db.w.ExecContext(ctx,
+		`UPDATE idempotency SET expires_at = ? WHERE account_id = ? AND key = ? AND token = ? AND done = 0`,
+		exp, accountID, key, token)
+	if err != nil {
+		return fmt.Errorf("idempotency extend: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("idempotency extend: %w", err)
+	} else if n == 0 {
+		return sluice.Errorf(sluice.ENOTFOUND, "The idempotency claim is no longer held.")
+	}
+	return nil
+}
+
+// Abandon implements sluice.IdempotencyStore.
+func (s *Idempotency) Abandon(ctx context.Context, accountID int64, key, token string) error {
+	if _, err := s.db.w.ExecContext(ctx,
+		`DELETE FROM idempotency WHERE account_id = ? AND key = ? AND token = ? AND done = 0`,
+		accountID, key, token); err != nil {
+		return fmt.Errorf("idempotency abandon: %w", err)
+	}
+	return nil
+}
+
+// DeleteExpired implements sluice.IdempotencyStore, deleteBatch records per
+// statement.
+func (s *Idempotency) DeleteExpired(ctx context.Context, now time.Time) (int64, error) {
+	nowN, err := nanos(now)
+	if err != nil {
+		return 0, fmt.Errorf("idempotency delete expired: %w", err)
+	}
+	var total int64
+	for {
+		res, err := s.db.w.ExecContext(ctx, `
+DELETE FROM idempotency WHERE rowid IN (
+	SELECT rowid FROM idempotency WHERE expires_at <= ? LIMIT ?)`, nowN, deleteBatch)
+		if err != nil {
+			return total, fmt.Errorf("idempotency delete expired: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, fmt.Errorf("idempotency delete expired: %w", err)
+		}
+		total += n
+		if n < deleteBatch {
+			return total, nil
+		}
+	}
+}
