@@ -47,3 +47,7 @@ func openSchema(t *testing.T) *postgres.DB {
 func TestConformance(t *testing.T) {
 	storetest.RunAccountService(t, func(t *testing.T) sluice.AccountService { return openSchema(t) })
 }
+
+func TestUsageStore(t *testing.T) {
+	storetest.RunUsageStore(t, func(t *testing.T) sluice.UsageStore { return openSchema(t) })
+}

@@ -185,6 +185,8 @@ CREATE INDEX tokens_account ON tokens (account_id);
 CREATE INDEX sessions_expires ON sessions (expires_at);
 CREATE INDEX tokens_expires ON tokens (expires_at);
 `,
+	// 3: the usage history (usage.go).
+	usageMigration,
 }
 
 // migrate applies the steps of ms that the database lacks, each in its own

@@ -293,3 +293,9 @@ func TestConcurrentReadsAndWrites(t *testing.T) {
 		t.Fatalf("concurrent reads and writes: %v", err)
 	}
 }
+
+func TestUsageStore(t *testing.T) {
+	storetest.RunUsageStore(t, func(t *testing.T) sluice.UsageStore {
+		return mustOpen(t, filepath.Join(t.TempDir(), "sluice.db"))
+	})
+}
