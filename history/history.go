@@ -134,7 +134,7 @@ type key struct {
 // went into it, for the dropped metric.
 type counts struct {
 	images, requests, rejected, refunded, shadow, rejHour, rejDay int64
-	events                                                         int64
+	events                                                        int64
 }
 
 type row struct {
