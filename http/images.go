@@ -159,6 +159,9 @@ func (s *Server) resolveAccount(w http.ResponseWriter, r *http.Request, p *princ
 		s.Error(w, r, err)
 		return nil, false
 	}
+	if p.key != nil {
+		q.keyID = p.key.ID
+	}
 	if api && !q.plan.API {
 		s.peekHeaders(w, r, q)
 		s.writeError(w, r, s.noAPIAccess(q.plan))
@@ -214,6 +217,7 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 		s.Error(w, r, err)
 		return
 	}
+	s.recordTake(q, m.ID, n, &d)
 	if !d.Allowed {
 		s.metrics.decisions.WithLabelValues(q.plan.ID, "rejected").Inc()
 		setRateHeaders(w.Header(), &d)

@@ -161,6 +161,13 @@ type Server struct {
 	TrustedProxies []netip.Prefix
 	// SessionTTL is how long a login lasts; 0 means DefaultSessionTTL.
 	SessionTTL time.Duration
+	// Usage receives every quota decision of an image request (admitted,
+	// rejected, shadow) and every refund; nil means none is recorded.
+	Usage sluice.UsageRecorder
+	// History answers GET /v1/usage/history and the admin usage
+	// endpoints; nil means they answer 404 not_found.
+	History sluice.UsageService
+
 	// ResetURL is the page of the operator's web front end where a user
 	// chooses a new password: reset mails link to it with "token=…" added
 	// to its query. Empty: the mail holds the token and the API call only.
@@ -286,6 +293,9 @@ func (s *Server) routes() *http.ServeMux {
 	handle("DELETE /admin/accounts/{id}/keys/{key}", s.admin(s.handleAdminRevokeKey))
 	handle("DELETE /admin/accounts/{id}/usage", s.admin(s.handleResetUsage))
 	handle("GET /admin/plans", s.admin(s.handlePlans))
+	handle("GET /v1/usage/history", s.handleUsageHistory)
+	handle("GET /admin/usage/history", s.admin(s.handleAdminUsageHistory))
+	handle("GET /admin/usage/top", s.admin(s.handleAdminUsageTop))
 
 	// Operations.
 	handle("GET /healthz", s.handleHealthz)
