@@ -107,6 +107,10 @@ type Bot struct {
 	// whose timeout outlasts PollTimeout.
 	HTTPClient *http.Client
 
+	// Usage receives every quota decision of a prompt and every refund,
+	// with channel and key ID "telegram"; nil means none is recorded.
+	Usage sluice.UsageRecorder
+
 	// Logger receives errors; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock of link codes; nil means time.Now. Quota decisions
