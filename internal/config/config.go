@@ -253,11 +253,8 @@ func Default() Config {
 			OnStoreErrorAuth: FailClosed,
 			Timeout:          100 * time.Millisecond,
 		},
-		Redis: Redis{Prefix: "sluice:"},
-		Usage: Usage{
-			FlushInterval: 10 * time.Second,
-			Retention:     Retention{Minute: 48 * time.Hour, Hour: 2160 * time.Hour, Day: 17520 * time.Hour},
-		},
+		Redis:    Redis{Prefix: "sluice:"},
+		Usage:    Usage{FlushInterval: 10 * time.Second, Retention: Retention{Minute: 48 * time.Hour, Hour: 2160 * time.Hour, Day: 17520 * time.Hour}},
 		Telegram: Telegram{APIURL: DefaultTelegramAPI},
 		Mail:     Mail{SMTPPort: 587},
 		Log:      Log{Level: slog.LevelInfo, Format: LogText},
