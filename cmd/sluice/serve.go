@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/history"
 	shttp "github.com/sluicehq/sluice/http"
 	"github.com/sluicehq/sluice/imagegen"
 	"github.com/sluicehq/sluice/inmem"
@@ -54,6 +55,9 @@ type Main struct {
 	// Mailer sends the password-reset mail: over SMTP when mail.smtp_host
 	// is set, else to the log and <data>/outbox/.
 	Mailer *mail.Queue
+	// History records every quota decision into the usage history, in the
+	// account database; Close flushes it.
+	History *history.Recorder
 
 	closers []func() error // run in reverse by Close
 }
@@ -109,6 +113,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	// Accounts.
+	var usage sluice.UsageStore
 	switch {
 	case cfg.Database.URL == "":
 		db, err := sqlite.Open(ctx, filepath.Join(cfg.Server.Data, "sluice.db"))
@@ -117,6 +122,7 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 		m.closers = append(m.closers, db.Close)
 		m.Accounts = cache.New(db, cache.DefaultTTL)
+		usage = db
 	default:
 		db, err := postgres.Open(ctx, cfg.Database.URL)
 		if err != nil {
@@ -126,6 +132,7 @@ func (m *Main) Run(ctx context.Context) error {
 		// Other instances write to the same database: a revocation or
 		// plan change made there is seen here within cache.DefaultTTL.
 		m.Accounts = cache.New(db, cache.DefaultTTL)
+		usage = db
 	}
 	m.closers = append(m.closers, janitor(m.Accounts, log))
 
@@ -219,6 +226,20 @@ func (m *Main) Run(ctx context.Context) error {
 	reg.MustRegister(fallbacks)
 	m.Quota.OnFallback = func(op string, err error) { fallbacks.WithLabelValues(op, cfg.Quota.OnStoreError).Inc() }
 	m.AuthQuota.OnFallback = func(op string, err error) { fallbacks.WithLabelValues("auth_"+op, cfg.Quota.OnStoreErrorAuth).Inc() }
+
+	// The usage history. Its closer comes before the gateway's and the
+	// bot's, so it runs after them and flushes their last decisions.
+	m.History = history.New(usage, history.Options{
+		FlushInterval: cfg.Usage.FlushInterval,
+		Retention:     history.Retention(cfg.Usage.Retention),
+		Logger:        log,
+		Registerer:    reg,
+	})
+	m.closers = append(m.closers, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), m.Config.Server.ShutdownTimeout)
+		defer cancel()
+		return m.History.Close(ctx)
+	})
 	m.Server = &shttp.Server{
 		Accounts:  m.Accounts,
 		Quota:     m.Quota,
@@ -249,6 +270,8 @@ func (m *Main) Run(ctx context.Context) error {
 		},
 		TrustedProxies: cfg.Server.TrustedProxies,
 		ResetURL:       cfg.Mail.ResetURL,
+		Usage:          sluice.UsageRecorders{m.History},
+		History:        usage,
 	}
 	if cfg.Telegram.Token != "" {
 		// Before Open: the webhook is a route of the gateway, and the
