@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,4 +66,63 @@ func BenchmarkGenerateHistory(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkGenerateHistoryPaired sends every other request to a gateway
+// with recording on and the others to the same gateway with it off,
+// timing each, so that the load of a shared machine falls on both alike.
+// It reports the time per request of each and the cost of recording in
+// percent.
+func BenchmarkGenerateHistoryPaired(b *testing.B) {
+	body := []byte(`{"model":"sluice-sketch","prompt":"a lighthouse at dusk","n":1,"size":"512x512"}`)
+	db, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "usage.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	rec := history.New(db, history.Options{FlushInterval: 100 * time.Millisecond, PurgeInterval: -1,
+		Logger: slog.New(slog.DiscardHandler)})
+	b.Cleanup(func() { rec.Close(context.Background()) })
+	off, keyOff := benchServer(b, "mem")
+	on, keyOn := benchServer(b, "mem", func(s *sluicehttp.Server) { s.Usage = sluice.UsageRecorders{rec} })
+	var spent [2]atomic.Int64
+	var n [2]atomic.Int64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		var reqs [2]*http.Request
+		for i, key := range []string{keyOff, keyOn} {
+			reqs[i], _ = http.NewRequest("POST", "http://sluice/v1/images/generations", nil)
+			reqs[i].Header.Set("Authorization", "Bearer "+key)
+			reqs[i].Header.Set("Content-Type", "application/json")
+		}
+		hs := [2]http.Handler{off, on}
+		w := &discardWriter{h: http.Header{}}
+		var local, count [2]int64
+		for i := 0; pb.Next(); i++ {
+			j := i & 1
+			r := reqs[j]
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			clear(w.h)
+			w.status = 0
+			t := time.Now()
+			hs[j].ServeHTTP(w, r)
+			local[j] += int64(time.Since(t))
+			count[j]++
+			if w.status != http.StatusOK {
+				b.Fatalf("status %d", w.status)
+			}
+		}
+		for j := range 2 {
+			spent[j].Add(local[j])
+			n[j].Add(count[j])
+		}
+	})
+	if n[0].Load() == 0 || n[1].Load() == 0 {
+		return
+	}
+	offNs := float64(spent[0].Load()) / float64(n[0].Load())
+	onNs := float64(spent[1].Load()) / float64(n[1].Load())
+	b.ReportMetric(offNs, "ns/req-off")
+	b.ReportMetric(onNs, "ns/req-on")
+	b.ReportMetric(100*(onNs-offNs)/offNs, "%cost")
 }
