@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice"
-	sluicehttp "github.com/sluicehq/sluice/http"
 	"github.com/sluicehq/sluice/history"
+	sluicehttp "github.com/sluicehq/sluice/http"
 	"github.com/sluicehq/sluice/sqlite"
 )
 
