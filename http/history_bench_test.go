@@ -7,7 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
-	"sync/atomic"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,8 +72,9 @@ func BenchmarkGenerateHistory(b *testing.B) {
 // BenchmarkGenerateHistoryPaired sends every other request to a gateway
 // with recording on and the others to the same gateway with it off,
 // timing each, so that the load of a shared machine falls on both alike.
-// It reports the time per request of each and the cost of recording in
-// percent.
+// It reports the median time of a request of each (medians, since a
+// descheduled goroutine makes a few requests take milliseconds) and the
+// cost of recording in percent of the median.
 func BenchmarkGenerateHistoryPaired(b *testing.B) {
 	body := []byte(`{"model":"sluice-sketch","prompt":"a lighthouse at dusk","n":1,"size":"512x512"}`)
 	db, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "usage.db"))
@@ -85,8 +87,10 @@ func BenchmarkGenerateHistoryPaired(b *testing.B) {
 	b.Cleanup(func() { rec.Close(context.Background()) })
 	off, keyOff := benchServer(b, "mem")
 	on, keyOn := benchServer(b, "mem", func(s *sluicehttp.Server) { s.Usage = sluice.UsageRecorders{rec} })
-	var spent [2]atomic.Int64
-	var n [2]atomic.Int64
+	var (
+		mu      sync.Mutex
+		samples [2][]time.Duration
+	)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		var reqs [2]*http.Request
@@ -97,7 +101,12 @@ func BenchmarkGenerateHistoryPaired(b *testing.B) {
 		}
 		hs := [2]http.Handler{off, on}
 		w := &discardWriter{h: http.Header{}}
-		var local, count [2]int64
+		// Room for the samples up front: appending must not allocate
+		// inside the measured loop.
+		var local [2][]time.Duration
+		for j := range local {
+			local[j] = make([]time.Duration, 0, 1<<16)
+		}
 		for i := 0; pb.Next(); i++ {
 			j := i & 1
 			r := reqs[j]
@@ -106,22 +115,27 @@ func BenchmarkGenerateHistoryPaired(b *testing.B) {
 			w.status = 0
 			t := time.Now()
 			hs[j].ServeHTTP(w, r)
-			local[j] += int64(time.Since(t))
-			count[j]++
+			if d := time.Since(t); len(local[j]) < cap(local[j]) {
+				local[j] = append(local[j], d)
+			}
 			if w.status != http.StatusOK {
 				b.Fatalf("status %d", w.status)
 			}
 		}
+		mu.Lock()
 		for j := range 2 {
-			spent[j].Add(local[j])
-			n[j].Add(count[j])
+			samples[j] = append(samples[j], local[j]...)
 		}
+		mu.Unlock()
 	})
-	if n[0].Load() == 0 || n[1].Load() == 0 {
+	if len(samples[0]) == 0 || len(samples[1]) == 0 {
 		return
 	}
-	offNs := float64(spent[0].Load()) / float64(n[0].Load())
-	onNs := float64(spent[1].Load()) / float64(n[1].Load())
+	median := func(ds []time.Duration) float64 {
+		slices.Sort(ds)
+		return float64(ds[len(ds)/2])
+	}
+	offNs, onNs := median(samples[0]), median(samples[1])
 	b.ReportMetric(offNs, "ns/req-off")
 	b.ReportMetric(onNs, "ns/req-on")
 	b.ReportMetric(100*(onNs-offNs)/offNs, "%cost")
