@@ -5,8 +5,10 @@
 //
 // Recording is on the request path, so Record never blocks on I/O, never
 // allocates once a row exists for the event's account, key, channel, model
-// and minute, and takes one of many sharded locks, chosen at random, so
-// that concurrent requests (even of one account) rarely meet.
+// and minute, and takes one of many sharded locks, the one its P used last
+// (through a sync.Pool), so that concurrent requests (even of one account)
+// rarely meet and a core mostly touches cache lines it holds already. A
+// row may then be counted in several shards; a flush adds them up.
 //
 // Every FlushInterval the counts are swapped out of the shards and added to
 // the store in one call: each minute's counts are added to their minute
@@ -40,7 +42,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"runtime"
 	"slices"
 	"sync"
@@ -106,6 +107,12 @@ type Recorder struct {
 	log    *slog.Logger
 	shards []shard
 	mask   uint32
+	// affine hands out shards with affinity to the P (sync.Pool keeps
+	// its objects per P), so that a P's Records meet the cache lines it
+	// used last instead of another core's. It only ever holds pointers to
+	// shards; when the GC empties it, New deals the shards out again.
+	affine sync.Pool
+	next   atomic.Uint32
 	// perShard bounds the rows of one shard.
 	perShard int
 
@@ -152,8 +159,13 @@ type shardBuf struct {
 // shard is one lock and its rows, padded so that two shards never share a
 // cache line.
 type shard struct {
-	mu       sync.Mutex
-	buf      shardBuf
+	mu  sync.Mutex
+	buf shardBuf
+	// last is the key of the shard's last event and at its row in buf
+	// (-1: none): comparing keys costs a fraction of hashing one, and a
+	// busy key meets itself in every shard.
+	last     key
+	at       int32
 	recorded [4]int64 // by sluice.UsageOutcome
 	dropped  int64    // events refused because the shard was full
 	_        [64]byte
@@ -195,9 +207,11 @@ func New(store sluice.UsageStore, opts Options) *Recorder {
 		r.log = slog.Default()
 	}
 	for i := range r.shards {
+		r.shards[i].at = -1
 		r.shards[i].buf.index = make(map[key]int32)
 		r.spare[i].index = make(map[key]int32)
 	}
+	r.affine.New = func() any { return &r.shards[r.next.Add(1)&r.mask] }
 	r.register(opts.Registerer)
 	go r.run()
 	return r
@@ -210,18 +224,23 @@ func (r *Recorder) Record(e *sluice.UsageEvent) {
 		return
 	}
 	k := key{account: e.AccountID, minute: floorDiv(e.Time.Unix(), 60), keyID: e.KeyID, channel: e.Channel, model: e.Model}
-	s := &r.shards[rand.Uint32()&r.mask]
+	s := r.affine.Get().(*shard)
 	s.mu.Lock()
-	i, ok := s.buf.index[k]
-	if !ok {
-		if len(s.buf.rows) >= r.perShard {
-			s.dropped++
-			s.mu.Unlock()
-			return
+	i := s.at
+	if i < 0 || s.last != k {
+		var ok bool
+		if i, ok = s.buf.index[k]; !ok {
+			if len(s.buf.rows) >= r.perShard {
+				s.dropped++
+				s.mu.Unlock()
+				r.affine.Put(s)
+				return
+			}
+			i = int32(len(s.buf.rows))
+			s.buf.rows = append(s.buf.rows, row{key: k})
+			s.buf.index[k] = i
 		}
-		i = int32(len(s.buf.rows))
-		s.buf.rows = append(s.buf.rows, row{key: k})
-		s.buf.index[k] = i
+		s.last, s.at = k, i
 	}
 	c := &s.buf.rows[i].c
 	c.events++
@@ -246,6 +265,7 @@ func (r *Recorder) Record(e *sluice.UsageEvent) {
 	}
 	s.recorded[e.Outcome]++
 	s.mu.Unlock()
+	r.affine.Put(s)
 }
 
 func floorDiv(a, b int64) int64 {
@@ -340,6 +360,7 @@ func (r *Recorder) drain() (batch []sluice.UsageCount, events int64) {
 		s.mu.Lock()
 		buf := s.buf
 		s.buf = r.spare[i]
+		s.last, s.at = key{}, -1
 		s.mu.Unlock()
 		for j := range buf.rows {
 			rw := &buf.rows[j]
