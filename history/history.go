@@ -113,8 +113,9 @@ type Recorder struct {
 	// shards; when the GC empties it, New deals the shards out again.
 	affine sync.Pool
 	next   atomic.Uint32
-	// perShard bounds the rows of one shard.
-	perShard int
+	// rows counts the rows in memory, against MaxRows: an atomic add per
+	// new row, not per event.
+	rows atomic.Int64
 
 	flushMu sync.Mutex // serialises flushes; guards spare buffers
 	spare   []shardBuf
@@ -193,15 +194,14 @@ func New(store sluice.UsageStore, opts Options) *Recorder {
 		n *= 2
 	}
 	r := &Recorder{
-		store:    store,
-		opts:     opts,
-		log:      opts.Logger,
-		shards:   make([]shard, n),
-		mask:     uint32(n - 1),
-		perShard: max(opts.MaxRows/n, 1),
-		spare:    make([]shardBuf, n),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+		store:  store,
+		opts:   opts,
+		log:    opts.Logger,
+		shards: make([]shard, n),
+		mask:   uint32(n - 1),
+		spare:  make([]shardBuf, n),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
 	}
 	if r.log == nil {
 		r.log = slog.Default()
@@ -230,7 +230,8 @@ func (r *Recorder) Record(e *sluice.UsageEvent) {
 	if i < 0 || s.last != k {
 		var ok bool
 		if i, ok = s.buf.index[k]; !ok {
-			if len(s.buf.rows) >= r.perShard {
+			if r.rows.Add(1) > int64(r.opts.MaxRows) {
+				r.rows.Add(-1)
 				s.dropped++
 				s.mu.Unlock()
 				r.affine.Put(s)
@@ -362,6 +363,7 @@ func (r *Recorder) drain() (batch []sluice.UsageCount, events int64) {
 		s.buf = r.spare[i]
 		s.last, s.at = key{}, -1
 		s.mu.Unlock()
+		r.rows.Add(-int64(len(buf.rows)))
 		for j := range buf.rows {
 			rw := &buf.rows[j]
 			events += rw.c.events
