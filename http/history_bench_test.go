@@ -75,16 +75,50 @@ func BenchmarkGenerateHistory(b *testing.B) {
 // It reports the median time of a request of each (medians, since a
 // descheduled goroutine makes a few requests take milliseconds) and the
 // cost of recording in percent of the median.
+//
+// With store=hung the recorder writes to a database that never answers:
+// requests must cost the same (the recorder drops what does not fit).
 func BenchmarkGenerateHistoryPaired(b *testing.B) {
-	body := []byte(`{"model":"sluice-sketch","prompt":"a lighthouse at dusk","n":1,"size":"512x512"}`)
-	db, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "usage.db"))
-	if err != nil {
-		b.Fatal(err)
+	for _, store := range []string{"sqlite", "hung"} {
+		b.Run("store="+store, func(b *testing.B) { benchPaired(b, store) })
 	}
-	b.Cleanup(func() { db.Close() })
-	rec := history.New(db, history.Options{FlushInterval: 100 * time.Millisecond, PurgeInterval: -1,
+}
+
+// hungStore is a usage store whose writes never return until the
+// benchmark ends.
+type hungStore struct {
+	sluice.UsageStore
+	release chan struct{}
+}
+
+func (s hungStore) AddUsage(ctx context.Context, cs []sluice.UsageCount) error {
+	<-s.release
+	return ctx.Err()
+}
+
+func benchPaired(b *testing.B, store string) {
+	body := []byte(`{"model":"sluice-sketch","prompt":"a lighthouse at dusk","n":1,"size":"512x512"}`)
+	var us sluice.UsageStore
+	switch store {
+	case "sqlite":
+		db, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "usage.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { db.Close() })
+		us = db
+	case "hung":
+		h := hungStore{release: make(chan struct{})}
+		b.Cleanup(func() { close(h.release) })
+		us = h
+	}
+	rec := history.New(us, history.Options{FlushInterval: 100 * time.Millisecond, PurgeInterval: -1,
 		Logger: slog.New(slog.DiscardHandler)})
-	b.Cleanup(func() { rec.Close(context.Background()) })
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		rec.Close(ctx)
+	})
 	off, keyOff := benchServer(b, "mem")
 	on, keyOn := benchServer(b, "mem", func(s *sluicehttp.Server) { s.Usage = sluice.UsageRecorders{rec} })
 	var (

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/history"
@@ -279,5 +280,55 @@ func TestHistoryEmpty(t *testing.T) {
 	json.Unmarshal(res.Body, &b)
 	if b.Granularity != "hour" || b.To-b.From != 24*3600 || b.To < h.Clock.Now().Unix() {
 		t.Errorf("defaults: %+v at %d", b, h.Clock.Now().Unix())
+	}
+}
+
+// hangingStore is a usage store whose writes block until the test ends,
+// ignoring their context, as a database that hangs would.
+type hangingStore struct {
+	sluice.UsageStore
+	release chan struct{}
+}
+
+func (s hangingStore) AddUsage(ctx context.Context, cs []sluice.UsageCount) error {
+	<-s.release
+	return ctx.Err()
+}
+
+// TestHistoryHungDatabase: with the history's database hung, image
+// requests are answered as usual; what does not fit in memory is dropped
+// and counted in sluice_usage_dropped_total. (How fast the requests are is
+// for BenchmarkGenerateHistoryPaired/store=hung to measure.)
+func TestHistoryHungDatabase(t *testing.T) {
+	store := hangingStore{release: make(chan struct{})}
+	t.Cleanup(func() { close(store.release) })
+	var rec *history.Recorder
+	h := newHarness(t, func(h *harness, l *quota.Limiter) {
+		h.S.Registry = prometheus.NewRegistry()
+		rec = history.New(store, history.Options{FlushInterval: time.Millisecond, FlushTimeout: time.Millisecond,
+			PurgeInterval: -1, MaxRows: 4, Logger: slog.New(slog.DiscardHandler), Registerer: h.S.Registry})
+		h.S.Usage = rec
+	})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		if err := rec.Close(ctx); err == nil {
+			t.Error("Close flushed into a hung database")
+		}
+	})
+	_, key := h.account("vip")
+	const requests = 20
+	for range requests {
+		// A minute apart: each needs a row of its own.
+		h.Clock.Add(time.Minute)
+		wantStatus(t, h.generate(key, 1), 200)
+	}
+	// Room for 4 rows, and at most 4 more in the batch the hung flush took.
+	if d := rec.Dropped(); d < requests-8 {
+		t.Errorf("dropped %d of %d events", d, requests)
+	}
+	res := h.do("GET", "/metrics", "", "")
+	if want := fmt.Sprintf("sluice_usage_dropped_total %d", rec.Dropped()); !strings.Contains(string(res.Body), want) {
+		t.Errorf("/metrics lacks %q", want)
 	}
 }
