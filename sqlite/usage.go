@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"time"
@@ -73,23 +74,21 @@ func (db *DB) AddUsage(ctx context.Context, counts []sluice.UsageCount) error {
 		return fmt.Errorf("add usage: %w", err)
 	}
 	defer tx.Rollback()
+	stmts := map[string]*sql.Stmt{} // by table, prepared once a flush
 	for _, c := range counts {
 		t, err := usageTable(c.Granularity)
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `
-INSERT INTO `+t+` (account_id, bucket, key_id, channel, model,
-	images, requests, rejected, refunded, shadow, rejected_hour, rejected_day)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (account_id, bucket, key_id, channel, model) DO UPDATE SET
-	images = images + excluded.images,
-	requests = requests + excluded.requests,
-	rejected = rejected + excluded.rejected,
-	refunded = refunded + excluded.refunded,
-	shadow = shadow + excluded.shadow,
-	rejected_hour = rejected_hour + excluded.rejected_hour,
-	rejected_day = rejected_day + excluded.rejected_day`,
+		st := stmts[t]
+		if st == nil {
+			if st, err = tx.PrepareContext(ctx, addUsageSQL(t)); err != nil {
+				return fmt.Errorf("add usage: %w", err)
+			}
+			defer st.Close()
+			stmts[t] = st
+		}
+		if _, err := st.ExecContext(ctx,
 			c.AccountID, c.Start.Unix(), c.KeyID, c.Channel, c.Model,
 			c.Images, c.Requests, c.Rejected, c.Refunded, c.Shadow, c.RejectedHour, c.RejectedDay); err != nil {
 			return fmt.Errorf("add usage: %w", err)
@@ -99,6 +98,22 @@ ON CONFLICT (account_id, bucket, key_id, channel, model) DO UPDATE SET
 		return fmt.Errorf("add usage: %w", err)
 	}
 	return nil
+}
+
+// addUsageSQL adds one count to its row of table t.
+func addUsageSQL(t string) string {
+	return `
+INSERT INTO ` + t + ` (account_id, bucket, key_id, channel, model,
+	images, requests, rejected, refunded, shadow, rejected_hour, rejected_day)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (account_id, bucket, key_id, channel, model) DO UPDATE SET
+	images = images + excluded.images,
+	requests = requests + excluded.requests,
+	rejected = rejected + excluded.rejected,
+	refunded = refunded + excluded.refunded,
+	shadow = shadow + excluded.shadow,
+	rejected_hour = rejected_hour + excluded.rejected_hour,
+	rejected_day = rejected_day + excluded.rejected_day`
 }
 
 // PurgeUsage deletes the rows of granularity g that start before before.
