@@ -107,6 +107,9 @@ type UsageBucket struct {
 	// Shadow are the units let through in shadow mode that enforcement
 	// would have refused (counted in Images and Requests too).
 	Shadow int64
+	// RejectedHour and RejectedDay are the part of Rejected that the
+	// window named "hour" or "day" refused.
+	RejectedHour, RejectedDay int64
 }
 
 // UsageTotal is an account's images over a span of time, for TopUsage.

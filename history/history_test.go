@@ -140,23 +140,23 @@ func TestRecordFlush(t *testing.T) {
 	}{
 		{sluice.GranularityMinute, "", []sluice.UsageBucket{
 			{Start: t0, Images: 3, Requests: 3, Refunded: 1},
-			{Start: at(time.Minute), Images: 1, Requests: 1, Rejected: 1},
+			{Start: at(time.Minute), Images: 1, Requests: 1, Rejected: 1, RejectedHour: 1},
 			{Start: at(90 * time.Minute), Images: 3, Requests: 1, Shadow: 3},
-			{Start: at(25 * time.Hour), Rejected: 1},
+			{Start: at(25 * time.Hour), Rejected: 1, RejectedDay: 1},
 		}},
 		{sluice.GranularityHour, "", []sluice.UsageBucket{
-			{Start: t0, Images: 4, Requests: 4, Rejected: 1, Refunded: 1},
+			{Start: t0, Images: 4, Requests: 4, Rejected: 1, Refunded: 1, RejectedHour: 1},
 			{Start: at(time.Hour), Images: 3, Requests: 1, Shadow: 3},
-			{Start: at(25 * time.Hour), Rejected: 1},
+			{Start: at(25 * time.Hour), Rejected: 1, RejectedDay: 1},
 		}},
 		{sluice.GranularityDay, "", []sluice.UsageBucket{
-			{Start: t0, Images: 7, Requests: 5, Rejected: 1, Refunded: 1, Shadow: 3},
-			{Start: at(24 * time.Hour), Rejected: 1},
+			{Start: t0, Images: 7, Requests: 5, Rejected: 1, Refunded: 1, Shadow: 3, RejectedHour: 1},
+			{Start: at(24 * time.Hour), Rejected: 1, RejectedDay: 1},
 		}},
 		{sluice.GranularityDay, sluice.GroupByChannel, []sluice.UsageBucket{
-			{Start: t0, Group: "api", Images: 6, Requests: 4, Rejected: 1, Refunded: 1, Shadow: 3},
+			{Start: t0, Group: "api", Images: 6, Requests: 4, Rejected: 1, Refunded: 1, Shadow: 3, RejectedHour: 1},
 			{Start: t0, Group: "telegram", Images: 1, Requests: 1},
-			{Start: at(24 * time.Hour), Group: "api", Rejected: 1},
+			{Start: at(24 * time.Hour), Group: "api", Rejected: 1, RejectedDay: 1},
 		}},
 	} {
 		q.Granularity, q.GroupBy = tc.g, tc.by

@@ -133,7 +133,7 @@ func (db *DB) UsageHistory(ctx context.Context, q sluice.UsageQuery) ([]sluice.U
 	}
 	rows, err := db.pool.Query(ctx, `
 SELECT bucket, `+group+` AS grp, (sum(images) - sum(refunded))::bigint, sum(requests)::bigint,
-	sum(rejected)::bigint, sum(refunded)::bigint, sum(shadow)::bigint
+	sum(rejected)::bigint, sum(refunded)::bigint, sum(shadow)::bigint, sum(rejected_hour)::bigint, sum(rejected_day)::bigint
 FROM `+t+`
 WHERE account_id = $1 AND bucket >= $2 AND bucket < $3
 GROUP BY bucket, grp
@@ -146,7 +146,7 @@ ORDER BY `+order, q.AccountID, ceilUnix(q.From), ceilUnix(q.To))
 	for rows.Next() {
 		var b sluice.UsageBucket
 		var start int64
-		if err := rows.Scan(&start, &b.Group, &b.Images, &b.Requests, &b.Rejected, &b.Refunded, &b.Shadow); err != nil {
+		if err := rows.Scan(&start, &b.Group, &b.Images, &b.Requests, &b.Rejected, &b.Refunded, &b.Shadow, &b.RejectedHour, &b.RejectedDay); err != nil {
 			return nil, fmt.Errorf("usage history: %w", err)
 		}
 		b.Start = time.Unix(start, 0).UTC()

@@ -143,7 +143,8 @@ func (db *DB) UsageHistory(ctx context.Context, q sluice.UsageQuery) ([]sluice.U
 		}
 	}
 	rows, err := db.r.QueryContext(ctx, `
-SELECT bucket, `+group+` AS grp, sum(images) - sum(refunded), sum(requests), sum(rejected), sum(refunded), sum(shadow)
+SELECT bucket, `+group+` AS grp, sum(images) - sum(refunded), sum(requests), sum(rejected), sum(refunded), sum(shadow),
+	sum(rejected_hour), sum(rejected_day)
 FROM `+t+`
 WHERE account_id = ? AND bucket >= ? AND bucket < ?
 GROUP BY bucket, grp
@@ -156,7 +157,7 @@ ORDER BY bucket, grp`, q.AccountID, ceilUnix(q.From), ceilUnix(q.To))
 	for rows.Next() {
 		var b sluice.UsageBucket
 		var start int64
-		if err := rows.Scan(&start, &b.Group, &b.Images, &b.Requests, &b.Rejected, &b.Refunded, &b.Shadow); err != nil {
+		if err := rows.Scan(&start, &b.Group, &b.Images, &b.Requests, &b.Rejected, &b.Refunded, &b.Shadow, &b.RejectedHour, &b.RejectedDay); err != nil {
 			return nil, fmt.Errorf("usage history: %w", err)
 		}
 		b.Start = time.Unix(start, 0).UTC()

@@ -56,7 +56,7 @@ func testUsageHistory(t *testing.T, s sluice.UsageStore) {
 		minuteCount(1, m(1), "k2", sluice.ChannelAPI, "sketch", 4, 1, 0, 0),
 		minuteCount(2, m(1), "k3", sluice.ChannelAPI, "sketch", 9, 9, 0, 0),
 		sluice.UsageCount{Granularity: sluice.GranularityHour, Start: usageT0, AccountID: 1, KeyID: "k1",
-			Channel: sluice.ChannelAPI, Model: "sketch", Images: 5, Requests: 5, Rejected: 1, Refunded: 1, Shadow: 2, RejectedHour: 1},
+			Channel: sluice.ChannelAPI, Model: "sketch", Images: 5, Requests: 5, Rejected: 3, Refunded: 1, Shadow: 2, RejectedHour: 1, RejectedDay: 2},
 	)
 	// Adding again adds.
 	addUsage(t, s, minuteCount(1, m(0), "k1", sluice.ChannelAPI, "sketch", 1, 1, 2, 0))
@@ -79,7 +79,7 @@ func testUsageHistory(t *testing.T, s sluice.UsageStore) {
 		t.Errorf("from inside the first minute (-want +got):\n%s", diff)
 	}
 	q = sluice.UsageQuery{AccountID: 1, Granularity: sluice.GranularityHour, From: usageT0.Add(-time.Hour), To: usageT0.Add(time.Hour)}
-	if diff := cmp.Diff([]sluice.UsageBucket{{Start: usageT0, Images: 4, Requests: 5, Rejected: 1, Refunded: 1, Shadow: 2}},
+	if diff := cmp.Diff([]sluice.UsageBucket{{Start: usageT0, Images: 4, Requests: 5, Rejected: 3, Refunded: 1, Shadow: 2, RejectedHour: 1, RejectedDay: 2}},
 		history(t, s, q), cmpBuckets...); diff != "" {
 		t.Errorf("hours (-want +got):\n%s", diff)
 	}
