@@ -104,6 +104,12 @@ type UsageBucket struct {
 	Requests int64
 	Rejected int64
 	Refunded int64
+	// Shadow are the units let through in shadow mode that enforcement
+	// would have refused (counted in Images and Requests too).
+	Shadow int64
+	// RejectedHour and RejectedDay are the part of Rejected that the
+	// window named "hour" or "day" refused.
+	RejectedHour, RejectedDay int64
 }
 
 // UsageTotal is an account's images over a span of time, for TopUsage.
@@ -120,4 +126,53 @@ type UsageService interface {
 	// TopUsage returns the accounts that charged the most images in
 	// [from, to), most first, at most limit of them.
 	TopUsage(ctx context.Context, from, to time.Time, limit int) ([]UsageTotal, error)
+}
+
+// UsageCount is what the usage history adds to one row of one granularity:
+// the bucket starting at Start (UTC, aligned to the granularity) of one
+// account, key, channel and model. Counts of units are Images (charged or
+// let through in shadow mode), Refunded and Shadow; counts of requests are
+// Requests (admitted, shadow included), Rejected and its part refused by
+// the window named "hour" (RejectedHour) or "day" (RejectedDay).
+type UsageCount struct {
+	Granularity string
+	Start       time.Time
+	AccountID   int64
+	KeyID       string
+	Channel     string
+	Model       string
+
+	Images, Requests, Rejected, Refunded, Shadow int64
+	RejectedHour, RejectedDay                    int64
+}
+
+// UsageStore keeps the usage history: the UsageService over rows that
+// AddUsage adds to. Several gateways may add to one store at once; the
+// sums stay exact because every write is an addition. TopUsage reads the
+// coarsest granularity to which both from and to are aligned (so a day's
+// total is one row per account and key, not 1,440). Implementations are
+// safe for concurrent use.
+type UsageStore interface {
+	UsageService
+	// AddUsage adds every count to its row, creating the rows that do not
+	// exist, all or nothing. The counts name distinct rows.
+	AddUsage(ctx context.Context, counts []UsageCount) error
+	// PurgeUsage deletes the rows of granularity g whose bucket starts
+	// before before, and returns how many it deleted.
+	PurgeUsage(ctx context.Context, g string, before time.Time) (int64, error)
+}
+
+// UsageGranularity returns the length of a bucket of granularity g, and
+// false for an unknown granularity. Buckets are aligned to UTC: minutes,
+// hours and days start at multiples of their length since the Unix epoch.
+func UsageGranularity(g string) (time.Duration, bool) {
+	switch g {
+	case GranularityMinute:
+		return time.Minute, true
+	case GranularityHour:
+		return time.Hour, true
+	case GranularityDay:
+		return 24 * time.Hour, true
+	}
+	return 0, false
 }

@@ -6,29 +6,6 @@ import (
 	"github.com/sluicehq/sluice"
 )
 
-// recordDecision hands the decision d on n units of model for q to Usage,
-// if set: the usage history and the quota alerts watch every decision of
-// the image endpoint. It does not block (UsageRecorder's contract).
-func (s *Server) recordDecision(q *quotaCtx, model string, n int64, d *sluice.Decision) {
-	if s.Usage == nil {
-		return
-	}
-	e := sluice.UsageEvent{
-		AccountID: q.account.ID, Plan: q.plan.ID, KeyID: q.keyID, Channel: sluice.ChannelAPI,
-		Model: model, Time: d.Time, Outcome: sluice.UsageAdmitted, Units: n, Decision: d,
-	}
-	switch {
-	case !d.Allowed:
-		e.Outcome = sluice.UsageRejected
-	case d.Shadow:
-		e.Outcome = sluice.UsageShadow
-	}
-	if e.Outcome != sluice.UsageAdmitted && d.Blocking >= 0 && d.Blocking < d.N {
-		e.Window = d.Windows[d.Blocking].Name
-	}
-	s.Usage.Record(&e)
-}
-
 // alertsBody is the body of PUT /v1/alerts.
 type alertsBody struct {
 	Email *bool `json:"email"`

@@ -63,8 +63,9 @@ func (w *discardWriter) WriteHeader(code int)        { w.status = code }
 func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 
 // benchServer returns a gateway over the account store that stores makes,
-// and an API key of its one account.
-func benchServer(b *testing.B, store string) (http.Handler, string) {
+// and an API key of its one account; opts change the Server before it
+// starts.
+func benchServer(b *testing.B, store string, opts ...func(*sluicehttp.Server)) (http.Handler, string) {
 	ctx := context.Background()
 	key, id, hash := sluice.NewAPIKey()
 	var accounts sluice.AccountService
@@ -100,6 +101,9 @@ func benchServer(b *testing.B, store string) (http.Handler, string) {
 		Plans:  []sluice.Plan{benchPlan},
 		Models: sluice.DefaultModels(),
 		Logger: slog.New(slog.DiscardHandler),
+	}
+	for _, o := range opts {
+		o(s)
 	}
 	b.Cleanup(func() { s.Close(context.Background()) })
 	return s.Handler(), key

@@ -228,7 +228,7 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 		s.Error(w, r, err)
 		return
 	}
-	s.recordDecision(q, m.ID, n, &d)
+	s.recordTake(q, m.ID, n, &d)
 	if !d.Allowed {
 		s.metrics.decisions.WithLabelValues(q.plan.ID, "rejected").Inc()
 		setRateHeaders(w.Header(), &d)

@@ -30,9 +30,13 @@ type quotaCtx struct {
 	account *sluice.Account
 	plan    *sluice.Plan
 	key     string
-	keyID   string // the API key's lookup ID; "" for a session
 	policy  sluice.Policy
 	windows [2]sluice.Window
+	// keyID is the API key's lookup ID ("" for a session); model and
+	// event are set by recordTake, for the usage history (history.go).
+	keyID string
+	model string
+	event sluice.UsageEvent
 }
 
 // quotaFor resolves the account's plan and policy. An account whose plan is
@@ -81,6 +85,7 @@ func (s *Server) refund(ctx context.Context, q *quotaCtx, n int64, d sluice.Deci
 		return
 	}
 	s.metrics.refunds.WithLabelValues(reason).Add(float64(n))
+	s.recordRefund(q, n, &d)
 }
 
 func (s *Server) resetUsage(ctx context.Context, key string) error {

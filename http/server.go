@@ -167,6 +167,14 @@ type Server struct {
 	TrustedProxies []netip.Prefix
 	// SessionTTL is how long a login lasts; 0 means DefaultSessionTTL.
 	SessionTTL time.Duration
+	// Usage receives every quota decision of an image request (admitted,
+	// rejected, shadow) and every refund: the usage history and the quota
+	// alerts watch them. nil means none is recorded.
+	Usage sluice.UsageRecorder
+	// History answers GET /v1/usage/history and the admin usage
+	// endpoints; nil means they answer 404 not_found.
+	History sluice.UsageService
+
 	// ResetURL is the page of the operator's web front end where a user
 	// chooses a new password: reset mails link to it with "token=…" added
 	// to its query. Empty: the mail holds the token and the API call only.
@@ -177,9 +185,6 @@ type Server struct {
 	// in it. nil: those endpoints answer 404 and the resets go unrecorded
 	// (see audit.go).
 	Audit sluice.AuditLog
-	// Usage watches every decision of the image endpoint (the usage
-	// history, the quota alerts); nil means none.
-	Usage sluice.UsageRecorder
 	// Idempotency keeps the answers of image requests sent with an
 	// Idempotency-Key (CONTRACT.md §9; idempotency.go).
 	Idempotency Idempotency
@@ -308,6 +313,9 @@ func (s *Server) routes() *http.ServeMux {
 	handle("DELETE /admin/accounts/{id}/usage", s.admin(s.handleResetUsage))
 	handle("GET /admin/plans", s.admin(s.handlePlans))
 	handle("GET /admin/audit", s.admin(s.handleAdminAudit))
+	handle("GET /v1/usage/history", s.handleUsageHistory)
+	handle("GET /admin/usage/history", s.admin(s.handleAdminUsageHistory))
+	handle("GET /admin/usage/top", s.admin(s.handleAdminUsageTop))
 
 	// Operations.
 	handle("GET /healthz", s.handleHealthz)

@@ -186,6 +186,8 @@ CREATE TABLE idempotency (
 );
 CREATE INDEX idempotency_expires ON idempotency (expires_at);
 `,
+	// 6: the usage history (usage.go).
+	usageMigration,
 }
 
 // migrationLock is the key of the advisory lock that migrations hold.

@@ -235,6 +235,8 @@ CREATE TABLE idempotency (
 ) STRICT;
 CREATE INDEX idempotency_expires ON idempotency (expires_at);
 `,
+	// 6: the usage history (usage.go).
+	usageMigration,
 }
 
 // migrate applies the steps of ms that the database lacks, each in its own

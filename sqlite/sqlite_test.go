@@ -358,3 +358,8 @@ func BenchmarkIdempotencyRecordBytes(b *testing.B) {
 	}
 	b.ReportMetric(float64(total)/float64(b.N*n)-body, "overhead-bytes/record")
 }
+func TestUsageStore(t *testing.T) {
+	storetest.RunUsageStore(t, func(t *testing.T) sluice.UsageStore {
+		return mustOpen(t, filepath.Join(t.TempDir(), "sluice.db"))
+	})
+}

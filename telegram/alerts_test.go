@@ -54,8 +54,9 @@ func (u *usageLog) Record(e *sluice.UsageEvent) {
 	u.got = append(u.got, s)
 }
 
-// TestUsageRecorded: every decision of the bot reaches Usage.
-func TestUsageRecorded(t *testing.T) {
+// TestUsageDecisions: every decision of the bot reaches Usage, with its plan
+// and the refusing window.
+func TestUsageDecisions(t *testing.T) {
 	u := &usageLog{}
 	e := newEnv(t, func(b *telegram.Bot) { b.Usage = u })
 	e.start()

@@ -109,8 +109,8 @@ type Bot struct {
 	// whose timeout outlasts PollTimeout.
 	HTTPClient *http.Client
 
-	// Usage watches every quota decision of the bot (the usage history,
-	// the quota alerts); nil means none.
+	// Usage receives every quota decision of a prompt and every refund,
+	// with channel and key ID "telegram"; nil means none is recorded.
 	Usage sluice.UsageRecorder
 
 	// Logger receives errors; nil means slog.Default().

@@ -247,7 +247,7 @@ func (b *Bot) prompt(ctx context.Context, m *models.Message, a *sluice.Account, 
 		b.fail(ctx, m, "take", err)
 		return
 	}
-	b.recordDecision(a, p, md, &d)
+	b.recordTake(a, md.ID, &d)
 	if !d.Allowed {
 		b.reply(m, overQuotaText(p, &d))
 		return
@@ -258,7 +258,7 @@ func (b *Bot) prompt(ctx context.Context, m *models.Message, a *sluice.Account, 
 	settled := false
 	refund := func(reason string) {
 		settled = true
-		b.refund(a, key, pol, d, reason)
+		b.refund(a, md.ID, key, pol, d, reason)
 	}
 	defer func() {
 		if !settled {
@@ -304,7 +304,7 @@ func (b *Bot) prompt(ctx context.Context, m *models.Message, a *sluice.Account, 
 		photo:   img,
 		done: func(err error) {
 			if err != nil {
-				b.refund(a, key, pol, d, "delivery_failed")
+				b.refund(a, md.ID, key, pol, d, "delivery_failed")
 			}
 		},
 	})
@@ -337,13 +337,39 @@ func (b *Bot) generate(ctx context.Context, req *sluice.ImageRequest) ([]byte, e
 
 // refund gives back the unit that d charged. It runs even after the bot's
 // context ended, and only logs a failure.
-func (b *Bot) refund(a *sluice.Account, key string, pol *sluice.Policy, d sluice.Decision, reason string) {
+func (b *Bot) refund(a *sluice.Account, model, key string, pol *sluice.Policy, d sluice.Decision, reason string) {
 	ctx, cancel := context.WithTimeout(context.Background(), refundTimeout)
 	defer cancel()
 	if err := b.Quota.Refund(ctx, key, pol, 1, d); err != nil {
 		b.logger().LogAttrs(ctx, slog.LevelWarn, "telegram: refund failed",
 			slog.Int64("account_id", a.ID), slog.String("reason", reason), slog.String("error", err.Error()))
+		return
 	}
+	if b.Usage != nil {
+		b.Usage.Record(&sluice.UsageEvent{AccountID: a.ID, Plan: a.Plan, KeyID: sluice.UsageKeyTelegram,
+			Channel: sluice.ChannelTelegram, Model: model, Time: d.Time, Outcome: sluice.UsageRefunded, Units: 1})
+	}
+}
+
+// recordTake records the decision d on a prompt's unit with b.Usage. A
+// request that can never fit (a limit of 0) is not a decision on quota and
+// is left out, as on the API.
+func (b *Bot) recordTake(a *sluice.Account, model string, d *sluice.Decision) {
+	if b.Usage == nil || !d.Allowed && d.RetryAfter == sluice.InfDuration {
+		return
+	}
+	e := &sluice.UsageEvent{AccountID: a.ID, Plan: a.Plan, KeyID: sluice.UsageKeyTelegram, Channel: sluice.ChannelTelegram,
+		Model: model, Time: d.Time, Outcome: sluice.UsageAdmitted, Units: 1, Decision: d}
+	switch {
+	case !d.Allowed:
+		e.Outcome = sluice.UsageRejected
+	case d.Shadow:
+		e.Outcome = sluice.UsageShadow
+	}
+	if !d.Allowed || d.Shadow {
+		e.Window = d.Windows[max(d.Blocking, 0)].Name
+	}
+	b.Usage.Record(e)
 }
 
 // fail answers a message whose handling failed: the quota store being
@@ -359,26 +385,4 @@ func (b *Bot) fail(ctx context.Context, m *models.Message, op string, err error)
 			slog.Int64("chat_id", m.Chat.ID), slog.String("error", err.Error()))
 		b.reply(m, internalText)
 	}
-}
-
-// recordDecision hands the decision d on one unit of md for a to Usage, if
-// set. It does not block (UsageRecorder's contract).
-func (b *Bot) recordDecision(a *sluice.Account, p *sluice.Plan, md *sluice.Model, d *sluice.Decision) {
-	if b.Usage == nil {
-		return
-	}
-	e := sluice.UsageEvent{
-		AccountID: a.ID, Plan: p.ID, KeyID: sluice.UsageKeyTelegram, Channel: sluice.ChannelTelegram,
-		Model: md.ID, Time: d.Time, Outcome: sluice.UsageAdmitted, Units: 1, Decision: d,
-	}
-	switch {
-	case !d.Allowed:
-		e.Outcome = sluice.UsageRejected
-	case d.Shadow:
-		e.Outcome = sluice.UsageShadow
-	}
-	if e.Outcome != sluice.UsageAdmitted && d.Blocking >= 0 && d.Blocking < d.N {
-		e.Window = d.Windows[d.Blocking].Name
-	}
-	b.Usage.Record(&e)
 }

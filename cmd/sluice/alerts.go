@@ -37,11 +37,13 @@ func (m *Main) newAlerts(marks sluice.AlertMarks, reg prometheus.Registerer, log
 		Registry:      reg,
 		Logger:        log.With("component", "alerts"),
 	}
+	// Beside the usage history, on the same decisions.
+	m.usage = append(m.usage, m.Alerts)
+	m.Server.Usage = m.usage
 	if m.Bot != nil {
 		m.Alerts.Telegram = m.Bot
-		m.Bot.Usage = m.Alerts
+		m.Bot.Usage = m.usage
 	}
-	m.Server.Usage = m.Alerts
 	if err := m.Alerts.Start(); err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/alert"
+	"github.com/sluicehq/sluice/history"
 	shttp "github.com/sluicehq/sluice/http"
 	"github.com/sluicehq/sluice/imagegen"
 	"github.com/sluicehq/sluice/inmem"
@@ -64,6 +65,12 @@ type Main struct {
 	// Idempotency keeps the answers of keyed image requests, in the
 	// account store's database.
 	Idempotency sluice.IdempotencyStore
+	// History records every quota decision into the usage history, in the
+	// account database; Close flushes it.
+	History *history.Recorder
+	// usage are the watchers of every quota decision: the history, and
+	// the alerts when they are on.
+	usage sluice.UsageRecorders
 
 	closers []func() error // run in reverse by Close
 }
@@ -121,6 +128,7 @@ func (m *Main) Run(ctx context.Context) error {
 	// Accounts.
 	var pg *postgres.DB         // for the invalidation bus
 	var marks sluice.AlertMarks // of sent alerts, in the account database
+	var usage sluice.UsageStore
 	switch {
 	case cfg.Database.URL == "":
 		db, err := sqlite.Open(ctx, filepath.Join(cfg.Server.Data, "sluice.db"))
@@ -132,6 +140,7 @@ func (m *Main) Run(ctx context.Context) error {
 		m.Audit = db
 		marks = db
 		m.Idempotency = db.Idempotency()
+		usage = db
 	default:
 		db, err := postgres.Open(ctx, cfg.Database.URL)
 		if err != nil {
@@ -146,6 +155,7 @@ func (m *Main) Run(ctx context.Context) error {
 		m.Audit = db
 		marks = db
 		m.Idempotency = db.Idempotency()
+		usage = db
 	}
 	m.closers = append(m.closers, janitor(m.Accounts, log))
 	m.closers = append(m.closers, idempotencyJanitor(m.Idempotency, log))
@@ -249,6 +259,21 @@ func (m *Main) Run(ctx context.Context) error {
 	reg.MustRegister(fallbacks)
 	m.Quota.OnFallback = func(op string, err error) { fallbacks.WithLabelValues(op, cfg.Quota.OnStoreError).Inc() }
 	m.AuthQuota.OnFallback = func(op string, err error) { fallbacks.WithLabelValues("auth_"+op, cfg.Quota.OnStoreErrorAuth).Inc() }
+
+	// The usage history. Its closer comes before the gateway's and the
+	// bot's, so it runs after them and flushes their last decisions.
+	m.History = history.New(usage, history.Options{
+		FlushInterval: cfg.Usage.FlushInterval,
+		Retention:     history.Retention(cfg.Usage.Retention),
+		Logger:        log,
+		Registerer:    reg,
+	})
+	m.closers = append(m.closers, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), m.Config.Server.ShutdownTimeout)
+		defer cancel()
+		return m.History.Close(ctx)
+	})
+	m.usage = sluice.UsageRecorders{m.History}
 	m.Server = &shttp.Server{
 		Accounts:  m.Accounts,
 		Quota:     m.Quota,
@@ -280,6 +305,8 @@ func (m *Main) Run(ctx context.Context) error {
 		TrustedProxies: cfg.Server.TrustedProxies,
 		ResetURL:       cfg.Mail.ResetURL,
 		Audit:          m.Audit,
+		Usage:          m.usage,
+		History:        usage,
 	}
 	m.Server.Idempotency = shttp.Idempotency{
 		Store:   m.Idempotency,

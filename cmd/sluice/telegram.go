@@ -40,6 +40,7 @@ func (m *Main) newBot(images sluice.ImageGenerator, log *slog.Logger) error {
 		WebhookURL:    t.WebhookURL,
 		WebhookSecret: t.WebhookSecret,
 		Logger:        log.With("channel", "telegram"),
+		Usage:         m.Server.Usage,
 	}
 	if t.WebhookURL != "" {
 		u, err := url.Parse(t.WebhookURL)

@@ -49,6 +49,7 @@ type Config struct {
 	Quota    Quota          `yaml:"quota"`
 	Redis    Redis          `yaml:"redis"`
 	Database Database       `yaml:"database"`
+	Usage    Usage          `yaml:"usage"`
 	Telegram Telegram       `yaml:"telegram"`
 	Mail     Mail           `yaml:"mail"`
 	Log      Log            `yaml:"log"`
@@ -175,6 +176,23 @@ type Database struct {
 	URL string `yaml:"url" secret:"url"`
 }
 
+// Usage is the usage history (CONTRACT.md §10), kept in the account
+// database.
+type Usage struct {
+	// FlushInterval is how often recorded decisions are written; a crash
+	// loses at most this much history.
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	Retention     Retention     `yaml:"retention"`
+}
+
+// Retention is how long the history keeps each granularity; 0 keeps it for
+// ever.
+type Retention struct {
+	Minute time.Duration `yaml:"minute"`
+	Hour   time.Duration `yaml:"hour"`
+	Day    time.Duration `yaml:"day"`
+}
+
 // Telegram is the bot. An empty Token turns the bot off; an empty
 // WebhookURL means long polling.
 type Telegram struct {
@@ -271,6 +289,7 @@ func Default() Config {
 			Timeout:          2 * time.Second, // README: quota.timeout
 		},
 		Redis:    Redis{Prefix: "sluice:"},
+		Usage:    Usage{FlushInterval: 10 * time.Second, Retention: Retention{Minute: 48 * time.Hour, Hour: 2160 * time.Hour, Day: 17520 * time.Hour}},
 		Telegram: Telegram{APIURL: DefaultTelegramAPI},
 		Mail:     Mail{SMTPPort: 587},
 		Log:      Log{Level: slog.LevelInfo, Format: LogText},

@@ -62,6 +62,9 @@ redis:
   prefix: "gw1:"
 database:
   url: postgres://sluice:pw@localhost/sluice
+usage:
+  flush_interval: 1m
+  retention: {minute: 2h, hour: 7d, day: 0s}
 telegram:
   token: "123:abc"
   api_url: http://127.0.0.1:8081
@@ -132,6 +135,7 @@ func fullConfig(t *testing.T) Config {
 		Quota:    Quota{Store: StoreRedis, FlushInterval: 5 * time.Second, OnStoreError: FailLocal, OnStoreErrorAuth: FailOpen, Timeout: 250 * time.Millisecond},
 		Redis:    Redis{URL: "redis://localhost:6379/0", Prefix: "gw1:"},
 		Database: Database{URL: "postgres://sluice:pw@localhost/sluice"},
+		Usage:    Usage{FlushInterval: time.Minute, Retention: Retention{Minute: 2 * time.Hour, Hour: 7 * 24 * time.Hour}},
 		Telegram: Telegram{
 			Token:         "123:abc",
 			APIURL:        "http://127.0.0.1:8081",
@@ -432,6 +436,10 @@ func TestValidate(t *testing.T) {
 		{"server: {write_timeout: 30s}", "server.write_timeout"},      // shorter than upstream.timeout
 		{"upstream: {timeout: 90s}", "server.write_timeout"},          // equal to it
 		{"server: {shutdown_timeout: 0s}", "server.shutdown_timeout"}, // no time to drain
+		{"usage: {flush_interval: 0s}", "usage.flush_interval"},
+		{"usage: {retention: {minute: 30s}}", "usage.retention.minute"},
+		{"usage: {retention: {hour: -1h}}", "usage.retention.hour"},
+		{"usage: {retention: {day: 23h}}", "usage.retention.day"},
 		{"limits: {windows: {hour: 1.5s}}", "limits.windows.hour"},
 		{"limits: {windows: {hour: 0s}}", "limits.windows.hour"},
 		{"limits: {windows: {day: -24h}}", "limits.windows.day"},

@@ -34,6 +34,7 @@ func (c *Config) Validate() error {
 	c.validatePlans(&p)
 	c.validateModels(&p)
 	c.validateStores(&p)
+	c.validateUsage(&p)
 	c.validateTelegram(&p)
 	c.validateMail(&p)
 	c.validateAlerts(&p)
@@ -230,6 +231,23 @@ func (c *Config) validateStores(p *problems) {
 	}
 	if c.Database.URL != "" && !isURL(c.Database.URL, false, "postgres", "postgresql") {
 		p.add("database.url", "must be empty (SQLite in the data directory) or a postgres:// URL %s", notShown)
+	}
+}
+
+func (c *Config) validateUsage(p *problems) {
+	u := &c.Usage
+	positive(p, "usage.flush_interval", u.FlushInterval)
+	for _, r := range []struct {
+		field     string
+		d, bucket time.Duration
+	}{
+		{"usage.retention.minute", u.Retention.Minute, time.Minute},
+		{"usage.retention.hour", u.Retention.Hour, time.Hour},
+		{"usage.retention.day", u.Retention.Day, 24 * time.Hour},
+	} {
+		if r.d != 0 && r.d < r.bucket {
+			p.add(r.field, "must be 0 (keep for ever) or at least %s, got %q", formatDuration(r.bucket), formatDuration(r.d))
+		}
 	}
 }
 
