@@ -13,7 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sluicehq/sluice"
-
+	"github.com/sluicehq/sluice/history"
 	"github.com/sluicehq/sluice/telegram/telegramtest"
 )
 
@@ -216,5 +216,27 @@ func TestMainHistoryTwoInstances(t *testing.T) {
 		acct, now.Add(-48*time.Hour).Unix(), now.Add(time.Hour).Unix()), gws[1].admin)
 	if diff := cmp.Diff(map[string]tally{"": {each * 3, each * 2, 0, 0}}, got, cmp.AllowUnexported(tally{})); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// TestMainHistoryOff: with usage.record false no decision reaches a
+// history recorder, the alerts still watch them, and the gateway serves as
+// usual.
+func TestMainHistoryOff(t *testing.T) {
+	g := startMain(t, "", map[string]string{"SLUICE_USAGE_RECORD": "false"})
+	if g.m.History != nil {
+		t.Fatal("usage.record false: a history recorder was started")
+	}
+	for _, r := range g.m.usage {
+		if _, ok := r.(*history.Recorder); ok {
+			t.Fatalf("usage.record false: decisions go to %T", r)
+		}
+	}
+	if g.m.Alerts == nil || len(g.m.usage) != 1 {
+		t.Fatalf("the alerts should still watch the decisions: %v", g.m.usage)
+	}
+	_, key := g.account("off@example.com", "vip")
+	if r := g.generate(key, 1); r.status != 200 {
+		t.Fatalf("generate: %d %s", r.status, r.body)
 	}
 }

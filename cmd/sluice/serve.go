@@ -260,20 +260,12 @@ func (m *Main) Run(ctx context.Context) error {
 	m.Quota.OnFallback = func(op string, err error) { fallbacks.WithLabelValues(op, cfg.Quota.OnStoreError).Inc() }
 	m.AuthQuota.OnFallback = func(op string, err error) { fallbacks.WithLabelValues("auth_"+op, cfg.Quota.OnStoreErrorAuth).Inc() }
 
-	// The usage history. Its closer comes before the gateway's and the
-	// bot's, so it runs after them and flushes their last decisions.
-	m.History = history.New(usage, history.Options{
-		FlushInterval: cfg.Usage.FlushInterval,
-		Retention:     history.Retention(cfg.Usage.Retention),
-		Logger:        log,
-		Registerer:    reg,
-	})
-	m.closers = append(m.closers, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), m.Config.Server.ShutdownTimeout)
-		defer cancel()
-		return m.History.Close(ctx)
-	})
-	m.usage = sluice.UsageRecorders{m.History}
+	// The usage history (usage.record: false leaves it out). Its closer
+	// comes before the gateway's and the bot's, so it runs after them and
+	// flushes their last decisions.
+	if cfg.Usage.Record {
+		m.startHistory(usage, reg, log)
+	}
 	m.Server = &shttp.Server{
 		Accounts:  m.Accounts,
 		Quota:     m.Quota,
@@ -305,8 +297,10 @@ func (m *Main) Run(ctx context.Context) error {
 		TrustedProxies: cfg.Server.TrustedProxies,
 		ResetURL:       cfg.Mail.ResetURL,
 		Audit:          m.Audit,
-		Usage:          m.usage,
 		History:        usage,
+	}
+	if len(m.usage) > 0 {
+		m.Server.Usage = m.usage
 	}
 	m.Server.Idempotency = shttp.Idempotency{
 		Store:   m.Idempotency,

@@ -179,6 +179,10 @@ type Database struct {
 // Usage is the usage history (CONTRACT.md §10), kept in the account
 // database.
 type Usage struct {
+	// Record turns the recording on (the default). Off, no decision is
+	// recorded (the history endpoints show what was recorded before); the
+	// quota alerts still watch every decision.
+	Record bool `yaml:"record"`
 	// FlushInterval is how often recorded decisions are written; a crash
 	// loses at most this much history.
 	FlushInterval time.Duration `yaml:"flush_interval"`
@@ -289,7 +293,7 @@ func Default() Config {
 			Timeout:          2 * time.Second, // README: quota.timeout
 		},
 		Redis:    Redis{Prefix: "sluice:"},
-		Usage:    Usage{FlushInterval: 10 * time.Second, Retention: Retention{Minute: 48 * time.Hour, Hour: 2160 * time.Hour, Day: 17520 * time.Hour}},
+		Usage:    Usage{Record: true, FlushInterval: 10 * time.Second, Retention: Retention{Minute: 48 * time.Hour, Hour: 2160 * time.Hour, Day: 17520 * time.Hour}},
 		Telegram: Telegram{APIURL: DefaultTelegramAPI},
 		Mail:     Mail{SMTPPort: 587},
 		Log:      Log{Level: slog.LevelInfo, Format: LogText},

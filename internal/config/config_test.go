@@ -62,6 +62,7 @@ func TestDefault(t *testing.T) {
 		{"quota.timeout", c.Quota.Timeout, 2 * time.Second},
 		{"redis.url", c.Redis.URL, ""},
 		{"database.url", c.Database.URL, ""},
+		{"usage.record", c.Usage.Record, true},
 		{"usage.flush_interval", c.Usage.FlushInterval, 10 * time.Second},
 		{"usage.retention.minute", c.Usage.Retention.Minute, 48 * time.Hour},
 		{"usage.retention.hour", c.Usage.Retention.Hour, 90 * 24 * time.Hour},

@@ -63,6 +63,7 @@ redis:
 database:
   url: postgres://sluice:pw@localhost/sluice
 usage:
+  record: false
   flush_interval: 1m
   retention: {minute: 2h, hour: 7d, day: 0s}
 telegram:
@@ -135,7 +136,7 @@ func fullConfig(t *testing.T) Config {
 		Quota:    Quota{Store: StoreRedis, FlushInterval: 5 * time.Second, OnStoreError: FailLocal, OnStoreErrorAuth: FailOpen, Timeout: 250 * time.Millisecond},
 		Redis:    Redis{URL: "redis://localhost:6379/0", Prefix: "gw1:"},
 		Database: Database{URL: "postgres://sluice:pw@localhost/sluice"},
-		Usage:    Usage{FlushInterval: time.Minute, Retention: Retention{Minute: 2 * time.Hour, Hour: 7 * 24 * time.Hour}},
+		Usage:    Usage{Record: false, FlushInterval: time.Minute, Retention: Retention{Minute: 2 * time.Hour, Hour: 7 * 24 * time.Hour}},
 		Telegram: Telegram{
 			Token:         "123:abc",
 			APIURL:        "http://127.0.0.1:8081",
