@@ -171,12 +171,38 @@ func (s *Store) Take(ctx context.Context, key string, p *sluice.Policy, n int64,
 	sh.mu.Unlock()
 	if charged && s.p != nil && s.p.sync {
 		if err := s.p.writeKey(s, key); err != nil {
-			// The charge stands in memory; say that it may not survive a crash.
-			return d, err
+			s.undo(key, p, n, d.Time, now)
+			return sluice.Decision{}, err
 		}
 	}
 	return d, nil
 }
+
+// undo takes back a charge of n units made at `at` whose synchronous write
+// failed, so that a request answered with an error is not charged: the
+// units leave memory, and the key is written again, best effort, in case a
+// later write of the same key carried the charge to disk. If that write
+// fails too, the disk keeps more than memory, which is the safe side: a
+// crash then restores the charge rather than forgetting others.
+func (s *Store) undo(key string, p *sluice.Policy, n int64, at, now time.Time) {
+	sh := s.shard(key)
+	sh.mu.Lock()
+	ks := sh.m[key]
+	if ks == nil || ks.alg != p.Algorithm || len(ks.st) != len(p.Windows) {
+		sh.mu.Unlock()
+		return
+	}
+	quota.Refund(p, ks.st, n, at, now)
+	ks.expires = quota.Expiry(p, ks.st)
+	sh.mu.Unlock()
+	if err := s.p.writeKey(s, key); err != nil {
+		s.logger.Warn("quota state: rewrite after a failed write", slog.String("error", err.Error()))
+	}
+}
+
+// Synchronous reports whether the store writes every charge and refund to
+// disk before answering (a persistent store whose flush interval is 0).
+func (s *Store) Synchronous() bool { return s.p != nil && s.p.sync }
 
 // markDirty lists key for the next flush of a store that flushes
 // periodically. The caller holds sh.mu.

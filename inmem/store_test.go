@@ -133,3 +133,47 @@ func TestOpenCorruptState(t *testing.T) {
 		t.Fatalf("remaining %d, want 99", d.Windows[0].Remaining)
 	}
 }
+
+func TestSyncWriteFailureRefunds(t *testing.T) {
+	// Flush interval 0: a charge whose write fails is answered with an
+	// error and taken back, so that memory and disk agree and the client
+	// is not charged for the error.
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "quota.db")
+	now := time.Now()
+	for _, alg := range []sluice.Algorithm{sluice.Sliding, sluice.Calendar, sluice.TokenBucket} {
+		p := hourDay
+		p.Algorithm = alg
+		key := "acct-" + alg.String()
+		s, err := inmem.Open(ctx, path, 0, inmem.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Take(ctx, key, &p, 3, now); err != nil {
+			t.Fatal(err)
+		}
+		if err := inmem.FailWritesForTest(path, true); err != nil {
+			t.Fatal(err)
+		}
+		if d, err := s.Take(ctx, key, &p, 2, now); err == nil {
+			t.Fatalf("%v: take with failing writes: no error (%+v)", alg, d)
+		}
+		if d, _ := s.Peek(ctx, key, &p, now); d.Windows[0].Remaining != 97 || d.Windows[1].Remaining != 997 {
+			t.Errorf("%v: after a failed write: remaining %d/%d in memory, want 97/997", alg, d.Windows[0].Remaining, d.Windows[1].Remaining)
+		}
+		if err := inmem.FailWritesForTest(path, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s, err = inmem.Open(ctx, path, 0, inmem.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, _ := s.Peek(ctx, key, &p, now); d.Windows[0].Remaining != 97 || d.Windows[1].Remaining != 997 {
+			t.Errorf("%v: on disk: remaining %d/%d, want 97/997", alg, d.Windows[0].Remaining, d.Windows[1].Remaining)
+		}
+		s.Close()
+	}
+}

@@ -342,6 +342,7 @@ func TestDecode(t *testing.T) {
 		{"no trusted proxies", "server: {trusted_proxies: []}\n", func(c Config) bool { return c.Server.TrustedProxies == nil }},
 		{"quoted numbers and sizes", "server: {max_body: '65536'}\nlimits: {max_n: \"4\"}\n", func(c Config) bool { return reflect.DeepEqual(c, def) }},
 		{"days", "limits: {windows: {day: 1d}}\nquota: {flush_interval: 0d1s}\n", func(c Config) bool { return reflect.DeepEqual(c, def) }},
+		{"flush interval 0 writes every charge", "quota: {flush_interval: 0}\n", func(c Config) bool { return c.Quota.FlushInterval == 0 }},
 	} {
 		c, err := loadYAML(t, tc.src, nil)
 		if tc.check == nil {
@@ -437,7 +438,7 @@ func TestValidate(t *testing.T) {
 		{"upstream: {timeout: 0s}", "upstream.timeout"},
 		{"quota: {store: memcached}", "quota.store"},
 		{"quota: {store: redis}", "redis.url"},
-		{"quota: {flush_interval: 0s}", "quota.flush_interval"},
+		{"quota: {flush_interval: -1s}", "quota.flush_interval"},
 		{"quota: {on_store_error: maybe}", "quota.on_store_error"},
 		{"quota: {on_store_error_auth: maybe}", "quota.on_store_error_auth"},
 		{"quota: {timeout: -1ms}", "quota.timeout"},
