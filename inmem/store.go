@@ -240,12 +240,26 @@ func (s *Store) Peek(ctx context.Context, key string, p *sluice.Policy, now time
 	defer sh.mu.Unlock()
 	sh.seen(now)
 	ks := sh.m[key]
-	if ks == nil {
-		// A fresh key: decide on an empty state without storing it.
-		ks = newKeyState(p)
+	if ks == nil || ks.alg != p.Algorithm || len(ks.st) != len(p.Windows) {
+		// A fresh key, or one kept under another algorithm or shape:
+		// answer as if fresh and keep the state, which the next Take
+		// decides about (a peek never writes).
+		return quota.Peek(p, newKeyState(p).st, now), nil
 	}
-	ks.fit(p)
-	return quota.Peek(p, ks.st, now), nil
+	// Decide on a copy: the algorithms drop what no longer counts, and a
+	// peek under another policy (other lengths or limits) must not move
+	// the state the takes decide on.
+	var arr [sluice.MaxWindows][]uint64
+	var buf [3 * sluice.MaxWindows]uint64
+	st := arr[:len(ks.st)]
+	for i, w := range ks.st {
+		if len(w) <= 3 {
+			st[i] = append(buf[3*i:3*i:3*i+3], w...)
+		} else {
+			st[i] = append([]uint64(nil), w...)
+		}
+	}
+	return quota.Peek(p, st, now), nil
 }
 
 // Reset implements sluice.QuotaStore.

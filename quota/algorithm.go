@@ -256,6 +256,11 @@ func room(p *sluice.Policy, w *sluice.Window, s []uint64, n int64, now time.Time
 		if s[0]+cost <= capacity {
 			return 0, true
 		}
+		if l == 0 {
+			// A bucket of size zero never refills: a debt left from
+			// before the limit was lowered to 0 keeps even a peek out.
+			return sluice.InfDuration, false
+		}
 		over := s[0] + cost - capacity
 		waitUs := (over + uint64(l) - 1) / uint64(l)
 		return time.Duration(waitUs)*time.Microsecond - time.Duration(now.Nanosecond()%1000), false

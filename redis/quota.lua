@@ -300,7 +300,9 @@ if alg == 0 then
     else
       redis.call('SET', key, concat(parts), 'PX', ttl)
     end
-  elseif stale then
+  elseif stale and n > 0 then
+    -- a take on state kept under another policy shape starts afresh; a
+    -- peek (n = 0) never writes
     redis.call('DEL', key)
   end
   return out
@@ -609,9 +611,12 @@ for i = 1, nw do
   out[#out + 1] = short[i] or 0
   out[#out + 1] = waits[i] or 0
 end
-if charged or dirty then
+-- A peek (n = 0) never writes: not a rescaled bucket (a peek under another
+-- window length), not a state kept under another policy shape, which the
+-- next take decides about.
+if charged or (dirty and n > 0) then
   write()
-elseif stale then
+elseif stale and n > 0 then
   redis.call('DEL', key)
 end
 return out

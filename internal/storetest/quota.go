@@ -225,6 +225,64 @@ func RunQuotaStore(t *testing.T, open func(t *testing.T) sluice.QuotaStore) {
 			{key: key, at: ms(10_000), n: 1, allowed: true, rem: []int64{1, 14}, reset: []int64{12, 30}},
 		})
 	})
+	t.Run("LimitLoweredToZero", func(t *testing.T) {
+		// An operator sets a limit of 0 on an account that has used some:
+		// every call still answers (remaining 0, a take refused for
+		// ever), none fails.
+		for _, alg := range algorithms {
+			p := policy(alg, 3, 10*time.Second, 5, 30*time.Second)
+			s, key := open(t), keyFor(t)+alg.String()
+			take(t, s, key, &p, 2, T0)
+			zero := policy(alg, 0, 10*time.Second, 5, 30*time.Second)
+			for _, at := range []time.Duration{0, ms(1500), ms(4000)} {
+				d := peek(t, s, key, &zero, T0.Add(at))
+				if d.Windows[0].Remaining != 0 || d.Windows[0].Limit != 0 || d.Windows[1].Remaining != 3 {
+					t.Errorf("%v: peek at +%v: %+v", alg, at, d.Windows[:2])
+				}
+				d = take(t, s, key, &zero, 1, T0.Add(at))
+				if d.Allowed || d.RetryAfter != sluice.InfDuration || d.Blocking != 0 {
+					t.Errorf("%v: take at +%v: allowed=%v retry=%v blocking=%d, want refused for ever by window 0", alg, at, d.Allowed, d.RetryAfter, d.Blocking)
+				}
+			}
+			// Raised again, the account is where it was.
+			if d := peek(t, s, key, &p, T0.Add(ms(4000))); d.Windows[1].Remaining != 3 {
+				t.Errorf("%v: after the limit is raised again: %+v", alg, d.Windows[:2])
+			}
+		}
+	})
+	t.Run("PeekUnderAnotherPolicy", func(t *testing.T) {
+		// A peek under another algorithm or shape (limits.algorithm
+		// changed between restarts, another caller's policy) answers as if
+		// fresh and keeps the counters: the next take decides.
+		for _, alg := range algorithms {
+			p := policy(alg, 3, 10*time.Second, 5, 30*time.Second)
+			s, key := open(t), keyFor(t)+alg.String()
+			take(t, s, key, &p, 2, T0)
+			take(t, s, key+"-twin", &p, 2, T0)
+			others := []sluice.Policy{
+				policy((alg+1)%3, 3, 10*time.Second, 5, 30*time.Second),
+				policy((alg+2)%3, 3, 10*time.Second, 5, 30*time.Second),
+				{Algorithm: alg, Windows: p.Windows[:1]},
+				policy(alg, 3, 20*time.Second, 5, 60*time.Second),
+				policy(alg, 0, 10*time.Second, 1, 30*time.Second),
+			}
+			for i := range others {
+				o := &others[i]
+				d := peek(t, s, key, o, T0.Add(ms(1000)))
+				if o.Algorithm != alg || len(o.Windows) != len(p.Windows) {
+					if !d.Allowed || d.Windows[0].Remaining != int64(o.Windows[0].Limit) {
+						t.Errorf("%v: peek under %v %+v: not fresh: %+v", alg, o.Algorithm, o.Windows, d.Windows[:d.N])
+					}
+				}
+			}
+			for _, at := range []time.Duration{ms(1000), ms(6000)} {
+				got, want := peek(t, s, key, &p, T0.Add(at)), peek(t, s, key+"-twin", &p, T0.Add(at))
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Errorf("%v: at +%v, the key peeked under other policies differs from its twin (-twin +peeked):\n%s", alg, at, diff)
+				}
+			}
+		}
+	})
 	for _, alg := range algorithms {
 		t.Run("Model/"+alg.String(), func(t *testing.T) { runModel(t, open, alg) })
 	}
