@@ -16,6 +16,9 @@ func CorruptForTest(path, key string) error {
 	return err
 }
 
+// SweepTick runs one tick of the background sweep at wall time wall.
+func (s *Store) SweepTick(wall time.Time) { s.sweepTick(wall) }
+
 // FailWritesForTest makes every write of a quota state row in the file at
 // path fail (fail) or succeed again, through triggers that another
 // connection installs.
