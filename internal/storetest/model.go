@@ -32,6 +32,18 @@ func newModel(p sluice.Policy) *model {
 	return m
 }
 
+// clone returns a copy of m that shares nothing with it.
+func (m *model) clone() *model {
+	c := &model{p: m.p, last: append([]time.Duration(nil), m.last...)}
+	for _, cs := range m.charges {
+		c.charges = append(c.charges, append([]charge(nil), cs...))
+	}
+	for _, t := range m.tokens {
+		c.tokens = append(c.tokens, new(big.Rat).Set(t))
+	}
+	return c
+}
+
 // usedAt is the sum of the window's charges that count at second t.
 func (m *model) usedAt(i int, t int64) int64 {
 	w := m.p.Windows[i]

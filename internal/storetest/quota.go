@@ -478,6 +478,16 @@ func runModel(t *testing.T, open func(t *testing.T) sluice.QuotaStore, alg sluic
 		now := start.Add(time.Duration(r.IntN(1000)) * time.Millisecond)
 		var admitted []sluice.Decision
 		var ns []int64
+		// Shadow keys get every admitted take and every refund of the key,
+		// at the same times, so that each holds the key's state: a
+		// rejection is checked on one, which is then retired. (Replaying
+		// the key's history later would decide at times before the latest
+		// the store has seen, at which a store may have forgotten part of
+		// it.)
+		shadows := []string{key + "/shadow0", key + "/shadow1"}
+		if testing.Short() {
+			shadows = shadows[:1]
+		}
 		for op := range ops {
 			switch r.IntN(6) {
 			case 0:
@@ -497,11 +507,41 @@ func runModel(t *testing.T, open func(t *testing.T) sluice.QuotaStore, alg sluic
 				if got.Allowed && n > 0 {
 					admitted = append(admitted, got)
 					ns = append(ns, n)
+					for _, k := range shadows {
+						if d := take(t, s, k, &p, n, now); !d.Allowed {
+							t.Fatalf("%s: take %d: admitted on the key, refused on its shadow %s", what, n, k)
+						}
+					}
+				}
+				if !got.Allowed && got.RetryAfter != sluice.InfDuration {
+					// Retry exactness: the same request is refused a
+					// second before now+retry_after and admitted at it,
+					// barring other traffic: on a copy of the model, and
+					// (a few times a seed) on the store, on a shadow key.
+					after := time.Duration(got.RetryAfterSeconds()) * time.Second
+					c := m.clone()
+					if d := c.take(n, now.Add(after-time.Second)); d.Allowed {
+						t.Fatalf("%s: take %d: model admits at now+retry_after-1s (retry_after %v)", what, n, after)
+					}
+					if d := c.take(n, now.Add(after)); !d.Allowed {
+						t.Fatalf("%s: take %d: model refuses at now+retry_after %v: %+v", what, n, after, d)
+					}
+					if len(shadows) > 0 {
+						checkRetry(t, s, shadows[0], &p, n, now, after, what)
+						shadows = shadows[1:]
+						// The store has decided at now+retry_after: its
+						// clock may not go back (a store may forget what
+						// counts nothing at the latest time it decided at).
+						now = now.Add(after)
+					}
 				}
 			case k < 8 && len(admitted) > 0:
 				j := r.IntN(len(admitted))
 				refund(t, s, key, &p, ns[j], admitted[j].Time, now)
 				m.refund(ns[j], admitted[j].Time, now)
+				for _, k := range shadows {
+					refund(t, s, k, &p, ns[j], admitted[j].Time, now)
+				}
 				admitted = append(admitted[:j], admitted[j+1:]...)
 				ns = append(ns[:j], ns[j+1:]...)
 			default:
@@ -513,5 +553,17 @@ func runModel(t *testing.T, open func(t *testing.T) sluice.QuotaStore, alg sluic
 			}
 		}
 		start = now.Add(time.Hour)
+	}
+}
+
+// checkRetry requires that a take of n units on key is refused at
+// now+after-1s and admitted at now+after.
+func checkRetry(t *testing.T, s sluice.QuotaStore, key string, p *sluice.Policy, n int64, now time.Time, after time.Duration, what string) {
+	t.Helper()
+	if d := take(t, s, key, p, n, now.Add(after-time.Second)); d.Allowed {
+		t.Fatalf("%s: take %d: store admits at now+retry_after-1s (retry_after %v)", what, n, after)
+	}
+	if d := take(t, s, key, p, n, now.Add(after)); !d.Allowed {
+		t.Fatalf("%s: take %d: store refuses at now+retry_after %v: %+v", what, n, after, d)
 	}
 }
