@@ -54,7 +54,7 @@ func (m *model) usedAt(i int, t int64) int64 {
 			if c.sec <= t && c.sec > t-int64(w.Length/time.Second) {
 				u += c.n
 			}
-		case sluice.Calendar:
+		case sluice.Calendar, sluice.TokenBucket: // a token bucket: unlimited windows only
 			if m.start(i, c.sec) == m.start(i, t) {
 				u += c.n
 			}
@@ -64,7 +64,8 @@ func (m *model) usedAt(i int, t int64) int64 {
 }
 
 // start is the calendar window's start for second t (UTC, whole-second
-// lengths, by division: the model is only run in UTC).
+// lengths, by division: the model is only run in UTC). An unlimited window
+// of a token bucket counts in the same windows.
 func (m *model) start(i int, t int64) int64 {
 	l := int64(m.p.Windows[i].Length / time.Second)
 	return t - ((t%l)+l)%l
@@ -175,10 +176,7 @@ func (m *model) take(n int64, now time.Time) sluice.Decision {
 		d.RetryAfter = 0
 		if n > 0 {
 			for i, w := range m.p.Windows {
-				if w.Limit.IsUnlimited() {
-					continue
-				}
-				if m.p.Algorithm == sluice.TokenBucket {
+				if m.p.Algorithm == sluice.TokenBucket && !w.Limit.IsUnlimited() {
 					m.tokens[i].Sub(m.tokens[i], big.NewRat(n, 1))
 				} else {
 					m.charges[i] = append(m.charges[i], charge{now.Unix(), n})
@@ -189,8 +187,15 @@ func (m *model) take(n int64, now time.Time) sluice.Decision {
 	for i, w := range m.p.Windows {
 		s := &d.Windows[i]
 		s.Name, s.Length, s.Limit = w.Name, w.Length, w.Limit
+		switch {
+		case w.Limit.IsUnlimited() || m.p.Algorithm != sluice.TokenBucket:
+			s.Counted = m.usedAt(i, now.Unix())
+		}
 		if !w.Limit.IsUnlimited() {
 			s.Remaining, s.Reset, _ = m.window(i, 0, now)
+			if m.p.Algorithm == sluice.TokenBucket {
+				s.Counted = int64(w.Limit) - s.Remaining // whole units missing
+			}
 		}
 	}
 	return d
@@ -198,10 +203,11 @@ func (m *model) take(n int64, now time.Time) sluice.Decision {
 
 func (m *model) refund(n int64, at, now time.Time) {
 	for i, w := range m.p.Windows {
-		if w.Limit.IsUnlimited() {
-			continue
+		alg := m.p.Algorithm
+		if alg == sluice.TokenBucket && w.Limit.IsUnlimited() {
+			alg = sluice.Calendar // counts as in calendar windows
 		}
-		switch m.p.Algorithm {
+		switch alg {
 		case sluice.TokenBucket:
 			m.refill(i, now)
 			m.tokens[i].Add(m.tokens[i], big.NewRat(n, 1))
@@ -209,12 +215,12 @@ func (m *model) refund(n int64, at, now time.Time) {
 				m.tokens[i] = lim
 			}
 		case sluice.Sliding, sluice.Calendar:
-			counts := m.p.Algorithm == sluice.Sliding && at.Unix() > now.Unix()-int64(w.Length/time.Second) ||
-				m.p.Algorithm == sluice.Calendar && m.start(i, at.Unix()) == m.start(i, now.Unix())
+			counts := alg == sluice.Sliding && at.Unix() > now.Unix()-int64(w.Length/time.Second) ||
+				alg == sluice.Calendar && m.start(i, at.Unix()) == m.start(i, now.Unix())
 			left := n
 			for j := len(m.charges[i]) - 1; j >= 0 && left > 0 && counts; j-- {
 				c := &m.charges[i][j]
-				if c.sec == at.Unix() || m.p.Algorithm == sluice.Calendar && m.start(i, c.sec) == m.start(i, now.Unix()) {
+				if c.sec == at.Unix() || alg == sluice.Calendar && m.start(i, c.sec) == m.start(i, now.Unix()) {
 					k := min(c.n, left)
 					c.n -= k
 					left -= k

@@ -130,6 +130,55 @@ func RunQuotaStore(t *testing.T, open func(t *testing.T) sluice.QuotaStore) {
 			})
 		}
 	})
+	t.Run("UnlimitedCounts", func(t *testing.T) {
+		// A window without a limit counts what it used (CONTRACT.md §6)
+		// and never rejects; a policy without any limit too.
+		for _, alg := range algorithms {
+			p := policy(alg, int64(sluice.Unlimited), 10*time.Second, int64(sluice.Unlimited), 30*time.Second)
+			s, key := open(t), keyFor(t)+alg.String()
+			for i := range 5 {
+				if d := take(t, s, key, &p, 3, T0.Add(ms(int64(i)*100))); !d.Allowed || d.Windows[0].Counted != int64(3*(i+1)) {
+					t.Fatalf("%v: take %d: %+v", alg, i, d)
+				}
+			}
+			d := take(t, s, key, &p, 1, T0.Add(ms(2000)))
+			d2 := peek(t, s, key, &p, T0.Add(ms(2000)))
+			if d.Windows[0].Counted != 16 || d2.Windows[1].Counted != 16 {
+				t.Errorf("%v: counted %d (take), %d (peek), want 16", alg, d.Windows[0].Counted, d2.Windows[1].Counted)
+			}
+			refund(t, s, key, &p, 1, d.Time, T0.Add(ms(2000)))
+			if d := peek(t, s, key, &p, T0.Add(ms(2000))); d.Windows[0].Counted != 15 || d.Windows[1].Counted != 15 {
+				t.Errorf("%v: after a refund: counted %d, %d, want 15", alg, d.Windows[0].Counted, d.Windows[1].Counted)
+			}
+			// The short window forgets, the long one still counts.
+			if d := peek(t, s, key, &p, T0.Add(ms(12_000))); d.Windows[0].Counted != 0 || d.Windows[1].Counted != 15 {
+				t.Errorf("%v: at +12s: counted %d, %d, want 0, 15", alg, d.Windows[0].Counted, d.Windows[1].Counted)
+			}
+			if d := peek(t, s, key, &p, T0.Add(ms(31_000))); d.Windows[1].Counted != 0 {
+				t.Errorf("%v: at +31s: counted %d, want 0", alg, d.Windows[1].Counted)
+			}
+		}
+	})
+	t.Run("LimitRemovedAndSet", func(t *testing.T) {
+		// A plan change from limited to unlimited and back keeps what
+		// was used.
+		for _, alg := range algorithms {
+			limited := policy(alg, 10, time.Hour, 20, 24*time.Hour)
+			free := policy(alg, int64(sluice.Unlimited), time.Hour, int64(sluice.Unlimited), 24*time.Hour)
+			s, key := open(t), keyFor(t)+alg.String()
+			take(t, s, key, &limited, 4, T0)
+			if d := peek(t, s, key, &free, T0); d.Windows[0].Counted != 4 {
+				t.Errorf("%v: peek unlimited: counted %d, want 4", alg, d.Windows[0].Counted)
+			}
+			if d := take(t, s, key, &free, 2, T0); !d.Allowed || d.Windows[0].Counted != 6 {
+				t.Errorf("%v: take unlimited: %+v, want counted 6", alg, d.Windows[0])
+			}
+			d := peek(t, s, key, &limited, T0)
+			if d.Windows[0].Remaining != 4 || d.Windows[0].Counted != 6 || d.Windows[1].Remaining != 14 {
+				t.Errorf("%v: limited again: %+v, want 4 of 10 remaining, 6 counted, 14 of 20", alg, d.Windows[:2])
+			}
+		}
+	})
 	t.Run("ZeroUnits", func(t *testing.T) {
 		for _, alg := range algorithms {
 			p := policy(alg, 1, 10*time.Second, 1, 30*time.Second)
