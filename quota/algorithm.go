@@ -246,7 +246,7 @@ func normalize(p *sluice.Policy, w *sluice.Window, s []uint64, now time.Time, no
 			// counted in the current window are the bucket's debt now.
 			debt := uint64(0)
 			if s[1] == uint64(epochStart(w, now)) {
-				debt = s[0] * wUs
+				debt = min(s[0], 1<<62/wUs) * wUs // far beyond any limit: a full debt, no overflow
 			}
 			s[0], s[1], s[2] = debt, uint64(nowUs), wUs
 			return s

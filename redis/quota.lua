@@ -445,7 +445,9 @@ local function normalize(i)
       -- in the current window are the bucket's debt now
       local lensec = wus / 1000000
       local debt = 0
-      if s[2] == nowsec - (nowsec % lensec) then debt = s[1] * wus end
+      if s[2] == nowsec - (nowsec % lensec) then
+        debt = math.min(s[1], idiv(4503599627370496, wus)) * wus -- exact below 2^53
+      end
       st[i] = {debt, nowus, wus}
       dirty = true
       return
