@@ -25,8 +25,9 @@
 //
 // A window without a limit (Unlimited) still counts, so that a decision
 // tells how much it used (WindowStatus.Counted), and never rejects. Sliding
-// and calendar windows keep the layouts above (a sliding state then holds
-// at most one charge word per second of the window). A token bucket has no
+// and calendar windows keep the layouts above (a sliding one counts in
+// steps of ceil(length/512) seconds, so that it holds at most about 512
+// charge words: chargeSecond). A token bucket has no
 // rate without a limit: its unlimited windows count like calendar windows
 // aligned to multiples of their length since the Unix epoch (a day window
 // starts at midnight UTC), in s[0] the units, s[1] the Unix second the
@@ -121,7 +122,7 @@ func Refund(p *sluice.Policy, st [][]uint64, n int64, at, now time.Time) {
 			if len(s) == 0 {
 				continue
 			}
-			sec, left := uint64(at.Unix()), uint64(n)
+			sec, left := chargeSecond(w, at.Unix()), uint64(n)
 			// Newest first: a refund follows its charge closely.
 			for j := len(s) - 1; j >= 1 && left > 0; j-- {
 				if s[j]>>countBits < sec {
@@ -328,7 +329,7 @@ func charge(p *sluice.Policy, w *sluice.Window, s []uint64, n int64, now time.Ti
 			s = append(s, 0)
 		}
 		s[0] += uint64(n)
-		sec := uint64(now.Unix())
+		sec := chargeSecond(w, now.Unix())
 		last := len(s) - 1
 		if last >= 1 && s[last]>>countBits > sec {
 			// The clock went back: keep the charges in order, and
@@ -358,6 +359,24 @@ func charge(p *sluice.Policy, w *sluice.Window, s []uint64, n int64, now time.Ti
 		}
 		return s
 	}
+}
+
+// chargeSecond returns the Unix second a sliding window counts a charge
+// made (or refunded) at second t in: t in a limited window. A window without
+// a limit only reports what it used, so it counts in steps of
+// ceil(length/512) seconds, rounded up: it holds at most about 512 charge
+// words (a day: steps of 169 s) however busy the key, and a charge counts
+// up to a step longer than it would exactly, the safe side should a limit
+// be set later.
+func chargeSecond(w *sluice.Window, t int64) uint64 {
+	if !w.Limit.IsUnlimited() {
+		return uint64(t)
+	}
+	g := (seconds(w.Length) + 511) / 512
+	if g <= 1 {
+		return uint64(t)
+	}
+	return uint64(t + floorMod(-t, g))
 }
 
 // counted returns the units the window counts: for a token bucket, the

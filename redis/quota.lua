@@ -32,6 +32,17 @@
 
 local MAXC = 4294967295
 
+-- grain returns the Unix second a sliding window counts a charge made (or
+-- refunded) at second t in: t itself in a limited window; in a window
+-- without a limit, t rounded up to a multiple of ceil(length/512) seconds,
+-- so that the window holds at most about 512 pairs (quota.chargeSecond).
+local function grain(limit, len, t)
+  if limit >= 0 then return t end
+  local g = math.floor((len + 511) / 512)
+  if g <= 1 then return t end
+  return t + ((-t) % g)
+end
+
 local key = KEYS[1]
 local op = ARGV[1]
 local nowus
@@ -137,6 +148,7 @@ if alg == 0 then
         -- newest first: the pairs lo..CNT are rewritten, without those
         -- whose units fall to zero
         local f, left = j, n
+        local atsec = grain(S[o + LIM], S[o + LEN], atsec)
         local lo, newc = k + 1, {}
         for j = k, f, -1 do
           local sec, c = pair(o, j)
@@ -241,7 +253,7 @@ if alg == 0 then
     local hi, tail, tn, lastc, appsec, appleft = k, '', 0, nil, nowsec, 0
     if charged then
       t = t + n
-      local sec, left = nowsec, n
+      local sec, left = grain(l, wlen, nowsec), n
       if k >= first then
         local ls, lc = unpack('>I4I4', raw, base + 8 * (k - 1))
         if ls > sec then sec = ls end -- the clock went back

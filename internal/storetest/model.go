@@ -44,6 +44,18 @@ func (m *model) clone() *model {
 	return c
 }
 
+// chargeSecond is the second a sliding window counts a charge made at t
+// in: t, or for a window without a limit t rounded up to a multiple of
+// ceil(length/512) seconds.
+func (m *model) chargeSecond(i int, t int64) int64 {
+	w := m.p.Windows[i]
+	if m.p.Algorithm != sluice.Sliding || !w.Limit.IsUnlimited() {
+		return t
+	}
+	g := (int64(w.Length/time.Second) + 511) / 512
+	return (t + g - 1) / g * g // t > 0
+}
+
 // usedAt is the sum of the window's charges that count at second t.
 func (m *model) usedAt(i int, t int64) int64 {
 	w := m.p.Windows[i]
@@ -51,7 +63,9 @@ func (m *model) usedAt(i int, t int64) int64 {
 	for _, c := range m.charges[i] {
 		switch m.p.Algorithm {
 		case sluice.Sliding:
-			if c.sec <= t && c.sec > t-int64(w.Length/time.Second) {
+			// A window without a limit counts a charge from the second
+			// it was rounded up to (chargeSecond) but already at t.
+			if (c.sec <= t || w.Limit.IsUnlimited()) && c.sec > t-int64(w.Length/time.Second) {
 				u += c.n
 			}
 		case sluice.Calendar, sluice.TokenBucket: // a token bucket: unlimited windows only
@@ -179,7 +193,7 @@ func (m *model) take(n int64, now time.Time) sluice.Decision {
 				if m.p.Algorithm == sluice.TokenBucket && !w.Limit.IsUnlimited() {
 					m.tokens[i].Sub(m.tokens[i], big.NewRat(n, 1))
 				} else {
-					m.charges[i] = append(m.charges[i], charge{now.Unix(), n})
+					m.charges[i] = append(m.charges[i], charge{m.chargeSecond(i, now.Unix()), n})
 				}
 			}
 		}
@@ -215,12 +229,13 @@ func (m *model) refund(n int64, at, now time.Time) {
 				m.tokens[i] = lim
 			}
 		case sluice.Sliding, sluice.Calendar:
-			counts := alg == sluice.Sliding && at.Unix() > now.Unix()-int64(w.Length/time.Second) ||
+			atSec := m.chargeSecond(i, at.Unix())
+			counts := alg == sluice.Sliding && atSec > now.Unix()-int64(w.Length/time.Second) ||
 				alg == sluice.Calendar && m.start(i, at.Unix()) == m.start(i, now.Unix())
 			left := n
 			for j := len(m.charges[i]) - 1; j >= 0 && left > 0 && counts; j-- {
 				c := &m.charges[i][j]
-				if c.sec == at.Unix() || alg == sluice.Calendar && m.start(i, c.sec) == m.start(i, now.Unix()) {
+				if c.sec == atSec || alg == sluice.Calendar && m.start(i, c.sec) == m.start(i, now.Unix()) {
 					k := min(c.n, left)
 					c.n -= k
 					left -= k

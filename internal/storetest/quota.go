@@ -159,6 +159,40 @@ func RunQuotaStore(t *testing.T, open func(t *testing.T) sluice.QuotaStore) {
 			}
 		}
 	})
+	t.Run("UnlimitedSlidingDay", func(t *testing.T) {
+		// A sliding window without a limit counts in steps of
+		// ceil(length/512) seconds, rounded up (169 s for a day), so that
+		// a busy key holds a bounded state: a charge counts up to a step
+		// longer than it would exactly.
+		p := sluice.Policy{Algorithm: sluice.Sliding, Windows: []sluice.Window{{Name: "day", Length: 24 * time.Hour, Limit: sluice.Unlimited}}}
+		s, key := open(t), keyFor(t)
+		var last sluice.Decision
+		for i := range 1000 {
+			last = take(t, s, key, &p, 1, T0.Add(time.Duration(i)*7*time.Second))
+		}
+		if last.Windows[0].Counted != 1000 {
+			t.Fatalf("counted %d, want 1000", last.Windows[0].Counted)
+		}
+		refund(t, s, key, &p, 1, last.Time, last.Time)
+		// At T0+1d+500s, the charges made up to T0+500s would be out;
+		// counted in steps of 169 s from the epoch, those up to the end of
+		// the step that holds T0+500s still count.
+		now := T0.Add(24*time.Hour + 500*time.Second)
+		const g = 169
+		want, exact := int64(0), int64(0)
+		for i := range 999 { // the last one was refunded
+			at := T0.Unix() + int64(i)*7
+			if (at+g-1)/g*g > now.Unix()-86400 {
+				want++
+			}
+			if at > now.Unix()-86400 {
+				exact++
+			}
+		}
+		if d := peek(t, s, key, &p, now); d.Windows[0].Counted != want || want <= exact {
+			t.Fatalf("at +1d+500s: counted %d, want %d (exactly: %d)", d.Windows[0].Counted, want, exact)
+		}
+	})
 	t.Run("LimitRemovedAndSet", func(t *testing.T) {
 		// A plan change from limited to unlimited and back keeps what
 		// was used.
@@ -520,7 +554,11 @@ func runModel(t *testing.T, open func(t *testing.T) sluice.QuotaStore, alg sluic
 			if r.IntN(8) == 0 {
 				l = sluice.Unlimited
 			}
-			p.Windows = append(p.Windows, sluice.Window{Name: fmt.Sprint("w", i), Length: lengths[r.IntN(len(lengths))], Limit: l})
+			length := lengths[r.IntN(len(lengths))]
+			if l == sluice.Unlimited && r.IntN(2) == 0 {
+				length = 1200 * time.Second // a sliding one counts in steps of 3 s
+			}
+			p.Windows = append(p.Windows, sluice.Window{Name: fmt.Sprint("w", i), Length: length, Limit: l})
 		}
 		m := newModel(p)
 		key := fmt.Sprintf("%s/%d", keyFor(t), seed)
