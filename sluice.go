@@ -66,7 +66,7 @@ type Policy struct {
 }
 
 // Unlimited reports whether no window of p has a limit, so that no request
-// can ever be rejected and no state need be kept.
+// can ever be rejected (its windows still count what is used).
 func (p *Policy) Unlimited() bool {
 	for _, w := range p.Windows {
 		if !w.Limit.IsUnlimited() {
@@ -89,10 +89,15 @@ type WindowStatus struct {
 	// Short reports that this window has no room for the request; only
 	// set on rejections.
 	Short bool
+	// Counted is the number of units the window counts after the request
+	// decided, whether it has a limit or not; above Limit when a limit
+	// was lowered below what had been used. For a token bucket, the whole
+	// units missing from a full bucket.
+	Counted int64
 }
 
-// Used is the number of units counted in the window.
-func (s WindowStatus) Used() int64 { return int64(s.Limit) - s.Remaining }
+// Used is the number of units counted in the window (Counted).
+func (s WindowStatus) Used() int64 { return s.Counted }
 
 // Decision is the answer to a request for units. Being over a limit is a
 // Decision with Allowed false, not an error.

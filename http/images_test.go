@@ -259,7 +259,8 @@ func TestPlans403(t *testing.T) {
 	}
 }
 
-// TestElite checks that unlimited windows send no headers and never limit.
+// TestElite checks that unlimited windows send no headers and never limit,
+// and that /v1/usage counts what they used (CONTRACT.md §6).
 func TestElite(t *testing.T) {
 	h := newHarness(t)
 	_, key := h.account("elite")
@@ -272,7 +273,7 @@ func TestElite(t *testing.T) {
 	}
 	res := h.do("GET", "/v1/usage", key, "")
 	wantStatus(t, res, 200)
-	if got, want := string(res.Body), `{"plan":"elite","hour":{"limit":null,"used":0,"remaining":null,"reset":null},"day":{"limit":null,"used":0,"remaining":null,"reset":null}}`+"\n"; got != want {
+	if got, want := string(res.Body), `{"plan":"elite","hour":{"limit":null,"used":1200,"remaining":null,"reset":null},"day":{"limit":null,"used":1200,"remaining":null,"reset":null}}`+"\n"; got != want {
 		t.Errorf("usage = %s, want %s", got, want)
 	}
 }

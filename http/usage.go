@@ -61,7 +61,8 @@ func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
 }
 
 // windowJSON is one window of a usage report; Limit, Remaining and Reset
-// are null for a window without a limit.
+// are null for a window without a limit, whose Used still counts. Used may
+// exceed Limit after a limit was lowered below what had been used.
 type windowJSON struct {
 	Limit     *int64 `json:"limit"`
 	Used      int64  `json:"used"`
@@ -88,10 +89,11 @@ func usageOf(plan string, d *sluice.Decision) *usageJSON {
 			continue
 		}
 		if w.Limit.IsUnlimited() {
+			*out = windowJSON{Used: w.Used()} // CONTRACT.md §6: used still counts
 			continue
 		}
 		limit, remaining, reset := int64(w.Limit), max(w.Remaining, 0), w.Reset.Unix()
-		*out = windowJSON{Limit: &limit, Used: max(limit-remaining, 0), Remaining: &remaining, Reset: &reset}
+		*out = windowJSON{Limit: &limit, Used: w.Used(), Remaining: &remaining, Reset: &reset}
 	}
 	return u
 }

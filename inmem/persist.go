@@ -74,8 +74,7 @@ func Open(ctx context.Context, path string, flushInterval time.Duration, opts Op
 		db.Close()
 		return nil, fmt.Errorf("create quota state: %w", err)
 	}
-	s := New(opts)
-	s.p = &persister{db: db, sync: flushInterval == 0}
+	s := newStore(opts, &persister{db: db, sync: flushInterval == 0})
 	if err := s.p.load(ctx, s, time.Now()); err != nil {
 		s.Close()
 		return nil, err
@@ -242,6 +241,16 @@ func (p *persister) reset(s *Store, key string) error {
 	delete(sh.m, key)
 	sh.mu.Unlock()
 	return p.write([]row{{key: key}}, false, time.Time{})
+}
+
+// deleteExpired deletes the rows that count nothing at the Unix second sec.
+func (p *persister) deleteExpired(sec int64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, err := p.db.Exec(`DELETE FROM quota_state WHERE expires <= ?`, sec); err != nil {
+		return fmt.Errorf("delete expired quota state: %w", err)
+	}
+	return nil
 }
 
 func (p *persister) close(s *Store) error {

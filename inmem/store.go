@@ -37,6 +37,9 @@ type Store struct {
 
 	p *persister // nil: not persistent
 
+	wall func() time.Time // the background sweep's clock
+	sw   sweeper          // owned by the background sweep (tests: SweepTick)
+
 	stop chan struct{}
 	done sync.WaitGroup
 	once sync.Once
@@ -52,7 +55,10 @@ type shard struct {
 	// background sweep evicts by it, so that eviction follows the callers'
 	// clock (which tests set) rather than the wall clock. Guarded by mu.
 	now int64
-	_   [64]byte // keeps neighbouring shards' locks off one cache line
+	// calls counts the calls on this shard, so that the sweep can tell an
+	// idle store from a busy one. Guarded by mu.
+	calls uint64
+	_     [64]byte // keeps neighbouring shards' locks off one cache line
 }
 
 // keyState is the state of one key; guarded by its shard's mutex.
@@ -95,13 +101,23 @@ type Options struct {
 	// DefaultSweepInterval.
 	SweepInterval time.Duration
 	Logger        *slog.Logger
+	// Now is the wall clock the background sweep reads to age the
+	// callers' time while no call comes in; nil means time.Now.
+	Now func() time.Time
 }
 
 // New returns a store that keeps its counters in memory only.
-func New(opts Options) *Store {
-	s := &Store{seed: maphash.MakeSeed(), logger: opts.Logger, stop: make(chan struct{})}
+func New(opts Options) *Store { return newStore(opts, nil) }
+
+// newStore returns a store persisted by p (nil: in memory only), whose
+// background sweep sees p from its start.
+func newStore(opts Options, p *persister) *Store {
+	s := &Store{seed: maphash.MakeSeed(), logger: opts.Logger, p: p, wall: opts.Now, stop: make(chan struct{})}
 	if s.logger == nil {
 		s.logger = slog.Default()
+	}
+	if s.wall == nil {
+		s.wall = time.Now
 	}
 	for i := range s.shards {
 		s.shards[i].m = make(map[string]*keyState)
@@ -111,7 +127,7 @@ func New(opts Options) *Store {
 		every = DefaultSweepInterval
 	}
 	s.done.Add(1)
-	go s.loop(every, func() { s.sweep(func(sh *shard) int64 { return sh.now }) })
+	go s.loop(every, func() { s.sweepTick(s.wall()) })
 	return s
 }
 
@@ -171,12 +187,38 @@ func (s *Store) Take(ctx context.Context, key string, p *sluice.Policy, n int64,
 	sh.mu.Unlock()
 	if charged && s.p != nil && s.p.sync {
 		if err := s.p.writeKey(s, key); err != nil {
-			// The charge stands in memory; say that it may not survive a crash.
-			return d, err
+			s.undo(key, p, n, d.Time, now)
+			return sluice.Decision{}, err
 		}
 	}
 	return d, nil
 }
+
+// undo takes back a charge of n units made at `at` whose synchronous write
+// failed, so that a request answered with an error is not charged: the
+// units leave memory, and the key is written again, best effort, in case a
+// later write of the same key carried the charge to disk. If that write
+// fails too, the disk keeps more than memory, which is the safe side: a
+// crash then restores the charge rather than forgetting others.
+func (s *Store) undo(key string, p *sluice.Policy, n int64, at, now time.Time) {
+	sh := s.shard(key)
+	sh.mu.Lock()
+	ks := sh.m[key]
+	if ks == nil || ks.alg != p.Algorithm || len(ks.st) != len(p.Windows) {
+		sh.mu.Unlock()
+		return
+	}
+	quota.Refund(p, ks.st, n, at, now)
+	ks.expires = quota.Expiry(p, ks.st)
+	sh.mu.Unlock()
+	if err := s.p.writeKey(s, key); err != nil {
+		s.logger.Warn("quota state: rewrite after a failed write", slog.String("error", err.Error()))
+	}
+}
+
+// Synchronous reports whether the store writes every charge and refund to
+// disk before answering (a persistent store whose flush interval is 0).
+func (s *Store) Synchronous() bool { return s.p != nil && s.p.sync }
 
 // markDirty lists key for the next flush of a store that flushes
 // periodically. The caller holds sh.mu.
@@ -214,12 +256,26 @@ func (s *Store) Peek(ctx context.Context, key string, p *sluice.Policy, now time
 	defer sh.mu.Unlock()
 	sh.seen(now)
 	ks := sh.m[key]
-	if ks == nil {
-		// A fresh key: decide on an empty state without storing it.
-		ks = newKeyState(p)
+	if ks == nil || ks.alg != p.Algorithm || len(ks.st) != len(p.Windows) {
+		// A fresh key, or one kept under another algorithm or shape:
+		// answer as if fresh and keep the state, which the next Take
+		// decides about (a peek never writes).
+		return quota.Peek(p, newKeyState(p).st, now), nil
 	}
-	ks.fit(p)
-	return quota.Peek(p, ks.st, now), nil
+	// Decide on a copy: the algorithms drop what no longer counts, and a
+	// peek under another policy (other lengths or limits) must not move
+	// the state the takes decide on.
+	var arr [sluice.MaxWindows][]uint64
+	var buf [3 * sluice.MaxWindows]uint64
+	st := arr[:len(ks.st)]
+	for i, w := range ks.st {
+		if len(w) <= 3 {
+			st[i] = append(buf[3*i:3*i:3*i+3], w...)
+		} else {
+			st[i] = append([]uint64(nil), w...)
+		}
+	}
+	return quota.Peek(p, st, now), nil
 }
 
 // Reset implements sluice.QuotaStore.
@@ -249,19 +305,81 @@ func (s *Store) Len() int {
 	return n
 }
 
-// Sweep forgets every key whose state counts nothing at now. The store
-// sweeps itself every SweepInterval, at the latest time each shard decided
-// at; tests call Sweep directly.
+// Sweep forgets every key whose state counts nothing at now, in memory and
+// (for a persistent store) on disk. The store sweeps itself every
+// SweepInterval (sweepTick); tests call Sweep directly.
 func (s *Store) Sweep(now time.Time) {
-	sec := now.Unix()
-	s.sweep(func(*shard) int64 { return sec })
+	s.sweep(now.Unix())
+	if s.p != nil {
+		if err := s.p.deleteExpired(now.Unix()); err != nil {
+			s.logger.Error("quota state cleanup failed", slog.String("error", err.Error()))
+		}
+	}
 }
 
-func (s *Store) sweep(now func(*shard) int64) {
+// sweeper is what the background sweep remembers between ticks. Only the
+// sweep goroutine (or a test calling sweepTick) touches it.
+type sweeper struct {
+	calls    uint64    // the shards' calls at the last tick
+	active   time.Time // wall time of the last tick that saw new calls
+	drift    int64     // the callers' latest second minus the wall's, then
+	diskWall time.Time // wall time of the last cleanup on disk
+}
+
+// Tolerances of the background sweep.
+const (
+	// realClock: callers whose latest time was within this of the wall
+	// clock when they were last seen use the real clock, so that an idle
+	// store can age their time by the wall's.
+	realClock = time.Minute
+	// diskSweepEvery spaces the deletions of expired rows on disk, which
+	// cost a transaction each (a sync one in synchronous mode).
+	diskSweepEvery = time.Minute
+)
+
+// sweepTick is one run of the background sweep at wall time wall: it
+// evicts, from every shard, the keys that count nothing at the callers'
+// latest time, and from time to time deletes the rows on disk that count
+// nothing. The callers' latest time is the latest second any shard decided
+// at (so that a shard without traffic is swept by the others' time); when
+// no call has come in since the last tick and the callers use the real
+// clock, it advances with the wall clock, so that an idle store still
+// empties. Callers whose clock is far from the wall's (tests) are never
+// aged: eviction then follows their time alone.
+func (s *Store) sweepTick(wall time.Time) {
+	var latest int64
+	var calls uint64
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		sec := now(sh)
+		latest = max(latest, sh.now)
+		calls += sh.calls
+		sh.mu.Unlock()
+	}
+	sw := &s.sw
+	if calls != sw.calls || sw.active.IsZero() {
+		sw.calls, sw.active = calls, wall
+		sw.drift = latest - wall.Unix()
+	}
+	sec := latest
+	if calls > 0 && time.Duration(max(sw.drift, -sw.drift))*time.Second <= realClock {
+		sec = max(sec, wall.Unix()+sw.drift)
+	}
+	s.sweep(sec)
+	if s.p != nil && wall.Sub(sw.diskWall) >= diskSweepEvery {
+		sw.diskWall = wall
+		if err := s.p.deleteExpired(sec); err != nil {
+			s.logger.Error("quota state cleanup failed", slog.String("error", err.Error()))
+		}
+	}
+}
+
+// sweep forgets, in memory, every key whose state counts nothing at the
+// Unix second sec.
+func (s *Store) sweep(sec int64) {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
 		for k, ks := range sh.m {
 			if ks.expires <= sec {
 				delete(sh.m, k)
@@ -273,6 +391,7 @@ func (s *Store) sweep(now func(*shard) int64) {
 
 // seen records that a call on sh decided at now. The caller holds sh.mu.
 func (sh *shard) seen(now time.Time) {
+	sh.calls++
 	if sec := now.Unix(); sec > sh.now {
 		sh.now = sec
 	}

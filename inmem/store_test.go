@@ -2,6 +2,7 @@ package inmem_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -131,5 +132,114 @@ func TestOpenCorruptState(t *testing.T) {
 	defer s.Close()
 	if d, _ := s.Peek(ctx, "ok", &hourDay, time.Now()); d.Windows[0].Remaining != 99 {
 		t.Fatalf("remaining %d, want 99", d.Windows[0].Remaining)
+	}
+}
+
+func TestSyncWriteFailureRefunds(t *testing.T) {
+	// Flush interval 0: a charge whose write fails is answered with an
+	// error and taken back, so that memory and disk agree and the client
+	// is not charged for the error.
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "quota.db")
+	now := time.Now()
+	for _, alg := range []sluice.Algorithm{sluice.Sliding, sluice.Calendar, sluice.TokenBucket} {
+		p := hourDay
+		p.Algorithm = alg
+		key := "acct-" + alg.String()
+		s, err := inmem.Open(ctx, path, 0, inmem.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Take(ctx, key, &p, 3, now); err != nil {
+			t.Fatal(err)
+		}
+		if err := inmem.FailWritesForTest(path, true); err != nil {
+			t.Fatal(err)
+		}
+		if d, err := s.Take(ctx, key, &p, 2, now); err == nil {
+			t.Fatalf("%v: take with failing writes: no error (%+v)", alg, d)
+		}
+		if d, _ := s.Peek(ctx, key, &p, now); d.Windows[0].Remaining != 97 || d.Windows[1].Remaining != 997 {
+			t.Errorf("%v: after a failed write: remaining %d/%d in memory, want 97/997", alg, d.Windows[0].Remaining, d.Windows[1].Remaining)
+		}
+		if err := inmem.FailWritesForTest(path, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s, err = inmem.Open(ctx, path, 0, inmem.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, _ := s.Peek(ctx, key, &p, now); d.Windows[0].Remaining != 97 || d.Windows[1].Remaining != 997 {
+			t.Errorf("%v: on disk: remaining %d/%d, want 97/997", alg, d.Windows[0].Remaining, d.Windows[1].Remaining)
+		}
+		s.Close()
+	}
+}
+
+func TestBackgroundSweep(t *testing.T) {
+	// The background sweep evicts from every shard by the latest time any
+	// call decided at, ages that time by the wall clock while the store is
+	// idle (callers on the real clock), and deletes expired rows on disk
+	// in both modes.
+	ctx := context.Background()
+	minute := sluice.Policy{Windows: []sluice.Window{{Name: "minute", Length: time.Minute, Limit: 5}}}
+	for _, every := range []time.Duration{0, time.Hour} {
+		t.Run(every.String(), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "quota.db")
+			s, err := inmem.Open(ctx, path, every, inmem.Options{SweepInterval: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			wall := time.Now().Truncate(time.Second)
+			for i := range 100 {
+				if _, err := s.Take(ctx, fmt.Sprint("idle", i), &minute, 1, wall); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.Flush()
+			s.SweepTick(wall)
+			if got := s.Len(); got != 100 {
+				t.Fatalf("len = %d, want 100", got)
+			}
+			// Traffic on one key only, two minutes later: every shard
+			// is swept by its time.
+			s.Take(ctx, "busy", &minute, 1, wall.Add(2*time.Minute))
+			s.Flush()
+			s.SweepTick(wall.Add(2 * time.Minute))
+			if got := s.Len(); got != 1 {
+				t.Fatalf("after traffic on one key: len = %d, want 1", got)
+			}
+			// No traffic at all: the callers' time ages with the wall's.
+			s.SweepTick(wall.Add(3 * time.Minute))
+			s.SweepTick(wall.Add(4 * time.Minute))
+			if got := s.Len(); got != 0 {
+				t.Fatalf("idle: len = %d, want 0", got)
+			}
+			s.Flush()
+			if rows, err := inmem.RowsForTest(path); err != nil || len(rows) != 0 {
+				t.Fatalf("rows on disk: %v (%v), want none", rows, err)
+			}
+		})
+	}
+}
+
+func TestBackgroundSweepFarClock(t *testing.T) {
+	// Callers whose clock is far from the wall's (tests, replays) are
+	// never aged: an idle store keeps what counts at their latest time.
+	ctx := context.Background()
+	s := inmem.New(inmem.Options{SweepInterval: time.Hour})
+	defer s.Close()
+	minute := sluice.Policy{Windows: []sluice.Window{{Name: "minute", Length: time.Minute, Limit: 5}}}
+	t0 := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	s.Take(ctx, "k", &minute, 1, t0)
+	wall := time.Now()
+	s.SweepTick(wall)
+	s.SweepTick(wall.Add(time.Hour))
+	if got := s.Len(); got != 1 {
+		t.Fatalf("len = %d, want 1", got)
 	}
 }

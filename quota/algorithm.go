@@ -23,6 +23,18 @@
 //     and drains at L per microsecond, so that every step is exact integer
 //     arithmetic.
 //
+// A window without a limit (Unlimited) still counts, so that a decision
+// tells how much it used (WindowStatus.Counted), and never rejects. Sliding
+// and calendar windows keep the layouts above (a sliding one counts in
+// steps of ceil(length/512) seconds, so that it holds at most about 512
+// charge words: chargeSecond). A token bucket has no
+// rate without a limit: its unlimited windows count like calendar windows
+// aligned to multiples of their length since the Unix epoch (a day window
+// starts at midnight UTC), in s[0] the units, s[1] the Unix second the
+// window started at, s[2] the mark unlimitedMark. A limit set or removed
+// converts the state: a bucket's missing units become the count of the
+// current window, and a count of the current window becomes a debt.
+//
 // Every function here is pure: it reads and rewrites the state it is given,
 // and allocates only when a sliding state outgrows its capacity.
 package quota
@@ -37,6 +49,11 @@ import (
 const (
 	countBits = 24
 	countMask = 1<<countBits - 1
+
+	// unlimitedMark is s[2] of an unlimited window's count under the
+	// token-bucket algorithm, where a bucket holds its window length in
+	// microseconds (never this large).
+	unlimitedMark = 1 << 63
 )
 
 // Take decides a request of n units for the state st (one entry per window of
@@ -48,10 +65,10 @@ func Take(p *sluice.Policy, st [][]uint64, n int64, now time.Time) sluice.Decisi
 	nowUs := now.UnixMicro()
 	for i := range p.Windows {
 		w := &p.Windows[i]
+		st[i] = normalize(p, w, st[i], now, nowUs)
 		if w.Limit.IsUnlimited() {
 			continue
 		}
-		st[i] = normalize(p, w, st[i], now, nowUs)
 		if wait, ok := room(p, w, st[i], n, now, nowUs); !ok {
 			d.Allowed = false
 			d.Windows[i].Short = true
@@ -62,9 +79,7 @@ func Take(p *sluice.Policy, st [][]uint64, n int64, now time.Time) sluice.Decisi
 	}
 	if d.Allowed && n > 0 {
 		for i := range p.Windows {
-			if w := &p.Windows[i]; !w.Limit.IsUnlimited() {
-				st[i] = charge(p, w, st[i], n, now, nowUs)
-			}
+			st[i] = charge(p, &p.Windows[i], st[i], n, now, nowUs)
 		}
 	}
 	if d.Allowed {
@@ -74,6 +89,7 @@ func Take(p *sluice.Policy, st [][]uint64, n int64, now time.Time) sluice.Decisi
 		w := &p.Windows[i]
 		s := &d.Windows[i]
 		s.Name, s.Length, s.Limit = w.Name, w.Length, w.Limit
+		s.Counted = counted(p, w, st[i])
 		if !w.Limit.IsUnlimited() {
 			s.Remaining, s.Reset = status(p, w, st[i], now, nowUs)
 		}
@@ -96,7 +112,7 @@ func Refund(p *sluice.Policy, st [][]uint64, n int64, at, now time.Time) {
 	nowUs := now.UnixMicro()
 	for i := range p.Windows {
 		w := &p.Windows[i]
-		if w.Limit.IsUnlimited() || n <= 0 {
+		if n <= 0 {
 			continue
 		}
 		st[i] = normalize(p, w, st[i], now, nowUs)
@@ -106,7 +122,7 @@ func Refund(p *sluice.Policy, st [][]uint64, n int64, at, now time.Time) {
 			if len(s) == 0 {
 				continue
 			}
-			sec, left := uint64(at.Unix()), uint64(n)
+			sec, left := chargeSecond(w, at.Unix()), uint64(n)
 			// Newest first: a refund follows its charge closely.
 			for j := len(s) - 1; j >= 1 && left > 0; j-- {
 				if s[j]>>countBits < sec {
@@ -126,7 +142,13 @@ func Refund(p *sluice.Policy, st [][]uint64, n int64, at, now time.Time) {
 				s[1] -= min(s[1], uint64(n))
 			}
 		case sluice.TokenBucket:
-			if len(s) == 3 {
+			switch {
+			case len(s) != 3:
+			case s[2] == unlimitedMark:
+				if uint64(epochStart(w, at)) == s[1] {
+					s[0] -= min(s[0], uint64(n))
+				}
+			default:
 				s[0] -= min(s[0], uint64(n)*s[2])
 			}
 		}
@@ -140,7 +162,7 @@ func Expiry(p *sluice.Policy, st [][]uint64) int64 {
 	for i := range p.Windows {
 		w := &p.Windows[i]
 		s := st[i]
-		if w.Limit.IsUnlimited() || len(s) == 0 {
+		if len(s) == 0 {
 			continue
 		}
 		var e int64
@@ -154,7 +176,11 @@ func Expiry(p *sluice.Policy, st [][]uint64) int64 {
 				e = calendarEnd(p, w, time.Unix(int64(s[0]), 0))
 			}
 		case sluice.TokenBucket:
-			if len(s) == 3 && s[0] > 0 {
+			if len(s) == 3 && s[2] == unlimitedMark {
+				if s[0] > 0 {
+					e = int64(s[1]) + seconds(w.Length)
+				}
+			} else if len(s) == 3 && s[0] > 0 {
 				l := uint64(max(w.Limit, 1))
 				e = int64(s[1]+(s[0]+l-1)/l+999_999) / 1_000_000
 			}
@@ -195,8 +221,36 @@ func normalize(p *sluice.Policy, w *sluice.Window, s []uint64, now time.Time, no
 		return s
 	default: // TokenBucket
 		wUs := uint64(w.Length / time.Microsecond)
+		if w.Limit.IsUnlimited() {
+			start := uint64(epochStart(w, now))
+			switch {
+			case len(s) != 3:
+				return append(s[:0], 0, start, unlimitedMark)
+			case s[2] != unlimitedMark:
+				// A bucket whose limit was removed: its missing units
+				// count in the current window.
+				used := uint64(0)
+				if s[2] != 0 {
+					used = (s[0] + s[2] - 1) / s[2]
+				}
+				s[0], s[1], s[2] = used, start, unlimitedMark
+			case s[1] != start:
+				s[0], s[1] = 0, start
+			}
+			return s
+		}
 		if len(s) != 3 {
 			return append(s[:0], 0, uint64(nowUs), wUs)
+		}
+		if s[2] == unlimitedMark {
+			// A count of an unlimited window that got a limit: the units
+			// counted in the current window are the bucket's debt now.
+			debt := uint64(0)
+			if s[1] == uint64(epochStart(w, now)) {
+				debt = min(s[0], 1<<62/wUs) * wUs // far beyond any limit: a full debt, no overflow
+			}
+			s[0], s[1], s[2] = debt, uint64(nowUs), wUs
+			return s
 		}
 		if s[2] != wUs && s[2] != 0 {
 			s[0] = rescale(s[0], wUs, s[2])
@@ -256,6 +310,11 @@ func room(p *sluice.Policy, w *sluice.Window, s []uint64, n int64, now time.Time
 		if s[0]+cost <= capacity {
 			return 0, true
 		}
+		if l == 0 {
+			// A bucket of size zero never refills: a debt left from
+			// before the limit was lowered to 0 keeps even a peek out.
+			return sluice.InfDuration, false
+		}
 		over := s[0] + cost - capacity
 		waitUs := (over + uint64(l) - 1) / uint64(l)
 		return time.Duration(waitUs)*time.Microsecond - time.Duration(now.Nanosecond()%1000), false
@@ -270,7 +329,7 @@ func charge(p *sluice.Policy, w *sluice.Window, s []uint64, n int64, now time.Ti
 			s = append(s, 0)
 		}
 		s[0] += uint64(n)
-		sec := uint64(now.Unix())
+		sec := chargeSecond(w, now.Unix())
 		last := len(s) - 1
 		if last >= 1 && s[last]>>countBits > sec {
 			// The clock went back: keep the charges in order, and
@@ -293,9 +352,58 @@ func charge(p *sluice.Policy, w *sluice.Window, s []uint64, n int64, now time.Ti
 		s[1] += uint64(n)
 		return s
 	default:
-		s[0] += uint64(n) * s[2]
+		if s[2] == unlimitedMark {
+			s[0] += uint64(n)
+		} else {
+			s[0] += uint64(n) * s[2]
+		}
 		return s
 	}
+}
+
+// chargeSecond returns the Unix second a sliding window counts a charge
+// made (or refunded) at second t in: t in a limited window. A window without
+// a limit only reports what it used, so it counts in steps of
+// ceil(length/512) seconds, rounded up: it holds at most about 512 charge
+// words (a day: steps of 169 s) however busy the key, and a charge counts
+// up to a step longer than it would exactly, the safe side should a limit
+// be set later.
+func chargeSecond(w *sluice.Window, t int64) uint64 {
+	if !w.Limit.IsUnlimited() {
+		return uint64(t)
+	}
+	g := (seconds(w.Length) + 511) / 512
+	if g <= 1 {
+		return uint64(t)
+	}
+	return uint64(t + floorMod(-t, g))
+}
+
+// counted returns the units the window counts: for a token bucket, the
+// whole units missing from a full bucket (an unlimited one: its count).
+func counted(p *sluice.Policy, w *sluice.Window, s []uint64) int64 {
+	switch {
+	case len(s) == 0:
+		return 0
+	case p.Algorithm == sluice.Sliding:
+		return int64(s[0])
+	case len(s) != 3 && p.Algorithm == sluice.TokenBucket, len(s) != 2 && p.Algorithm == sluice.Calendar:
+		return 0
+	case p.Algorithm == sluice.Calendar:
+		return int64(s[1])
+	case s[2] == unlimitedMark:
+		return int64(s[0])
+	default:
+		return int64((s[0] + s[2] - 1) / s[2])
+	}
+}
+
+// epochStart returns the Unix second at which the window of an unlimited
+// token bucket that holds t started: a multiple of the window's length
+// since the Unix epoch.
+func epochStart(w *sluice.Window, t time.Time) int64 {
+	sec := t.Unix()
+	return sec - floorMod(sec, seconds(w.Length))
 }
 
 // status returns the units left in the window and when that number next

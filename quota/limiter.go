@@ -194,13 +194,10 @@ func (l *Limiter) call(ctx context.Context, f func(ctx context.Context) error) e
 }
 
 // Take decides a request of n units for key under p. A policy without any
-// limit is admitted without asking the store.
+// limit goes to the store too, which counts what it uses (never rejecting).
 func (l *Limiter) Take(ctx context.Context, key string, p *sluice.Policy, n int64) (sluice.Decision, error) {
 	l.setup()
 	now := l.now()
-	if p.Unlimited() {
-		return unlimited(p, now), nil
-	}
 	var req string // the rejection cache's key, built only if there is one
 	if l.rejected.size > 0 {
 		req = requestKey(p, n)
@@ -216,6 +213,11 @@ func (l *Limiter) Take(ctx context.Context, key string, p *sluice.Policy, n int6
 			l.rejected.put(key, req, d, now, gen)
 		} else if sluice.ErrorCode(err) == sluice.EINVALID {
 			return d, err
+		} else if p.Unlimited() {
+			// Nothing to enforce: admit without counting rather than
+			// fail a plan without limits because the store is away.
+			l.fallback(ctx, "take", err)
+			d = unlimited(p, now)
 		} else {
 			var local bool
 			if d, local, err = l.fail(ctx, "take", err, func(s sluice.QuotaStore) (sluice.Decision, error) {
@@ -240,11 +242,11 @@ func (l *Limiter) Take(ctx context.Context, key string, p *sluice.Policy, n int6
 
 // Refund gives back the n units that the admitted decision d charged. It
 // does nothing for decisions that charged nothing (rejections, shadow
-// admissions, unlimited policies, fail-open admissions). A decision that
+// admissions, fail-open admissions). A decision that
 // Fallback made is refunded there.
 func (l *Limiter) Refund(ctx context.Context, key string, p *sluice.Policy, n int64, d sluice.Decision) error {
 	l.setup()
-	if !d.Allowed || d.Shadow || d.N == 0 || p.Unlimited() {
+	if !d.Allowed || d.Shadow || d.N == 0 {
 		return nil
 	}
 	now := l.now()
@@ -267,9 +269,6 @@ func (l *Limiter) Refund(ctx context.Context, key string, p *sluice.Policy, n in
 func (l *Limiter) Peek(ctx context.Context, key string, p *sluice.Policy) (sluice.Decision, error) {
 	l.setup()
 	now := l.now()
-	if p.Unlimited() {
-		return unlimited(p, now), nil
-	}
 	var d sluice.Decision
 	err := l.call(ctx, func(ctx context.Context) error {
 		var err error
@@ -441,9 +440,10 @@ func (t *localDecisions) take(key string, at, now time.Time) bool {
 	return ok && now.Sub(made) <= FallbackMemory
 }
 
-// unlimited is the decision for a policy without limits.
+// unlimited is the decision for a policy without limits that the store
+// could not count: admitted, nothing counted.
 func unlimited(p *sluice.Policy, now time.Time) sluice.Decision {
-	d := sluice.Decision{Allowed: true, Time: now, Blocking: -1, N: len(p.Windows)}
+	d := sluice.Decision{Allowed: true, Time: now, Blocking: -1}
 	for i, w := range p.Windows {
 		d.Windows[i] = sluice.WindowStatus{Name: w.Name, Length: w.Length, Limit: sluice.Unlimited}
 	}

@@ -13,6 +13,10 @@
 -- the token bucket), calendar table (see calinfo), refund: the start of the
 -- calendar window the charge was made in.
 --
+-- Reply of a take: allowed, now in microseconds, then per window remaining,
+-- reset, short, wait and used (the units the window counts; windows without
+-- a limit count too, and never reject).
+--
 -- Numbers are Lua doubles: every figure here stays below 2^53 (the Go side
 -- refuses token buckets whose limit times length in microseconds does not),
 -- so integer arithmetic on them is exact; idiv is exact below 2^53.
@@ -27,6 +31,17 @@
 -- the windows.
 
 local MAXC = 4294967295
+
+-- grain returns the Unix second a sliding window counts a charge made (or
+-- refunded) at second t in: t itself in a limited window; in a window
+-- without a limit, t rounded up to a multiple of ceil(length/512) seconds,
+-- so that the window holds at most about 512 pairs (quota.chargeSecond).
+local function grain(limit, len, t)
+  if limit >= 0 then return t end
+  local g = math.floor((len + 511) / 512)
+  if g <= 1 then return t end
+  return t + ((-t) % g)
+end
 
 local key = KEYS[1]
 local op = ARGV[1]
@@ -118,7 +133,7 @@ if alg == 0 then
     local totals, exp = '', 0
     for i = 1, nw do
       local o = (i - 1) * 14
-      if S[o + LIM] >= 0 then
+      do -- every window counts, limited or not
         -- normalize
         S[o + PRESENT] = true
         local cut = nowsec - S[o + LEN]
@@ -133,6 +148,7 @@ if alg == 0 then
         -- newest first: the pairs lo..CNT are rewritten, without those
         -- whose units fall to zero
         local f, left = j, n
+        local atsec = grain(S[o + LIM], S[o + LEN], atsec)
         local lo, newc = k + 1, {}
         for j = k, f, -1 do
           local sec, c = pair(o, j)
@@ -166,7 +182,7 @@ if alg == 0 then
         parts[#parts + 1] = pack('>BI4', 1, kept + tn)
         if kept > 0 then parts[#parts + 1] = sub(raw, S[o + BASE] + 8 * (f - 1), S[o + BASE] + 8 * h - 1) end
         if tn > 0 then parts[#parts + 1] = S[o + TAIL] end
-        if S[o + LIM] >= 0 then
+        do
           local last
           if tn > 0 then last = S[o + LASTSEC] elseif kept > 0 then last = pair(o, h) end
           if last then exp = max(exp, last + S[o + LEN]) end
@@ -183,15 +199,16 @@ if alg == 0 then
     return {nowus}
   end
 
-  -- take, first pass: drop what no longer counts and check room. out holds
-  -- allowed, now, then per window remaining, reset, short and wait.
-  local out = {1, nowus, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-  for j = 3 + 4 * nw, #out do out[j] = nil end -- the reply ends at the first nil
+  -- take, first pass: drop what no longer counts and check room (in limited
+  -- windows). out holds allowed, now, then per window remaining, reset,
+  -- short, wait and used.
+  local out = {1, nowus, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+  for j = 3 + 5 * nw, #out do out[j] = nil end -- the reply ends at the first nil
   for i = 1, nw do
-    local o, f = (i - 1) * 14, 2 + (i - 1) * 4
-    out[f + 1], out[f + 2], out[f + 3], out[f + 4] = 0, 0, 0, 0
+    local o, f = (i - 1) * 14, 2 + (i - 1) * 5
+    out[f + 1], out[f + 2], out[f + 3], out[f + 4], out[f + 5] = 0, 0, 0, 0, 0
     local l = S[o + LIM]
-    if l >= 0 then
+    do
       S[o + PRESENT] = true
       local base, k, t = S[o + BASE], S[o + CNT], S[o + TOTAL]
       local cut = nowsec - S[o + LEN]
@@ -204,7 +221,9 @@ if alg == 0 then
       end
       S[o + FIRST], S[o + TOTAL] = j, t
       local wait
-      if n > l then
+      if l < 0 then
+        -- no limit: counts, never short
+      elseif n > l then
         wait = -1
       elseif t + n > l then
         wait = -1
@@ -227,14 +246,14 @@ if alg == 0 then
   local parts, totals, exp = nil, '', 0
   if charged then parts = {pack('>BB', 0, nw)} end
   for i = 1, nw do
-    local o, f = (i - 1) * 14, 2 + (i - 1) * 4
+    local o, f = (i - 1) * 14, 2 + (i - 1) * 5
     local l, wlen, base, k, first, t = S[o + LIM], S[o + LEN], S[o + BASE], S[o + CNT], S[o + FIRST], S[o + TOTAL]
     -- the pairs after the charge: first..k as stored (pair k with lastc
     -- units if set), then tn-1 or tn added ones of appsec, appleft units
     local hi, tail, tn, lastc, appsec, appleft = k, '', 0, nil, nowsec, 0
-    if charged and l >= 0 then
+    if charged then
       t = t + n
-      local sec, left = nowsec, n
+      local sec, left = grain(l, wlen, nowsec), n
       if k >= first then
         local ls, lc = unpack('>I4I4', raw, base + 8 * (k - 1))
         if ls > sec then sec = ls end -- the clock went back
@@ -253,6 +272,7 @@ if alg == 0 then
         left = left - c
       end
     end
+    out[f + 5] = t
     if l >= 0 then
       local kk = hi + tn -- index of the newest pair
       if kk < first then
@@ -285,8 +305,8 @@ if alg == 0 then
         if kept > 0 then parts[#parts + 1] = sub(raw, base + 8 * (first - 1), base + 8 * hi - 1) end
         if tn > 0 then
           parts[#parts + 1] = tail
-          if l >= 0 then exp = max(exp, appsec + wlen) end
-        elseif kept > 0 and l >= 0 then
+          exp = max(exp, appsec + wlen)
+        elseif kept > 0 then
           exp = max(exp, unpack('>I4', raw, base + 8 * (hi - 1)) + wlen)
         end
       end
@@ -300,11 +320,18 @@ if alg == 0 then
     else
       redis.call('SET', key, concat(parts), 'PX', ttl)
     end
-  elseif stale then
+  elseif stale and n > 0 then
+    -- a take on state kept under another policy shape starts afresh; a
+    -- peek (n = 0) never writes
     redis.call('DEL', key)
   end
   return out
 end
+
+-- s[3] of an unlimited window's count under the token-bucket algorithm
+-- (quota.unlimitedMark, 2^63): the units in s[1], the start of the window
+-- (a multiple of its length since the epoch) in s[2].
+local MARK = 9223372036854775808
 
 local function idiv(a, b) return math.floor(a / b) end
 local function cdiv(a, b) return math.floor((a + b - 1) / b) end
@@ -404,8 +431,37 @@ local function normalize(i)
     if s == nil or s[1] ~= w.start then st[i] = {w.start, 0} end
   else
     local wus = w.len
+    if w.limit < 0 then
+      local lensec = wus / 1000000
+      local start = nowsec - (nowsec % lensec)
+      if s == nil then
+        st[i] = {0, start, MARK}
+      elseif s[3] ~= MARK then
+        -- a bucket whose limit was removed: its missing units count in
+        -- the current window
+        local used = 0
+        if s[3] ~= 0 then used = cdiv(s[1], s[3]) end
+        st[i] = {used, start, MARK}
+        dirty = true
+      elseif s[2] ~= start then
+        st[i] = {0, start, MARK}
+      end
+      return
+    end
     if s == nil then
       st[i] = {0, nowus, wus}
+      return
+    end
+    if s[3] == MARK then
+      -- a count of an unlimited window that got a limit: the units counted
+      -- in the current window are the bucket's debt now
+      local lensec = wus / 1000000
+      local debt = 0
+      if s[2] == nowsec - (nowsec % lensec) then
+        debt = math.min(s[1], idiv(4503599627370496, wus)) * wus -- exact below 2^53
+      end
+      st[i] = {debt, nowus, wus}
+      dirty = true
       return
     end
     if s[3] ~= wus and s[3] ~= 0 then
@@ -477,9 +533,20 @@ local function charge(i)
     end
   elseif alg == 1 then
     s[2] = s[2] + n
+  elseif s[3] == MARK then
+    s[1] = s[1] + n
   else
     s[1] = s[1] + n * s[3]
   end
+end
+
+-- used returns the units the window counts: for a token bucket, the whole
+-- units missing from a full bucket (an unlimited one: its count).
+local function used(i)
+  local s = st[i]
+  if alg == 1 then return s[2] end
+  if s[3] == MARK then return s[1] end
+  return cdiv(s[1], s[3])
 end
 
 -- status returns the units left and the Unix second they next grow at.
@@ -517,20 +584,21 @@ local function write()
   local exp = 0
   for i = 1, nw do
     local w, s = W[i], st[i]
-    local limited = w.limit >= 0
     if s == nil then
       parts[#parts + 1] = struct.pack('>B', 0)
     elseif alg == 0 then
       local k = #s.secs
       parts[#parts + 1] = struct.pack('>BI4', 1, k)
       for j = 1, k do parts[#parts + 1] = struct.pack('>I4I4', s.secs[j], s.cs[j]) end
-      if limited and k > 0 then exp = math.max(exp, s.secs[k] + w.len) end
+      if k > 0 then exp = math.max(exp, s.secs[k] + w.len) end
     elseif alg == 1 then
       parts[#parts + 1] = struct.pack('>Bdd', 1, s[1], s[2])
-      if limited and s[2] > 0 then exp = math.max(exp, w.stop) end
+      if s[2] > 0 then exp = math.max(exp, w.stop) end
     else
       parts[#parts + 1] = struct.pack('>Bddd', 1, s[1], s[2], s[3])
-      if limited and s[1] > 0 then
+      if s[3] == MARK then
+        if s[1] > 0 then exp = math.max(exp, s[2] + w.len / 1000000) end
+      elseif s[1] > 0 then
         local l = math.max(w.limit, 1)
         exp = math.max(exp, idiv(s[2] + cdiv(s[1], l) + 999999, 1000000))
       end
@@ -548,7 +616,7 @@ if op == 'refund' then
   if n <= 0 or not raw or stale then return {nowus} end
   for i = 1, nw do
     local w = W[i]
-    if w.limit >= 0 then
+    do -- every window counts, limited or not
       normalize(i)
       local s = st[i]
       if alg == 0 then
@@ -572,6 +640,8 @@ if op == 'refund' then
         s.secs, s.cs = secs, cs
       elseif alg == 1 then
         if w.atstart == s[1] then s[2] = s[2] - math.min(s[2], n) end
+      elseif s[3] == MARK then
+        if atsec - (atsec % (w.len / 1000000)) == s[2] then s[1] = s[1] - math.min(s[1], n) end
       else
         s[1] = s[1] - math.min(s[1], n * s[3])
       end
@@ -585,8 +655,8 @@ end
 local allowed = 1
 local short, waits = {}, {}
 for i = 1, nw do
+  normalize(i) -- every window counts; only limited ones reject
   if W[i].limit >= 0 then
-    normalize(i)
     local ok, wait = room(i)
     if not ok then
       allowed = 0
@@ -597,7 +667,7 @@ end
 local charged = allowed == 1 and n > 0
 if charged then
   for i = 1, nw do
-    if W[i].limit >= 0 then charge(i) end
+    charge(i)
   end
 end
 local out = {allowed, nowus}
@@ -608,10 +678,14 @@ for i = 1, nw do
   out[#out + 1] = reset
   out[#out + 1] = short[i] or 0
   out[#out + 1] = waits[i] or 0
+  out[#out + 1] = used(i)
 end
-if charged or dirty then
+-- A peek (n = 0) never writes: not a rescaled bucket (a peek under another
+-- window length), not a state kept under another policy shape, which the
+-- next take decides about.
+if charged or (dirty and n > 0) then
   write()
-elseif stale then
+elseif stale and n > 0 then
   redis.call('DEL', key)
 end
 return out

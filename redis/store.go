@@ -360,9 +360,9 @@ func (s *Store) Reset(ctx context.Context, key string) error {
 var errReply = errors.New("redis: malformed reply from the quota script")
 
 // decision builds the Decision from the script's figures: allowed, now in
-// microseconds, then per window remaining, reset, short and wait.
+// microseconds, then per window remaining, reset, short, wait and used.
 func (s *Store) decision(p *sluice.Policy, v []rueidis.RedisMessage, now time.Time) (sluice.Decision, error) {
-	if len(v) != 2+4*len(p.Windows) {
+	if len(v) != 2+5*len(p.Windows) {
 		return sluice.Decision{}, errReply
 	}
 	num := func(i int) int64 { x, _ := v[i].AsInt64(); return x }
@@ -374,10 +374,11 @@ func (s *Store) decision(p *sluice.Policy, v []rueidis.RedisMessage, now time.Ti
 		w := &p.Windows[i]
 		ws := &d.Windows[i]
 		ws.Name, ws.Length, ws.Limit = w.Name, w.Length, w.Limit
+		f := 2 + 5*i
+		ws.Counted = num(f + 4)
 		if w.Limit.IsUnlimited() {
 			continue
 		}
-		f := 2 + 4*i
 		ws.Remaining, ws.Reset = num(f), time.Unix(num(f+1), 0)
 		if num(f+2) == 0 {
 			continue

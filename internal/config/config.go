@@ -132,7 +132,8 @@ type Upstream struct {
 type Quota struct {
 	Store string `yaml:"store"` // StoreEmbedded or StoreRedis
 	// FlushInterval bounds what the embedded store can lose in a crash:
-	// counters are persisted to the data directory at least this often.
+	// counters are persisted to the data directory at least this often;
+	// 0 writes every charge and refund before the answer (synchronous).
 	FlushInterval time.Duration `yaml:"flush_interval"`
 	// OnStoreError is what happens to a plan quota when the store cannot
 	// decide: FailClosed, FailOpen or FailLocal.

@@ -367,6 +367,7 @@ func TestDecode(t *testing.T) {
 		}},
 		{"no thresholds", "alerts: {thresholds: []}\n", func(c Config) bool { return c.Alerts.Thresholds != nil && len(c.Alerts.Thresholds) == 0 }},
 		{"one threshold", "alerts: {thresholds: 90}\n", func(c Config) bool { return slices.Equal(c.Alerts.Thresholds, Ints{90}) }},
+		{"flush interval 0 writes every charge", "quota: {flush_interval: 0}\n", func(c Config) bool { return c.Quota.FlushInterval == 0 }},
 	} {
 		c, err := loadYAML(t, tc.src, nil)
 		if tc.check == nil {
@@ -476,7 +477,7 @@ func TestValidate(t *testing.T) {
 		{"upstream: {timeout: 0s}", "upstream.timeout"},
 		{"quota: {store: memcached}", "quota.store"},
 		{"quota: {store: redis}", "redis.url"},
-		{"quota: {flush_interval: 0s}", "quota.flush_interval"},
+		{"quota: {flush_interval: -1s}", "quota.flush_interval"},
 		{"quota: {on_store_error: maybe}", "quota.on_store_error"},
 		{"quota: {on_store_error_auth: maybe}", "quota.on_store_error_auth"},
 		{"quota: {timeout: -1ms}", "quota.timeout"},

@@ -218,7 +218,7 @@ func (c *Config) validateStores(p *problems) {
 	default:
 		p.add("quota.store", "must be embedded or redis, got %q", q.Store)
 	}
-	positive(p, "quota.flush_interval", q.FlushInterval)
+	nonNegative(p, "quota.flush_interval", q.FlushInterval) // 0: every charge on disk before the answer
 	for _, f := range []struct{ name, v string }{{"quota.on_store_error", q.OnStoreError}, {"quota.on_store_error_auth", q.OnStoreErrorAuth}} {
 		if f.v != FailClosed && f.v != FailOpen && f.v != FailLocal {
 			p.add(f.name, "must be closed, open or local, got %q", f.v)

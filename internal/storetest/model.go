@@ -32,6 +32,30 @@ func newModel(p sluice.Policy) *model {
 	return m
 }
 
+// clone returns a copy of m that shares nothing with it.
+func (m *model) clone() *model {
+	c := &model{p: m.p, last: append([]time.Duration(nil), m.last...)}
+	for _, cs := range m.charges {
+		c.charges = append(c.charges, append([]charge(nil), cs...))
+	}
+	for _, t := range m.tokens {
+		c.tokens = append(c.tokens, new(big.Rat).Set(t))
+	}
+	return c
+}
+
+// chargeSecond is the second a sliding window counts a charge made at t
+// in: t, or for a window without a limit t rounded up to a multiple of
+// ceil(length/512) seconds.
+func (m *model) chargeSecond(i int, t int64) int64 {
+	w := m.p.Windows[i]
+	if m.p.Algorithm != sluice.Sliding || !w.Limit.IsUnlimited() {
+		return t
+	}
+	g := (int64(w.Length/time.Second) + 511) / 512
+	return (t + g - 1) / g * g // t > 0
+}
+
 // usedAt is the sum of the window's charges that count at second t.
 func (m *model) usedAt(i int, t int64) int64 {
 	w := m.p.Windows[i]
@@ -39,10 +63,12 @@ func (m *model) usedAt(i int, t int64) int64 {
 	for _, c := range m.charges[i] {
 		switch m.p.Algorithm {
 		case sluice.Sliding:
-			if c.sec <= t && c.sec > t-int64(w.Length/time.Second) {
+			// A window without a limit counts a charge from the second
+			// it was rounded up to (chargeSecond) but already at t.
+			if (c.sec <= t || w.Limit.IsUnlimited()) && c.sec > t-int64(w.Length/time.Second) {
 				u += c.n
 			}
-		case sluice.Calendar:
+		case sluice.Calendar, sluice.TokenBucket: // a token bucket: unlimited windows only
 			if m.start(i, c.sec) == m.start(i, t) {
 				u += c.n
 			}
@@ -52,7 +78,8 @@ func (m *model) usedAt(i int, t int64) int64 {
 }
 
 // start is the calendar window's start for second t (UTC, whole-second
-// lengths, by division: the model is only run in UTC).
+// lengths, by division: the model is only run in UTC). An unlimited window
+// of a token bucket counts in the same windows.
 func (m *model) start(i int, t int64) int64 {
 	l := int64(m.p.Windows[i].Length / time.Second)
 	return t - ((t%l)+l)%l
@@ -163,13 +190,10 @@ func (m *model) take(n int64, now time.Time) sluice.Decision {
 		d.RetryAfter = 0
 		if n > 0 {
 			for i, w := range m.p.Windows {
-				if w.Limit.IsUnlimited() {
-					continue
-				}
-				if m.p.Algorithm == sluice.TokenBucket {
+				if m.p.Algorithm == sluice.TokenBucket && !w.Limit.IsUnlimited() {
 					m.tokens[i].Sub(m.tokens[i], big.NewRat(n, 1))
 				} else {
-					m.charges[i] = append(m.charges[i], charge{now.Unix(), n})
+					m.charges[i] = append(m.charges[i], charge{m.chargeSecond(i, now.Unix()), n})
 				}
 			}
 		}
@@ -177,8 +201,15 @@ func (m *model) take(n int64, now time.Time) sluice.Decision {
 	for i, w := range m.p.Windows {
 		s := &d.Windows[i]
 		s.Name, s.Length, s.Limit = w.Name, w.Length, w.Limit
+		switch {
+		case w.Limit.IsUnlimited() || m.p.Algorithm != sluice.TokenBucket:
+			s.Counted = m.usedAt(i, now.Unix())
+		}
 		if !w.Limit.IsUnlimited() {
 			s.Remaining, s.Reset, _ = m.window(i, 0, now)
+			if m.p.Algorithm == sluice.TokenBucket {
+				s.Counted = int64(w.Limit) - s.Remaining // whole units missing
+			}
 		}
 	}
 	return d
@@ -186,10 +217,11 @@ func (m *model) take(n int64, now time.Time) sluice.Decision {
 
 func (m *model) refund(n int64, at, now time.Time) {
 	for i, w := range m.p.Windows {
-		if w.Limit.IsUnlimited() {
-			continue
+		alg := m.p.Algorithm
+		if alg == sluice.TokenBucket && w.Limit.IsUnlimited() {
+			alg = sluice.Calendar // counts as in calendar windows
 		}
-		switch m.p.Algorithm {
+		switch alg {
 		case sluice.TokenBucket:
 			m.refill(i, now)
 			m.tokens[i].Add(m.tokens[i], big.NewRat(n, 1))
@@ -197,12 +229,13 @@ func (m *model) refund(n int64, at, now time.Time) {
 				m.tokens[i] = lim
 			}
 		case sluice.Sliding, sluice.Calendar:
-			counts := m.p.Algorithm == sluice.Sliding && at.Unix() > now.Unix()-int64(w.Length/time.Second) ||
-				m.p.Algorithm == sluice.Calendar && m.start(i, at.Unix()) == m.start(i, now.Unix())
+			atSec := m.chargeSecond(i, at.Unix())
+			counts := alg == sluice.Sliding && atSec > now.Unix()-int64(w.Length/time.Second) ||
+				alg == sluice.Calendar && m.start(i, at.Unix()) == m.start(i, now.Unix())
 			left := n
 			for j := len(m.charges[i]) - 1; j >= 0 && left > 0 && counts; j-- {
 				c := &m.charges[i][j]
-				if c.sec == at.Unix() || m.p.Algorithm == sluice.Calendar && m.start(i, c.sec) == m.start(i, now.Unix()) {
+				if c.sec == atSec || alg == sluice.Calendar && m.start(i, c.sec) == m.start(i, now.Unix()) {
 					k := min(c.n, left)
 					c.n -= k
 					left -= k

@@ -130,6 +130,89 @@ func RunQuotaStore(t *testing.T, open func(t *testing.T) sluice.QuotaStore) {
 			})
 		}
 	})
+	t.Run("UnlimitedCounts", func(t *testing.T) {
+		// A window without a limit counts what it used (CONTRACT.md §6)
+		// and never rejects; a policy without any limit too.
+		for _, alg := range algorithms {
+			p := policy(alg, int64(sluice.Unlimited), 10*time.Second, int64(sluice.Unlimited), 30*time.Second)
+			s, key := open(t), keyFor(t)+alg.String()
+			for i := range 5 {
+				if d := take(t, s, key, &p, 3, T0.Add(ms(int64(i)*100))); !d.Allowed || d.Windows[0].Counted != int64(3*(i+1)) {
+					t.Fatalf("%v: take %d: %+v", alg, i, d)
+				}
+			}
+			d := take(t, s, key, &p, 1, T0.Add(ms(2000)))
+			d2 := peek(t, s, key, &p, T0.Add(ms(2000)))
+			if d.Windows[0].Counted != 16 || d2.Windows[1].Counted != 16 {
+				t.Errorf("%v: counted %d (take), %d (peek), want 16", alg, d.Windows[0].Counted, d2.Windows[1].Counted)
+			}
+			refund(t, s, key, &p, 1, d.Time, T0.Add(ms(2000)))
+			if d := peek(t, s, key, &p, T0.Add(ms(2000))); d.Windows[0].Counted != 15 || d.Windows[1].Counted != 15 {
+				t.Errorf("%v: after a refund: counted %d, %d, want 15", alg, d.Windows[0].Counted, d.Windows[1].Counted)
+			}
+			// The short window forgets, the long one still counts.
+			if d := peek(t, s, key, &p, T0.Add(ms(12_000))); d.Windows[0].Counted != 0 || d.Windows[1].Counted != 15 {
+				t.Errorf("%v: at +12s: counted %d, %d, want 0, 15", alg, d.Windows[0].Counted, d.Windows[1].Counted)
+			}
+			if d := peek(t, s, key, &p, T0.Add(ms(31_000))); d.Windows[1].Counted != 0 {
+				t.Errorf("%v: at +31s: counted %d, want 0", alg, d.Windows[1].Counted)
+			}
+		}
+	})
+	t.Run("UnlimitedSlidingDay", func(t *testing.T) {
+		// A sliding window without a limit counts in steps of
+		// ceil(length/512) seconds, rounded up (169 s for a day), so that
+		// a busy key holds a bounded state: a charge counts up to a step
+		// longer than it would exactly.
+		p := sluice.Policy{Algorithm: sluice.Sliding, Windows: []sluice.Window{{Name: "day", Length: 24 * time.Hour, Limit: sluice.Unlimited}}}
+		s, key := open(t), keyFor(t)
+		var last sluice.Decision
+		for i := range 1000 {
+			last = take(t, s, key, &p, 1, T0.Add(time.Duration(i)*7*time.Second))
+		}
+		if last.Windows[0].Counted != 1000 {
+			t.Fatalf("counted %d, want 1000", last.Windows[0].Counted)
+		}
+		refund(t, s, key, &p, 1, last.Time, last.Time)
+		// At T0+1d+500s, the charges made up to T0+500s would be out;
+		// counted in steps of 169 s from the epoch, those up to the end of
+		// the step that holds T0+500s still count.
+		now := T0.Add(24*time.Hour + 500*time.Second)
+		const g = 169
+		want, exact := int64(0), int64(0)
+		for i := range 999 { // the last one was refunded
+			at := T0.Unix() + int64(i)*7
+			if (at+g-1)/g*g > now.Unix()-86400 {
+				want++
+			}
+			if at > now.Unix()-86400 {
+				exact++
+			}
+		}
+		if d := peek(t, s, key, &p, now); d.Windows[0].Counted != want || want <= exact {
+			t.Fatalf("at +1d+500s: counted %d, want %d (exactly: %d)", d.Windows[0].Counted, want, exact)
+		}
+	})
+	t.Run("LimitRemovedAndSet", func(t *testing.T) {
+		// A plan change from limited to unlimited and back keeps what
+		// was used.
+		for _, alg := range algorithms {
+			limited := policy(alg, 10, time.Hour, 20, 24*time.Hour)
+			free := policy(alg, int64(sluice.Unlimited), time.Hour, int64(sluice.Unlimited), 24*time.Hour)
+			s, key := open(t), keyFor(t)+alg.String()
+			take(t, s, key, &limited, 4, T0)
+			if d := peek(t, s, key, &free, T0); d.Windows[0].Counted != 4 {
+				t.Errorf("%v: peek unlimited: counted %d, want 4", alg, d.Windows[0].Counted)
+			}
+			if d := take(t, s, key, &free, 2, T0); !d.Allowed || d.Windows[0].Counted != 6 {
+				t.Errorf("%v: take unlimited: %+v, want counted 6", alg, d.Windows[0])
+			}
+			d := peek(t, s, key, &limited, T0)
+			if d.Windows[0].Remaining != 4 || d.Windows[0].Counted != 6 || d.Windows[1].Remaining != 14 {
+				t.Errorf("%v: limited again: %+v, want 4 of 10 remaining, 6 counted, 14 of 20", alg, d.Windows[:2])
+			}
+		}
+	})
 	t.Run("ZeroUnits", func(t *testing.T) {
 		for _, alg := range algorithms {
 			p := policy(alg, 1, 10*time.Second, 1, 30*time.Second)
@@ -224,6 +307,64 @@ func RunQuotaStore(t *testing.T, open func(t *testing.T) sluice.QuotaStore) {
 			{key: key, at: ms(3000), n: 1, rem: []int64{0, 15}, reset: []int64{10, 30}, retry: 7 * time.Second, blocking: 0},
 			{key: key, at: ms(10_000), n: 1, allowed: true, rem: []int64{1, 14}, reset: []int64{12, 30}},
 		})
+	})
+	t.Run("LimitLoweredToZero", func(t *testing.T) {
+		// An operator sets a limit of 0 on an account that has used some:
+		// every call still answers (remaining 0, a take refused for
+		// ever), none fails.
+		for _, alg := range algorithms {
+			p := policy(alg, 3, 10*time.Second, 5, 30*time.Second)
+			s, key := open(t), keyFor(t)+alg.String()
+			take(t, s, key, &p, 2, T0)
+			zero := policy(alg, 0, 10*time.Second, 5, 30*time.Second)
+			for _, at := range []time.Duration{0, ms(1500), ms(4000)} {
+				d := peek(t, s, key, &zero, T0.Add(at))
+				if d.Windows[0].Remaining != 0 || d.Windows[0].Limit != 0 || d.Windows[1].Remaining != 3 {
+					t.Errorf("%v: peek at +%v: %+v", alg, at, d.Windows[:2])
+				}
+				d = take(t, s, key, &zero, 1, T0.Add(at))
+				if d.Allowed || d.RetryAfter != sluice.InfDuration || d.Blocking != 0 {
+					t.Errorf("%v: take at +%v: allowed=%v retry=%v blocking=%d, want refused for ever by window 0", alg, at, d.Allowed, d.RetryAfter, d.Blocking)
+				}
+			}
+			// Raised again, the account is where it was.
+			if d := peek(t, s, key, &p, T0.Add(ms(4000))); d.Windows[1].Remaining != 3 {
+				t.Errorf("%v: after the limit is raised again: %+v", alg, d.Windows[:2])
+			}
+		}
+	})
+	t.Run("PeekUnderAnotherPolicy", func(t *testing.T) {
+		// A peek under another algorithm or shape (limits.algorithm
+		// changed between restarts, another caller's policy) answers as if
+		// fresh and keeps the counters: the next take decides.
+		for _, alg := range algorithms {
+			p := policy(alg, 3, 10*time.Second, 5, 30*time.Second)
+			s, key := open(t), keyFor(t)+alg.String()
+			take(t, s, key, &p, 2, T0)
+			take(t, s, key+"-twin", &p, 2, T0)
+			others := []sluice.Policy{
+				policy((alg+1)%3, 3, 10*time.Second, 5, 30*time.Second),
+				policy((alg+2)%3, 3, 10*time.Second, 5, 30*time.Second),
+				{Algorithm: alg, Windows: p.Windows[:1]},
+				policy(alg, 3, 20*time.Second, 5, 60*time.Second),
+				policy(alg, 0, 10*time.Second, 1, 30*time.Second),
+			}
+			for i := range others {
+				o := &others[i]
+				d := peek(t, s, key, o, T0.Add(ms(1000)))
+				if o.Algorithm != alg || len(o.Windows) != len(p.Windows) {
+					if !d.Allowed || d.Windows[0].Remaining != int64(o.Windows[0].Limit) {
+						t.Errorf("%v: peek under %v %+v: not fresh: %+v", alg, o.Algorithm, o.Windows, d.Windows[:d.N])
+					}
+				}
+			}
+			for _, at := range []time.Duration{ms(1000), ms(6000)} {
+				got, want := peek(t, s, key, &p, T0.Add(at)), peek(t, s, key+"-twin", &p, T0.Add(at))
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Errorf("%v: at +%v, the key peeked under other policies differs from its twin (-twin +peeked):\n%s", alg, at, diff)
+				}
+			}
+		}
 	})
 	for _, alg := range algorithms {
 		t.Run("Model/"+alg.String(), func(t *testing.T) { runModel(t, open, alg) })
@@ -413,13 +554,27 @@ func runModel(t *testing.T, open func(t *testing.T) sluice.QuotaStore, alg sluic
 			if r.IntN(8) == 0 {
 				l = sluice.Unlimited
 			}
-			p.Windows = append(p.Windows, sluice.Window{Name: fmt.Sprint("w", i), Length: lengths[r.IntN(len(lengths))], Limit: l})
+			length := lengths[r.IntN(len(lengths))]
+			if l == sluice.Unlimited && r.IntN(2) == 0 {
+				length = 1200 * time.Second // a sliding one counts in steps of 3 s
+			}
+			p.Windows = append(p.Windows, sluice.Window{Name: fmt.Sprint("w", i), Length: length, Limit: l})
 		}
 		m := newModel(p)
 		key := fmt.Sprintf("%s/%d", keyFor(t), seed)
 		now := start.Add(time.Duration(r.IntN(1000)) * time.Millisecond)
 		var admitted []sluice.Decision
 		var ns []int64
+		// Shadow keys get every admitted take and every refund of the key,
+		// at the same times, so that each holds the key's state: a
+		// rejection is checked on one, which is then retired. (Replaying
+		// the key's history later would decide at times before the latest
+		// the store has seen, at which a store may have forgotten part of
+		// it.)
+		shadows := []string{key + "/shadow0", key + "/shadow1"}
+		if testing.Short() {
+			shadows = shadows[:1]
+		}
 		for op := range ops {
 			switch r.IntN(6) {
 			case 0:
@@ -439,11 +594,41 @@ func runModel(t *testing.T, open func(t *testing.T) sluice.QuotaStore, alg sluic
 				if got.Allowed && n > 0 {
 					admitted = append(admitted, got)
 					ns = append(ns, n)
+					for _, k := range shadows {
+						if d := take(t, s, k, &p, n, now); !d.Allowed {
+							t.Fatalf("%s: take %d: admitted on the key, refused on its shadow %s", what, n, k)
+						}
+					}
+				}
+				if !got.Allowed && got.RetryAfter != sluice.InfDuration {
+					// Retry exactness: the same request is refused a
+					// second before now+retry_after and admitted at it,
+					// barring other traffic: on a copy of the model, and
+					// (a few times a seed) on the store, on a shadow key.
+					after := time.Duration(got.RetryAfterSeconds()) * time.Second
+					c := m.clone()
+					if d := c.take(n, now.Add(after-time.Second)); d.Allowed {
+						t.Fatalf("%s: take %d: model admits at now+retry_after-1s (retry_after %v)", what, n, after)
+					}
+					if d := c.take(n, now.Add(after)); !d.Allowed {
+						t.Fatalf("%s: take %d: model refuses at now+retry_after %v: %+v", what, n, after, d)
+					}
+					if len(shadows) > 0 {
+						checkRetry(t, s, shadows[0], &p, n, now, after, what)
+						shadows = shadows[1:]
+						// The store has decided at now+retry_after: its
+						// clock may not go back (a store may forget what
+						// counts nothing at the latest time it decided at).
+						now = now.Add(after)
+					}
 				}
 			case k < 8 && len(admitted) > 0:
 				j := r.IntN(len(admitted))
 				refund(t, s, key, &p, ns[j], admitted[j].Time, now)
 				m.refund(ns[j], admitted[j].Time, now)
+				for _, k := range shadows {
+					refund(t, s, k, &p, ns[j], admitted[j].Time, now)
+				}
 				admitted = append(admitted[:j], admitted[j+1:]...)
 				ns = append(ns[:j], ns[j+1:]...)
 			default:
@@ -455,5 +640,17 @@ func runModel(t *testing.T, open func(t *testing.T) sluice.QuotaStore, alg sluic
 			}
 		}
 		start = now.Add(time.Hour)
+	}
+}
+
+// checkRetry requires that a take of n units on key is refused at
+// now+after-1s and admitted at now+after.
+func checkRetry(t *testing.T, s sluice.QuotaStore, key string, p *sluice.Policy, n int64, now time.Time, after time.Duration, what string) {
+	t.Helper()
+	if d := take(t, s, key, p, n, now.Add(after-time.Second)); d.Allowed {
+		t.Fatalf("%s: take %d: store admits at now+retry_after-1s (retry_after %v)", what, n, after)
+	}
+	if d := take(t, s, key, p, n, now.Add(after)); !d.Allowed {
+		t.Fatalf("%s: take %d: store refuses at now+retry_after %v: %+v", what, n, after, d)
 	}
 }

@@ -1,7 +1,9 @@
 // Command loadtest measures what sluice costs in front of an image
 // generator: the throughput of POST /v1/images/generations through sluice
 // against a plain httputil.ReverseProxy to the same trivial upstream, and the
-// latency sluice adds at half of its maximum throughput.
+// latency sluice adds at half of its maximum throughput. A second sluice
+// with usage.record false, run in the same rounds, gives the cost of the
+// usage history.
 //
 //	go run ./scripts/loadtest [-duration 10s] [-connections 64] [-rounds 2]
 //
@@ -121,7 +123,7 @@ func run(duration time.Duration, conns, rounds int, rate float64) error {
 	}
 	defer os.RemoveAll(dir)
 	self, _ := os.Executable()
-	upAddr, proxyAddr, sluiceAddr := freeAddr(), freeAddr(), freeAddr()
+	upAddr, proxyAddr, sluiceAddr, bareAddr := freeAddr(), freeAddr(), freeAddr(), freeAddr()
 
 	bin := filepath.Join(dir, "sluice")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/sluice")
@@ -144,41 +146,54 @@ func run(duration time.Duration, conns, rounds int, rate float64) error {
 		procs = append(procs, p)
 	}
 	const admin = "loadtest-admin"
-	p, err := start(bin, []string{"SLUICE_ADMIN_TOKEN=" + admin, "SLUICE_UPSTREAM_URL=http://" + upAddr, "SLUICE_LOG_LEVEL=warn"},
-		"serve", "--addr", sluiceAddr, "--data", filepath.Join(dir, "data"))
-	if err != nil {
-		return err
-	}
-	procs = append(procs, p)
-	for _, u := range []string{"http://" + upAddr + "/", "http://" + sluiceAddr + "/healthz"} {
-		if err := waitUp(u); err != nil {
+	// Two gateways, the same but for the usage history, each with a data
+	// directory (and so a key) of its own.
+	keys := map[string]string{}
+	for _, g := range []struct{ addr, record string }{{sluiceAddr, "true"}, {bareAddr, "false"}} {
+		p, err := start(bin, []string{"SLUICE_ADMIN_TOKEN=" + admin, "SLUICE_UPSTREAM_URL=http://" + upAddr, "SLUICE_LOG_LEVEL=warn",
+			"SLUICE_USAGE_RECORD=" + g.record}, "serve", "--addr", g.addr, "--data", filepath.Join(dir, "data-"+g.record))
+		if err != nil {
+			return err
+		}
+		procs = append(procs, p)
+		if err := waitUp("http://" + g.addr + "/healthz"); err != nil {
+			return err
+		}
+		if keys[g.addr], err = vipKey("http://"+g.addr, admin); err != nil {
 			return err
 		}
 	}
-	key, err := vipKey("http://"+sluiceAddr, admin)
-	if err != nil {
+	if err := waitUp("http://" + upAddr + "/"); err != nil {
 		return err
 	}
-	script := filepath.Join(dir, "post.lua")
-	os.WriteFile(script, []byte(fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Bearer %s\"\n", requestBody, key)), 0o600)
+	key := keys[sluiceAddr]
+	scriptFor := func(name, key string) string {
+		path := filepath.Join(dir, name+".lua")
+		os.WriteFile(path, []byte(fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Bearer %s\"\n", requestBody, key)), 0o600)
+		return path
+	}
 
-	targets := []struct{ name, url string }{
-		{"reverse proxy", "http://" + proxyAddr + "/v1/images/generations"},
-		{"sluice", "http://" + sluiceAddr + "/v1/images/generations"},
+	targets := []struct{ name, url, script string }{
+		{"reverse proxy", "http://" + proxyAddr + "/v1/images/generations", scriptFor("proxy", key)},
+		{"sluice", "http://" + sluiceAddr + "/v1/images/generations", scriptFor("sluice", key)},
+		{"sluice, no history", "http://" + bareAddr + "/v1/images/generations", scriptFor("bare", keys[bareAddr])},
 	}
 	best := map[string]float64{}
 	for r := range rounds {
 		for _, tg := range targets {
-			rps, lat, err := wrk(script, tg.url, conns, duration)
+			rps, lat, err := wrk(tg.script, tg.url, conns, duration)
 			if err != nil {
 				return err
 			}
-			fmt.Printf("round %d  %-14s %9.0f req/s   (wrk latency %s)\n", r+1, tg.name, rps, lat)
+			fmt.Printf("round %d  %-18s %9.0f req/s   (wrk latency %s)\n", r+1, tg.name, rps, lat)
 			best[tg.name] = max(best[tg.name], rps)
 		}
 	}
 	fmt.Printf("\nthroughput: sluice %.0f req/s, reverse proxy %.0f req/s: %.2fx\n",
 		best["sluice"], best["reverse proxy"], best["sluice"]/best["reverse proxy"])
+	fmt.Printf("usage history: sluice %.0f req/s with it, %.0f req/s without: %.2fx (cost %.1f%%)\n",
+		best["sluice"], best["sluice, no history"], best["sluice"]/best["sluice, no history"],
+		100*(1-best["sluice"]/best["sluice, no history"]))
 
 	// Latency at half of sluice's best throughput, open loop, against the
 	// upstream directly and through sluice.

@@ -1,0 +1,37 @@
+package main
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/inmem"
+)
+
+// TestFlushIntervalZero: quota.flush_interval 0 is accepted, and serve runs
+// the embedded store in synchronous mode: a charge is on disk when Take
+// returns, before any flush or Close.
+func TestFlushIntervalZero(t *testing.T) {
+	data := t.TempDir()
+	g := startMain(t, data, map[string]string{"SLUICE_QUOTA_FLUSH_INTERVAL": "0"})
+	s, ok := g.m.Quota.Store.(*inmem.Store)
+	if !ok || !s.Synchronous() {
+		t.Fatalf("quota store %T, synchronous %v; want a synchronous *inmem.Store", g.m.Quota.Store, ok && s.Synchronous())
+	}
+	ctx := context.Background()
+	p := sluice.WindowConfig{}.AccountPolicy(10, 100)
+	if d, err := g.m.Quota.Take(ctx, "k", &p, 3); err != nil || !d.Allowed {
+		t.Fatalf("take: %+v, %v", d, err)
+	}
+	// Another store on the same file sees the charge at once.
+	other, err := inmem.Open(ctx, filepath.Join(data, "quota.db"), time.Hour, inmem.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if d, err := other.Peek(ctx, "k", &p, g.clock.Now()); err != nil || d.Windows[0].Remaining != 7 {
+		t.Fatalf("on disk: %+v, %v; want 7 remaining", d.Windows[0], err)
+	}
+}
