@@ -4,7 +4,7 @@
 // the bot hand it every quota decision.
 //
 // Crossing: for each window with a limit L, a decision that charged u units
-// leaves used = L − Remaining; before it, used − u were. Threshold T
+// leaves used units counted (WindowStatus.Used); before it, used − u were. Threshold T
 // (percent) is crossed when used−u < ⌈T·L/100⌉ ≤ used. A shadow decision
 // charges nothing, so its would-be use is counted instead: before = used,
 // after = used + u. A decision that crosses several thresholds at once

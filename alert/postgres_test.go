@@ -118,7 +118,7 @@ func TestTwoInstances(t *testing.T) {
 // decision is an admitted decision at t of a one-window hourly policy.
 func decision(t time.Time, limit, remaining int64) sluice.Decision {
 	d := sluice.Decision{Allowed: true, Time: t, Blocking: -1, N: 1}
-	d.Windows[0] = sluice.WindowStatus{Name: "hour", Length: time.Hour, Limit: sluice.Limit(limit), Remaining: remaining, Reset: t.Add(time.Hour)}
+	d.Windows[0] = sluice.WindowStatus{Name: "hour", Length: time.Hour, Limit: sluice.Limit(limit), Remaining: remaining, Counted: limit - remaining, Reset: t.Add(time.Hour)}
 	return d
 }
 
