@@ -44,7 +44,10 @@ type Accounts struct {
 	accts map[int64]entry[sluice.Account]
 }
 
-var _ sluice.AccountService = (*Accounts)(nil)
+var (
+	_ sluice.AccountService  = (*Accounts)(nil)
+	_ sluice.AccountSearcher = (*Accounts)(nil)
+)
 
 type entry[T any] struct {
 	v       T
@@ -181,4 +184,15 @@ func (c *Accounts) TouchAPIKey(ctx context.Context, id string, t time.Time) erro
 	delete(c.keys, id)
 	c.mu.Unlock()
 	return err
+}
+
+// SearchAccounts passes the search to the store, uncached: it is for the
+// operator's pages, not the request path. A store that cannot search
+// answers an internal error.
+func (c *Accounts) SearchAccounts(ctx context.Context, q sluice.AccountQuery) ([]*sluice.Account, error) {
+	s, ok := c.AccountService.(sluice.AccountSearcher)
+	if !ok {
+		return nil, fmt.Errorf("search accounts: the account store cannot search")
+	}
+	return s.SearchAccounts(ctx, q)
 }

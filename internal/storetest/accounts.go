@@ -42,6 +42,7 @@ func RunAccountService(t *testing.T, open func(t *testing.T) sluice.AccountServi
 	t.Run("Tokens", func(t *testing.T) { testTokens(t, open(t)) })
 	t.Run("ConsumeTokenConcurrent", func(t *testing.T) { testConsumeTokenConcurrent(t, open(t)) })
 	t.Run("CreateAccountConcurrent", func(t *testing.T) { testCreateAccountConcurrent(t, open(t)) })
+	t.Run("SearchAccounts", func(t *testing.T) { testSearchAccounts(t, open(t)) })
 	t.Run("Ping", func(t *testing.T) {
 		if err := open(t).Ping(t.Context()); err != nil {
 			t.Fatalf("Ping: %v", err)
