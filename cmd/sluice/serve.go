@@ -9,6 +9,8 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,6 +31,7 @@ import (
 	"github.com/sluicehq/sluice/redis"
 	"github.com/sluicehq/sluice/sqlite"
 	"github.com/sluicehq/sluice/telegram"
+	"github.com/sluicehq/sluice/web"
 )
 
 var errHelp = errors.New("help requested")
@@ -54,6 +57,8 @@ type Main struct {
 	// Mailer sends the password-reset mail: over SMTP when mail.smtp_host
 	// is set, else to the log and <data>/outbox/.
 	Mailer *mail.Queue
+	// Console is the web console, mounted beside the API.
+	Console *web.Server
 
 	closers []func() error // run in reverse by Close
 }
@@ -108,24 +113,28 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("data directory: %w", err)
 	}
 
-	// Accounts.
+	// Accounts. db is the store itself, for the services it may offer
+	// beside accounts (usage history, audit log).
+	var db any
 	switch {
 	case cfg.Database.URL == "":
-		db, err := sqlite.Open(ctx, filepath.Join(cfg.Server.Data, "sluice.db"))
+		sdb, err := sqlite.Open(ctx, filepath.Join(cfg.Server.Data, "sluice.db"))
 		if err != nil {
 			return err
 		}
-		m.closers = append(m.closers, db.Close)
-		m.Accounts = cache.New(db, cache.DefaultTTL)
+		db = sdb
+		m.closers = append(m.closers, sdb.Close)
+		m.Accounts = cache.New(sdb, cache.DefaultTTL)
 	default:
-		db, err := postgres.Open(ctx, cfg.Database.URL)
+		pdb, err := postgres.Open(ctx, cfg.Database.URL)
 		if err != nil {
 			return err
 		}
-		m.closers = append(m.closers, db.Close)
+		db = pdb
+		m.closers = append(m.closers, pdb.Close)
 		// Other instances write to the same database: a revocation or
 		// plan change made there is seen here within cache.DefaultTTL.
-		m.Accounts = cache.New(db, cache.DefaultTTL)
+		m.Accounts = cache.New(pdb, cache.DefaultTTL)
 	}
 	m.closers = append(m.closers, janitor(m.Accounts, log))
 
@@ -250,6 +259,7 @@ func (m *Main) Run(ctx context.Context) error {
 		TrustedProxies: cfg.Server.TrustedProxies,
 		ResetURL:       cfg.Mail.ResetURL,
 	}
+	m.mountConsole(db, token)
 	if cfg.Telegram.Token != "" {
 		// Before Open: the webhook is a route of the gateway, and the
 		// bot must stop after the gateway (closers run in reverse).
@@ -270,6 +280,56 @@ func (m *Main) Run(ctx context.Context) error {
 		"algorithm", cfg.Limits.Algorithm.String(), "mode", cfg.Limits.Mode, "version", Version)
 	m.quickstart(token, created)
 	return nil
+}
+
+// publicURL is server.public_url, or http://<the listen address> (with
+// localhost for an address without a host).
+func (m *Main) publicURL() string {
+	if u := m.Config.Server.PublicURL; u != "" {
+		return strings.TrimRight(u, "/")
+	}
+	host, port, _ := net.SplitHostPort(m.Config.Server.Addr)
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// mountConsole adds the web console's routes to the gateway, and makes
+// reset mails link to its reset page unless mail.reset_url says otherwise.
+// db is the account store: the usage history and audit log are its, when
+// it keeps them.
+func (m *Main) mountConsole(db any, adminToken string) {
+	usage, _ := db.(sluice.UsageService)
+	audit, _ := db.(sluice.AuditLog)
+	alerts, _ := db.(web.AlertSettings)
+	search, _ := m.Accounts.(sluice.AccountSearcher)
+	cfg := &m.Config
+	m.Console = &web.Server{
+		Accounts: m.Accounts,
+		Auth:     m.Server,
+		Quota:    m.Quota,
+		Usage:    usage,
+		Audit:    audit,
+		Search:   search,
+		Alerts:   alerts,
+		Plans:    cfg.Plans,
+		Models:   cfg.Models,
+		Windows: sluice.WindowConfig{Algorithm: cfg.Limits.Algorithm, Hour: cfg.Limits.Windows.Hour,
+			Day: cfg.Limits.Windows.Day, Location: cfg.Limits.Timezone},
+		AdminToken: adminToken,
+		PublicURL:  m.publicURL(),
+		Logger:     m.Logger,
+	}
+	if m.Server.ResetURL == "" {
+		m.Server.ResetURL = m.publicURL() + "/reset-password"
+	}
+	if m.Server.Handlers == nil {
+		m.Server.Handlers = map[string]http.Handler{}
+	}
+	for pattern, h := range m.Console.Routes() {
+		m.Server.Handlers[pattern] = h
+	}
 }
 
 // shutdown drains the HTTP server within the configured time.
@@ -347,7 +407,10 @@ func (m *Main) quickstart(token string, created bool) {
   # where you stand, without spending anything
   curl -s %[1]s/v1/usage -H "Authorization: Bearer $SLUICE_KEY"
 
-OpenAI SDKs work with base_url=%[1]s/openai/v1 (or %[1]s/v1). Stop with Ctrl-C.
+OpenAI SDKs work with base_url=%[1]s/openai/v1 (or %[1]s/v1).
+
+Web console: %[1]s/ (sign up, keys, usage); operator console: %[1]s/ops/
+(sign in with the admin token). Stop with Ctrl-C.
 
 `, base, shown)
 }
