@@ -60,6 +60,7 @@ type accountView struct {
 	Plans []planRow
 
 	AlertsAvailable bool
+	AlertsKnown     bool // AlertsOn is known
 	AlertsOn        bool
 
 	AuditAvailable bool
@@ -165,9 +166,9 @@ func (s *Server) view(ctx context.Context, a *sluice.Account, forOps bool) (*acc
 		v.Hourly, v.Daily = h, d
 	}
 	if s.Alerts != nil && !forOps {
-		on, err := s.Alerts.AlertEmail(ctx, a.ID)
-		if err == nil {
-			v.AlertsAvailable, v.AlertsOn = true, on
+		v.AlertsAvailable = true
+		if s.AlertsOn != nil {
+			v.AlertsKnown, v.AlertsOn = true, s.AlertsOn(a)
 		}
 	}
 	if s.Audit != nil {
@@ -176,7 +177,7 @@ func (s *Server) view(ctx context.Context, a *sluice.Account, forOps bool) (*acc
 		if err != nil {
 			s.logger().Warn("console: audit", "account_id", a.ID, "error", err.Error())
 		}
-		v.Events = s.events(ctx, evs, a.ID, false)
+		v.Events = s.events(ctx, evs, a.ID, forOps, false)
 	}
 	return v, nil
 }

@@ -20,13 +20,14 @@ type eventView struct {
 	Email     string // of the account, on the operator's audit log
 }
 
-// events describes evs. self is the account whose own page shows them
-// (its user is "you"); withEmail looks up each account's email.
-func (s *Server) events(ctx context.Context, evs []*sluice.AuditEvent, self int64, withEmail bool) []eventView {
+// events describes evs. self is the account whose page shows them: on its
+// own page (forOps false) its user is "you", on the operator's "the
+// user"; withEmail looks up each account's email.
+func (s *Server) events(ctx context.Context, evs []*sluice.AuditEvent, self int64, forOps, withEmail bool) []eventView {
 	out := make([]eventView, 0, len(evs))
 	emails := map[int64]string{}
 	for _, e := range evs {
-		v := eventView{ID: e.ID, At: e.At, Text: describe(e), Who: who(e.Actor, self), IP: e.Actor.IP, AccountID: e.AccountID}
+		v := eventView{ID: e.ID, At: e.At, Text: describe(e), Who: who(e.Actor, self, forOps), IP: e.Actor.IP, AccountID: e.AccountID}
 		if withEmail && e.AccountID != 0 {
 			em, ok := emails[e.AccountID]
 			if !ok {
@@ -42,12 +43,15 @@ func (s *Server) events(ctx context.Context, evs []*sluice.AuditEvent, self int6
 	return out
 }
 
-func who(a sluice.Actor, self int64) string {
+func who(a sluice.Actor, self int64, forOps bool) string {
 	switch a.Type {
 	case sluice.ActorAdmin:
 		return "the operator"
 	case sluice.ActorUser:
 		if self != 0 && a.ID == strconv.FormatInt(self, 10) {
+			if forOps {
+				return "the user"
+			}
 			return "you"
 		}
 		if a.ID == "" {

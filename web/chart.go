@@ -15,8 +15,8 @@ import (
 
 // Geometry of a chart, in SVG user units.
 const (
-	chartW      = 640
-	chartH      = 180
+	chartW      = 760
+	chartH      = 170
 	chartLeft   = 40 // room for the y labels
 	chartBottom = 22 // room for the x labels
 	chartTop    = 8

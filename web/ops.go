@@ -357,7 +357,7 @@ func (s *Server) handleOpsAudit(w http.ResponseWriter, r *http.Request) {
 			s.logger().Warn("console: audit log", "error", err.Error())
 			v.Error = "The audit log is not available right now."
 		}
-		v.Events = s.events(r.Context(), evs, 0, true)
+		v.Events = s.events(r.Context(), evs, 0, true, true)
 		if len(evs) == n {
 			v.Next = "/ops/audit?before=" + strconv.FormatInt(evs[n-1].ID, 10)
 		}

@@ -59,7 +59,6 @@ var assetFS embed.FS
 // account store implements it once mail alerts exist; without it the
 // account page does not offer the control.
 type AlertSettings interface {
-	AlertEmail(ctx context.Context, accountID int64) (bool, error)
 	SetAlertEmail(ctx context.Context, accountID int64, on bool) error
 }
 
@@ -75,6 +74,9 @@ type Server struct {
 	Audit    sluice.AuditLog        // nil: no audit events
 	Search   sluice.AccountSearcher // nil: the operator cannot search
 	Alerts   AlertSettings          // nil: no mail alert control
+	// AlertsOn reports whether the account gets mail alerts; nil: the
+	// page offers both choices without saying which is in force.
+	AlertsOn func(*sluice.Account) bool
 	Plans    []sluice.Plan
 	Models   []sluice.Model
 	Windows  sluice.WindowConfig

@@ -568,15 +568,19 @@ func TestUsageJSON(t *testing.T) {
 // fakeHistory is a UsageService and AuditLog with canned answers: the
 // stores that implement them come from other packages.
 type fakeHistory struct {
-	buckets []sluice.UsageBucket
-	events  []*sluice.AuditEvent
-	top     []sluice.UsageTotal
+	hourly, daily []sluice.UsageBucket
+	events        []*sluice.AuditEvent
+	top           []sluice.UsageTotal
 }
 
 func (f *fakeHistory) UsageHistory(_ context.Context, q sluice.UsageQuery) ([]sluice.UsageBucket, error) {
+	bs := f.hourly
+	if q.Granularity == sluice.GranularityDay {
+		bs = f.daily
+	}
 	var out []sluice.UsageBucket
-	for _, b := range f.buckets {
-		if !b.Start.Before(q.From) && b.Start.Before(q.To) && (q.Granularity == sluice.GranularityHour) == (b.Start.Minute() == 30 || b.Start.Hour() != 0) {
+	for _, b := range bs {
+		if !b.Start.Before(q.From) && b.Start.Before(q.To) {
 			out = append(out, b)
 		}
 	}
@@ -601,7 +605,7 @@ func (f *fakeHistory) ListAudit(context.Context, sluice.AuditFilter) ([]*sluice.
 func TestHistoryAndAudit(t *testing.T) {
 	now := time.Date(2026, 12, 7, 14, 20, 0, 0, time.UTC)
 	f := &fakeHistory{
-		buckets: []sluice.UsageBucket{
+		hourly: []sluice.UsageBucket{
 			{Start: time.Date(2026, 12, 7, 13, 0, 0, 0, time.UTC), Group: sluice.ChannelAPI, Images: 7},
 			{Start: time.Date(2026, 12, 7, 13, 0, 0, 0, time.UTC), Group: sluice.ChannelTelegram, Images: 3},
 		},
@@ -668,4 +672,44 @@ type actorSpy struct {
 func (s actorSpy) CreateAPIKey(ctx context.Context, k *sluice.APIKey) error {
 	*s.got = sluice.ActorFrom(ctx)
 	return s.AccountService.CreateAPIKey(ctx, k)
+}
+
+type alertSpy struct{ calls []bool }
+
+func (a *alertSpy) SetAlertEmail(_ context.Context, _ int64, on bool) error {
+	a.calls = append(a.calls, on)
+	return nil
+}
+
+// TestAlerts: the mail alert control shows only when the store can keep
+// the choice, and posts it.
+func TestAlerts(t *testing.T) {
+	e := newEnv(t, nil)
+	user, _ := e.signIn("ann@example.com")
+	if p := user.do("GET", "/account", nil); strings.Contains(p.body, "Mail alerts") {
+		t.Error("the alert control shows without a store for it")
+	}
+	if p := user.post("/account", "/account/alerts", url.Values{"email": {"off"}}); p.status != 404 {
+		t.Errorf("POST /account/alerts without a store: %d", p.status)
+	}
+
+	spy := &alertSpy{}
+	e = newEnv(t, func(c *Server, _ *shttp.Server) {
+		c.Alerts = spy
+		c.AlertsOn = func(*sluice.Account) bool { return true }
+	})
+	user, _ = e.signIn("ann@example.com")
+	p := user.do("GET", "/account", nil)
+	if !strings.Contains(p.body, "They are <strong>on</strong>") || !strings.Contains(p.body, "Turn mail alerts off") || strings.Contains(p.body, "Turn mail alerts on") {
+		t.Errorf("alert control:\n%s", p.body)
+	}
+	if p := user.post("/account", "/account/alerts", url.Values{"email": {"off"}}); p.status != 303 || p.header.Get("Location") != "/account?done=alerts-off#alerts" {
+		t.Errorf("turn off: %d %s", p.status, p.header.Get("Location"))
+	}
+	if p := user.post("/account", "/account/alerts", url.Values{"email": {"maybe"}}); p.status != 400 {
+		t.Errorf("a bad choice: %d", p.status)
+	}
+	if len(spy.calls) != 1 || spy.calls[0] {
+		t.Errorf("SetAlertEmail calls %v, want [false]", spy.calls)
+	}
 }
