@@ -623,6 +623,7 @@ func TestHistoryAndAudit(t *testing.T) {
 	})
 	user, _ := e.signIn("ann@example.com")
 	p := user.do("GET", "/account", nil)
+	t.Logf("page weight: /account with history and audit: %d bytes of HTML", len(p.body))
 	for _, want := range []string{
 		`data-chart-total="10"`,
 		`<tr><td>13:00</td><td class="num">7</td><td class="num">3</td><td class="num">10</td></tr>`,
