@@ -57,6 +57,10 @@
 //     like every /v1/ answer. Any plan may list and revoke keys and link
 //     Telegram; creating keys needs API access. An account can hold
 //     MaxKeysPerAccount live keys.
+//   - Register, Login, ForgotPassword, ResetPassword, CheckAuthLimit and
+//     ClientIP are the same steps as exported methods (sluice.AuthService):
+//     the JSON handlers are thin wrappers of them, and the web console
+//     calls them, so both share the limits, delays and answers above.
 //   - Passwords are 8 to 256 characters, checked before hashing; emails are
 //     bare addresses of at most 254 bytes, trimmed of surrounding space.
 package http

@@ -78,7 +78,6 @@ type Server struct {
 	// page offers both choices without saying which is in force.
 	AlertsOn func(*sluice.Account) bool
 	Plans    []sluice.Plan
-	Models   []sluice.Model
 	Windows  sluice.WindowConfig
 	// AdminToken signs in the operator; the keys of the CSRF tokens and
 	// operator cookies are derived from it. Empty: /ops/ refuses every

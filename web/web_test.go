@@ -45,7 +45,7 @@ func newEnv(t testing.TB, edit func(*Server, *shttp.Server)) *env {
 	q := &quota.Limiter{Store: store}
 	api := &shttp.Server{Accounts: db, Quota: q, Images: nil, Plans: sluice.DefaultPlans(), Models: sluice.DefaultModels(),
 		AdminToken: "admin-token-for-tests", Logger: quiet}
-	c := &Server{Accounts: db, Auth: api, Quota: q, Search: db, Plans: sluice.DefaultPlans(), Models: sluice.DefaultModels(),
+	c := &Server{Accounts: db, Auth: api, Quota: q, Search: db, Plans: sluice.DefaultPlans(),
 		AdminToken: api.AdminToken, Logger: quiet}
 	if edit != nil {
 		edit(c, api)

@@ -314,7 +314,6 @@ func (m *Main) mountConsole(db any, adminToken string) {
 		Search:   search,
 		Alerts:   alerts,
 		Plans:    cfg.Plans,
-		Models:   cfg.Models,
 		Windows: sluice.WindowConfig{Algorithm: cfg.Limits.Algorithm, Hour: cfg.Limits.Windows.Hour,
 			Day: cfg.Limits.Windows.Day, Location: cfg.Limits.Timezone},
 		AdminToken: adminToken,
