@@ -35,6 +35,7 @@ var pageNames = []string{
 }
 
 var funcs = template.FuncMap{
+	"asset":      assetURL,
 	"utc":        formatUTC,
 	"iso":        func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"limit":      formatLimit,

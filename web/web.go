@@ -41,7 +41,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -93,13 +92,12 @@ type Server struct {
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 
-	once      sync.Once
-	pages     map[string]*template.Template
-	csrfKey   []byte
-	opsKey    []byte // nil: no operator sign-in
-	plans     map[string]*sluice.Plan
-	secure    bool
-	assetETag string
+	once    sync.Once
+	pages   map[string]*template.Template
+	csrfKey []byte
+	opsKey  []byte // nil: no operator sign-in
+	plans   map[string]*sluice.Plan
+	secure  bool
 }
 
 // Routes returns the console's routes, as patterns ("GET /login") that
@@ -170,17 +168,26 @@ func (s *Server) init() {
 			s.plans[s.Plans[i].ID] = &s.Plans[i]
 		}
 		s.secure = strings.HasPrefix(strings.ToLower(s.PublicURL), "https:")
-		h := sha256.New()
-		fs.WalkDir(assetFS, "assets", func(p string, d fs.DirEntry, err error) error {
-			if err == nil && !d.IsDir() {
-				b, _ := assetFS.ReadFile(p)
-				h.Write(b)
-			}
-			return nil
-		})
-		s.assetETag = strconv.Quote(strings.ToLower(strconvHex(h.Sum(nil)[:8])))
 	})
 }
+
+// assetVersion is a hash of the embedded assets: pages link to
+// /assets/<file>?v=<version>, so that a browser may keep the files for a
+// long time and still gets new ones from a new binary at once.
+var assetVersion = sync.OnceValue(func() string {
+	h := sha256.New()
+	fs.WalkDir(assetFS, "assets", func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			b, _ := assetFS.ReadFile(p)
+			h.Write([]byte(p))
+			h.Write(b)
+		}
+		return nil
+	})
+	return strconvHex(h.Sum(nil)[:8])
+})
+
+func assetURL(name string) string { return "/assets/" + name + "?v=" + assetVersion() }
 
 // derive returns a key of its own for purpose, from the admin token.
 func derive(token, purpose string) []byte {
@@ -273,9 +280,14 @@ func (s *Server) handleAsset(w http.ResponseWriter, r *http.Request) {
 	default:
 		w.Header().Set("Content-Type", "application/octet-stream")
 	}
-	w.Header().Set("Cache-Control", "public, max-age=300")
-	w.Header().Set("ETag", s.assetETag)
-	if r.Header.Get("If-None-Match") == s.assetETag {
+	etag := `"` + assetVersion() + `"`
+	if r.URL.Query().Get("v") == assetVersion() {
+		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	} else {
+		w.Header().Set("Cache-Control", "public, max-age=300")
+	}
+	w.Header().Set("ETag", etag)
+	if r.Header.Get("If-None-Match") == etag {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}

@@ -185,6 +185,18 @@ func TestSecurityHeaders(t *testing.T) {
 			t.Errorf("input %s has no label", id[1])
 		}
 	}
+	// Pages link to versioned assets, which may be kept for long.
+	m := regexp.MustCompile(`href="(/assets/style\.css\?v=[0-9a-f]+)"`).FindStringSubmatch(p.body)
+	if m == nil {
+		t.Fatalf("no versioned stylesheet in\n%s", p.body)
+	}
+	if a := e.client().do("GET", m[1], nil); a.status != 200 || !strings.Contains(a.header.Get("Cache-Control"), "immutable") ||
+		a.header.Get("Content-Type") != "text/css; charset=utf-8" {
+		t.Errorf("GET %s: %d %v", m[1], a.status, a.header)
+	}
+	if a := e.client().do("GET", "/assets/nothing.js", nil); a.status != 404 {
+		t.Errorf("GET /assets/nothing.js: %d", a.status)
+	}
 	for _, c := range []string{"GET /assets/style.css", "GET /assets/console.js"} {
 		_, path, _ := strings.Cut(c, " ")
 		a := e.client().do("GET", path, nil)

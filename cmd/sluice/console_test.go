@@ -41,6 +41,7 @@ func TestConsoleBrowser(t *testing.T) {
 	// Sign up.
 	b.Click(`a[href="/signup"]`)
 	b.WaitPath("/signup")
+	b.Shot("signup")
 	b.Fill("#email", "ann@example.com", "#password", "correct horse", "#password2", "correct horses")
 	b.Submit("main form button[type=submit]", "/signup")
 	b.WantText("#password2-err", "The two passwords differ")
@@ -188,6 +189,7 @@ func TestConsoleBrowser(t *testing.T) {
 	// The operator signs in, finds the account, changes its plan.
 	b.Open("/ops/")
 	b.WaitPath("/ops/login")
+	b.Shot("ops-login")
 	b.Fill("#token", "not the token")
 	b.Submit("main form button[type=submit]", "/ops/login")
 	b.WantText("#token-err", "This is not the admin token.")

@@ -48,6 +48,8 @@
         }
         var g = card.querySelector('[data-f="gauge"]');
         if (g) g.setAttribute("aria-label", w.percent + " percent of the " + card.getAttribute("data-window") + " limit used");
+        var wrap = card.querySelector('[data-f="resetwrap"]');
+        if (wrap) wrap.hidden = w.used === 0;
         var t = card.querySelector('[data-f="reset"]');
         if (t && w.reset) {
           var d = new Date(w.reset * 1000);
