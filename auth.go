@@ -97,3 +97,11 @@ func SearchTerms(q AccountQuery) (text, pattern string, id int64, limit int) {
 	}
 	return text, b.String(), id, min(limit, MaxAccountSearchLimit)
 }
+
+// SessionEnder ends one session, as signing out of one browser does.
+// Account stores implement it beside AccountService.
+type SessionEnder interface {
+	// DeleteSession ends the session with the token hash; ending one that
+	// does not exist (or no longer does) is not an error.
+	DeleteSession(ctx context.Context, tokenHash []byte) error
+}

@@ -48,3 +48,13 @@ ORDER BY id LIMIT ?`, q.After, text, pattern, id, limit)
 	}
 	return out, nil
 }
+
+var _ sluice.SessionEnder = (*DB)(nil)
+
+// DeleteSession ends the session with the token hash.
+func (db *DB) DeleteSession(ctx context.Context, tokenHash []byte) error {
+	if _, err := db.w.ExecContext(ctx, `DELETE FROM sessions WHERE token_hash = ?`, tokenHash); err != nil {
+		return fmt.Errorf("delete session: %w", err)
+	}
+	return nil
+}

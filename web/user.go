@@ -149,11 +149,18 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/account", http.StatusSeeOther)
 }
 
-// handleLogout ends every session of the signed-in account and clears the
-// cookie.
+// handleLogout ends the browser's session and clears the cookie. Without
+// a SessionEnder it ends every session of the account: signing out must
+// never leave the session alive.
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
-	if a, _, ok := s.session(r); ok {
-		if err := s.Accounts.DeleteSessions(r.Context(), a.ID); err != nil {
+	if a, sess, ok := s.session(r); ok {
+		var err error
+		if s.Sessions != nil {
+			err = s.Sessions.DeleteSession(r.Context(), sess.TokenHash)
+		} else {
+			err = s.Accounts.DeleteSessions(r.Context(), a.ID)
+		}
+		if err != nil {
 			s.internalError(w, r, err)
 			return
 		}

@@ -20,8 +20,8 @@
 //     page for people).
 //   - The user's session is the session token of POST /auth/login, in an
 //     HttpOnly, SameSite=Lax cookie, Secure when the request came over TLS
-//     or public_url is https. Signing out ends every session of the account
-//     (the store has no way to end one alone).
+//     or public_url is https. Signing out ends the browser's session (every
+//     session of the account if the store cannot end one alone).
 //   - The operator signs in with the admin token and gets a cookie holding
 //     an expiry and an HMAC of it, keyed by a secret derived from the admin
 //     token: every instance with the token accepts it, the token itself is
@@ -73,6 +73,9 @@ type Server struct {
 	Audit    sluice.AuditLog        // nil: no audit events
 	Search   sluice.AccountSearcher // nil: the operator cannot search
 	Alerts   AlertSettings          // nil: no mail alert control
+	// Sessions ends the session of a user who signs out; nil: signing
+	// out ends every session of the account.
+	Sessions sluice.SessionEnder
 	// AlertsOn reports whether the account gets mail alerts; nil: the
 	// page offers both choices without saying which is in force.
 	AlertsOn func(*sluice.Account) bool

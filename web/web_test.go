@@ -45,7 +45,7 @@ func newEnv(t testing.TB, edit func(*Server, *shttp.Server)) *env {
 	q := &quota.Limiter{Store: store}
 	api := &shttp.Server{Accounts: db, Quota: q, Images: nil, Plans: sluice.DefaultPlans(), Models: sluice.DefaultModels(),
 		AdminToken: "admin-token-for-tests", Logger: quiet}
-	c := &Server{Accounts: db, Auth: api, Quota: q, Search: db, Plans: sluice.DefaultPlans(),
+	c := &Server{Accounts: db, Auth: api, Quota: q, Search: db, Sessions: db, Plans: sluice.DefaultPlans(),
 		AdminToken: api.AdminToken, Logger: quiet}
 	if edit != nil {
 		edit(c, api)
@@ -340,11 +340,15 @@ func TestRedirects(t *testing.T) {
 	}
 }
 
-// TestSignOut: signing out ends the session for good, and a reset ends
-// every session of the account.
+// TestSignOut: signing out ends the browser's session for good, and only
+// it.
 func TestSignOut(t *testing.T) {
 	e := newEnv(t, nil)
 	user, a := e.signIn("ann@example.com")
+	_, cli, err := e.api.Login(t.Context(), "ann@example.com", "correct horse") // a script's session
+	if err != nil {
+		t.Fatal(err)
+	}
 	saved := user.jar.Cookies(mustURL(e.ts.URL))
 	if p := user.post("/account", "/logout", nil); p.status != 303 || p.header.Get("Location") != "/login?done=signed-out" {
 		t.Fatalf("sign out: %d %s", p.status, p.header.Get("Location"))
@@ -362,6 +366,17 @@ func TestSignOut(t *testing.T) {
 		if strings.Contains(ck.Value, "correct horse") {
 			t.Fatal("a cookie holds the password")
 		}
+	}
+	if _, err := e.db.FindSession(t.Context(), cli.TokenHash, time.Now()); err != nil {
+		t.Errorf("signing out of the browser ended the account's other session: %v", err)
+	}
+	// Without a SessionEnder, every session ends.
+	e = newEnv(t, func(c *Server, _ *shttp.Server) { c.Sessions = nil })
+	user, a = e.signIn("ann@example.com")
+	_, cli, _ = e.api.Login(t.Context(), "ann@example.com", "correct horse")
+	user.post("/account", "/logout", nil)
+	if _, err := e.db.FindSession(t.Context(), cli.TokenHash, time.Now()); sluice.ErrorCode(err) != sluice.ENOTFOUND {
+		t.Errorf("without a SessionEnder, the other session survives sign-out: %v", err)
 	}
 	_ = a
 }
@@ -724,5 +739,22 @@ func TestAlerts(t *testing.T) {
 	}
 	if len(spy.calls) != 1 || spy.calls[0] {
 		t.Errorf("SetAlertEmail calls %v, want [false]", spy.calls)
+	}
+}
+
+// TestLoginDelay: the API's growing delay after failed logins applies to
+// the sign-in form, in words.
+func TestLoginDelay(t *testing.T) {
+	e := newEnv(t, func(_ *Server, api *shttp.Server) {
+		api.AuthLimits.Login = shttp.Rate{Limit: 100, Per: time.Minute}
+	})
+	e.register("ann@example.com", "correct horse")
+	c := e.client()
+	var last answer
+	for i := 0; i < shttp.LoginFreeFailures+1; i++ {
+		last = c.post("/login", "/login", url.Values{"email": {"ann@example.com"}, "password": {"wrong password"}})
+	}
+	if last.status != 429 || !regexp.MustCompile(`Too many failed sign-ins for this account\. Try again in (a second|\d+ seconds)`).MatchString(last.body) {
+		t.Fatalf("after %d failures: %d\n%s", shttp.LoginFreeFailures+1, last.status, last.body)
 	}
 }

@@ -150,6 +150,9 @@ func TestConsoleBrowser(t *testing.T) {
 	other := g.session("ann@example.com", "correct horse")
 	b.Open("/account")
 	b.Submit(`header form button[type=submit]`, "/login?done=signed-out")
+	if r := g.do("GET", "/v1/usage", other, ""); r.status != 200 {
+		t.Fatalf("signing out of the browser ended another session: %d %s", r.status, r.body)
+	}
 	b.Click(`a[href="/forgot-password"]`)
 	b.WaitPath("/forgot-password")
 	b.Fill("#email", "ann@example.com")

@@ -304,6 +304,7 @@ func (m *Main) mountConsole(db any, adminToken string) {
 	audit, _ := db.(sluice.AuditLog)
 	alerts, _ := db.(web.AlertSettings)
 	search, _ := m.Accounts.(sluice.AccountSearcher)
+	sessions, _ := m.Accounts.(sluice.SessionEnder)
 	cfg := &m.Config
 	m.Console = &web.Server{
 		Accounts: m.Accounts,
@@ -313,6 +314,7 @@ func (m *Main) mountConsole(db any, adminToken string) {
 		Audit:    audit,
 		Search:   search,
 		Alerts:   alerts,
+		Sessions: sessions,
 		Plans:    cfg.Plans,
 		Windows: sluice.WindowConfig{Algorithm: cfg.Limits.Algorithm, Hour: cfg.Limits.Windows.Hour,
 			Day: cfg.Limits.Windows.Day, Location: cfg.Limits.Timezone},

@@ -47,6 +47,7 @@ type Accounts struct {
 var (
 	_ sluice.AccountService  = (*Accounts)(nil)
 	_ sluice.AccountSearcher = (*Accounts)(nil)
+	_ sluice.SessionEnder    = (*Accounts)(nil)
 )
 
 type entry[T any] struct {
@@ -195,4 +196,13 @@ func (c *Accounts) SearchAccounts(ctx context.Context, q sluice.AccountQuery) ([
 		return nil, fmt.Errorf("search accounts: the account store cannot search")
 	}
 	return s.SearchAccounts(ctx, q)
+}
+
+// DeleteSession passes through: sessions are not cached.
+func (c *Accounts) DeleteSession(ctx context.Context, tokenHash []byte) error {
+	s, ok := c.AccountService.(sluice.SessionEnder)
+	if !ok {
+		return fmt.Errorf("delete session: the account store cannot end one session")
+	}
+	return s.DeleteSession(ctx, tokenHash)
 }

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -72,4 +73,36 @@ func itoa(v int64) string {
 		v /= 10
 	}
 	return string(b[i:])
+}
+
+// testDeleteSession checks sluice.SessionEnder: one session ends, the
+// account's others stay.
+func testDeleteSession(t *testing.T, s sluice.AccountService) {
+	ctx := t.Context()
+	ender, ok := s.(sluice.SessionEnder)
+	if !ok {
+		t.Fatalf("%T does not implement sluice.SessionEnder", s)
+	}
+	a := createAccount(t, s, sluice.Account{Email: "yves@example.com"})
+	now := wholeSecondNow()
+	var sessions []*sluice.Session
+	for range 2 {
+		sess := &sluice.Session{TokenHash: sluice.HashToken(sluice.RandomString(32)), AccountID: a.ID,
+			CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+		if err := s.CreateSession(ctx, sess); err != nil {
+			t.Fatalf("CreateSession: %v", err)
+		}
+		sessions = append(sessions, sess)
+	}
+	if err := ender.DeleteSession(ctx, sessions[0].TokenHash); err != nil {
+		t.Fatalf("DeleteSession: %v", err)
+	}
+	_, err := s.FindSession(ctx, sessions[0].TokenHash, now)
+	wantCode(t, "FindSession(ended)", err, sluice.ENOTFOUND)
+	if _, err := s.FindSession(ctx, sessions[1].TokenHash, now); err != nil {
+		t.Fatalf("FindSession(the other session): %v", err)
+	}
+	if err := ender.DeleteSession(ctx, sessions[0].TokenHash); err != nil {
+		t.Fatalf("DeleteSession again: %v", err)
+	}
 }
