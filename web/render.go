@@ -18,6 +18,7 @@ type page struct {
 	CSRF  string
 	User  *sluice.Account // signed-in user, for the navigation
 	Ops   bool            // an operator page
+	OpsIn bool            // the operator is signed in (set by render)
 	// Notice is a message about what just happened ("Key revoked.").
 	Notice string
 	// Error is a message about the whole form; Errors the messages of
@@ -64,6 +65,9 @@ func parsePages() map[string]*template.Template {
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, p *page) {
 	if p.CSRF == "" {
 		p.CSRF = s.csrfToken(w, r)
+	}
+	if p.Ops {
+		p.OpsIn = s.opsSignedIn(r)
 	}
 	var b bytes.Buffer
 	if err := s.pages[name].Execute(&b, p); err != nil {
