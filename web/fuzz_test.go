@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // FuzzParseLimitField: any text is a limit within bounds, or a problem in
@@ -123,6 +124,26 @@ func FuzzForms(f *testing.F) {
 		h.ServeHTTP(w, req)
 		if w.Code >= 500 {
 			t.Fatalf("POST %s %q: %d %s", path, body, w.Code, w.Body)
+		}
+	})
+}
+
+// FuzzKeyName: a key name is trimmed, non-empty text of at most
+// MaxKeyName characters, or refused in words.
+func FuzzKeyName(f *testing.F) {
+	for _, s := range []string{"laptop", "", "   ", "<script>", strings.Repeat("é", 101), "\xff\xfe"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		name, problem := keyName(v)
+		if problem != "" {
+			if name != "" {
+				t.Fatalf("%q: name %q with problem %q", v, name, problem)
+			}
+			return
+		}
+		if name == "" || name != strings.TrimSpace(name) || !utf8.ValidString(name) || utf8.RuneCountInString(name) > MaxKeyName {
+			t.Fatalf("%q: accepted as %q", v, name)
 		}
 	})
 }
