@@ -20,6 +20,7 @@ const (
 	ETELEGRAMTAKEN   = "telegram_taken" // a Telegram user bound to another account
 	ETOOLARGE        = "payload_too_large"
 	ERATELIMIT       = "rate_limit_exceeded"
+	ECSRF            = "csrf_failed"
 	EUPSTREAM        = "upstream_error"
 	EUNAVAILABLE     = "quota_unavailable"
 	EINTERNAL        = "internal_error"
@@ -37,12 +38,16 @@ const (
 
 // Error is an error that sluice shows to its users: a code from the list
 // above and a one-sentence message for a human. Field names the request
-// field at fault, if one is. Errors that are not *Error are internal: their
+// field at fault, if one is; RetryAfter says when a refused request may be
+// sent again. Errors that are not *Error are internal: their
 // text is logged and never shown.
 type Error struct {
 	Code    string
 	Message string
 	Field   string
+	// RetryAfter is, on an ERATELIMIT, the whole seconds (at least 1)
+	// after which the same request would be admitted; 0 otherwise.
+	RetryAfter int64
 }
 
 func (e *Error) Error() string {

@@ -189,17 +189,12 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var b credentialsBody
-	if err := s.decodeValid(w, r, &b, func() error { return b.validateRegister() }); err != nil {
+	if err := s.decodeJSON(w, r, &b); err != nil {
 		s.Error(w, r, err)
 		return
 	}
-	hash, err := HashPassword(b.Password)
+	a, err := s.Register(r.Context(), b.Email, b.Password)
 	if err != nil {
-		s.Error(w, r, err)
-		return
-	}
-	a := &sluice.Account{Email: b.Email, PasswordHash: hash, Plan: sluice.DefaultPlan}
-	if err := s.Accounts.CreateAccount(r.Context(), a); err != nil {
 		s.Error(w, r, err)
 		return
 	}
@@ -209,42 +204,79 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, r, http.StatusCreated, &createdAccountJSON{UserID: a.ID, Email: a.Email, Plan: a.Plan})
 }
 
+// Register creates a Starter account with a password (sluice.AuthService).
+// The caller has counted the attempt with CheckAuthLimit.
+func (s *Server) Register(ctx context.Context, email, password string) (*sluice.Account, error) {
+	s.init()
+	b := credentialsBody{Email: email, Password: password}
+	if err := b.validateRegister(); err != nil {
+		return nil, err
+	}
+	hash, err := HashPassword(b.Password)
+	if err != nil {
+		return nil, err
+	}
+	a := &sluice.Account{Email: b.Email, PasswordHash: hash, Plan: sluice.DefaultPlan}
+	if err := s.Accounts.CreateAccount(ctx, a); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
 type sessionJSON struct {
 	Token     string `json:"token"`
 	ExpiresAt string `json:"expires_at"`
 }
 
-// handleLogin handles POST /auth/login. A wrong password, an unknown email
-// and an account without a password get the same 401 after the same work:
-// one password hash (against a dummy hash when there is no real one).
-// Failures are counted per email (known or not) and slow the next attempts
-// down once they are no longer free (see LoginFreeFailures).
+// handleLogin handles POST /auth/login (see Login).
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if !s.limitIP(w, r, s.auth.login) {
 		return
 	}
 	var b credentialsBody
-	if err := s.decodeValid(w, r, &b, func() error { return b.validateLogin() }); err != nil {
+	if err := s.decodeJSON(w, r, &b); err != nil {
 		s.Error(w, r, err)
 		return
 	}
-	// What is decided from here on is recorded even if the client hangs
-	// up: hanging up must not be a way to guess without being counted.
-	ctx := context.WithoutCancel(r.Context())
-	lf := newLoginFailures(b.Email)
-	claim, wait, err := s.claimLogin(ctx, lf)
+	token, sess, err := s.Login(r.Context(), b.Email, b.Password)
 	if err != nil {
 		s.Error(w, r, err)
 		return
 	}
+	if st := stateOf(r); st != nil {
+		st.accountID = sess.AccountID
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	s.writeJSON(w, r, http.StatusOK, &sessionJSON{Token: token, ExpiresAt: rfc3339(sess.ExpiresAt)})
+}
+
+// Login checks a password and starts a session (sluice.AuthService). A
+// wrong password, an unknown email and an account without a password get
+// the same EINVALIDCREDS after the same work: one password hash (against a
+// dummy hash when there is no real one). Failures are counted per email
+// (known or not) and slow the next attempts down once they are no longer
+// free (see LoginFreeFailures). The caller has counted the attempt with
+// CheckAuthLimit.
+func (s *Server) Login(ctx context.Context, email, password string) (string, *sluice.Session, error) {
+	s.init()
+	b := credentialsBody{Email: email, Password: password}
+	if err := b.validateLogin(); err != nil {
+		return "", nil, err
+	}
+	// What is decided from here on is recorded even if the client hangs
+	// up: hanging up must not be a way to guess without being counted.
+	ctx = context.WithoutCancel(ctx)
+	lf := newLoginFailures(b.Email)
+	claim, wait, err := s.claimLogin(ctx, lf)
+	if err != nil {
+		return "", nil, err
+	}
 	if wait > 0 {
-		s.writeError(w, r, tooManyFailures(wait))
-		return
+		return "", nil, tooManyFailures(wait)
 	}
 	a, err := s.Accounts.FindAccountByEmail(ctx, b.Email)
 	if err != nil && sluice.ErrorCode(err) != sluice.ENOTFOUND {
-		s.Error(w, r, err)
-		return
+		return "", nil, err
 	}
 	known := err == nil && a.PasswordHash != ""
 	hash := dummyHash()
@@ -254,8 +286,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	ok, rehash := VerifyPassword(hash, b.Password)
 	if !known || !ok {
 		s.loginFailed(ctx, lf, claim)
-		s.Error(w, r, errInvalidCreds)
-		return
+		return "", nil, errInvalidCreds
 	}
 	s.loginSucceeded(ctx, lf, claim)
 	if rehash {
@@ -271,74 +302,100 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	now := s.now()
 	sess := &sluice.Session{TokenHash: sluice.HashToken(token), AccountID: a.ID, CreatedAt: now, ExpiresAt: now.Add(s.sessionTTL())}
 	if err := s.Accounts.CreateSession(ctx, sess); err != nil {
-		s.Error(w, r, err)
-		return
+		return "", nil, err
 	}
-	if st := stateOf(r); st != nil {
-		st.accountID = a.ID
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	s.writeJSON(w, r, http.StatusOK, &sessionJSON{Token: token, ExpiresAt: rfc3339(sess.ExpiresAt)})
+	return token, sess, nil
 }
 
-// handleForgotPassword handles POST /auth/forgot-password. The answer is
-// 202 {"status":"sent"} for every well-formed email after the same work on
-// the request path (the per-IP limit, the body, a non-blocking enqueue):
-// whether the account exists is looked up later, by the resetter, off the
-// request path, so that neither the answer nor its timing tells.
+// handleForgotPassword handles POST /auth/forgot-password (see
+// ForgotPassword).
 func (s *Server) handleForgotPassword(w http.ResponseWriter, r *http.Request) {
 	if !s.limitIP(w, r, s.auth.forgot) {
 		return
 	}
 	var b forgotBody
-	if err := s.decodeValid(w, r, &b, func() error { return b.validate() }); err != nil {
+	if err := s.decodeJSON(w, r, &b); err != nil {
 		s.Error(w, r, err)
 		return
 	}
-	s.auth.resets.enqueue(r.Context(), b.Email)
+	if err := s.ForgotPassword(r.Context(), b.Email); err != nil {
+		s.Error(w, r, err)
+		return
+	}
 	s.writeJSON(w, r, http.StatusAccepted, &statusJSON{Status: "sent"})
 }
 
-// handleResetPassword handles POST /auth/reset-password: the token is
-// spent, the new password stored, every session of the account ended and
-// its failed logins forgotten.
+// ForgotPassword starts a password reset (sluice.AuthService). Every
+// well-formed email gets nil after the same work on the request path (the
+// form check, a non-blocking enqueue): whether the account exists is
+// looked up later, by the resetter, off the request path, so that neither
+// the answer nor its timing tells. The caller has counted the attempt with
+// CheckAuthLimit.
+func (s *Server) ForgotPassword(ctx context.Context, email string) error {
+	s.init()
+	b := forgotBody{Email: email}
+	if err := b.validate(); err != nil {
+		return err
+	}
+	s.auth.resets.enqueue(ctx, b.Email)
+	return nil
+}
+
+// handleResetPassword handles POST /auth/reset-password (see
+// ResetPassword).
 func (s *Server) handleResetPassword(w http.ResponseWriter, r *http.Request) {
 	var b resetBody
-	if err := s.decodeValid(w, r, &b, func() error { return b.validate() }); err != nil {
+	if err := s.decodeJSON(w, r, &b); err != nil {
 		s.Error(w, r, err)
 		return
 	}
-	id, err := s.Accounts.ConsumeToken(r.Context(), sluice.TokenPasswordReset, sluice.HashToken(b.Token), s.now())
-	if sluice.ErrorCode(err) == sluice.ENOTFOUND {
-		s.Error(w, r, errResetToken)
-		return
-	} else if err != nil {
-		s.Error(w, r, err)
-		return
+	id, err := s.ResetPassword(r.Context(), b.Token, b.Password)
+	if id != 0 {
+		if st := stateOf(r); st != nil {
+			st.accountID = id
+		}
 	}
-	if st := stateOf(r); st != nil {
-		st.accountID = id
-	}
-	// The token is spent: finish even if the client hangs up.
-	ctx := context.WithoutCancel(r.Context())
-	hash, err := HashPassword(b.Password)
 	if err != nil {
 		s.Error(w, r, err)
 		return
 	}
-	if err := s.Accounts.SetPassword(ctx, id, hash); err != nil {
-		s.Error(w, r, err)
-		return
+	s.writeJSON(w, r, http.StatusOK, &statusJSON{Status: "password_reset"})
+}
+
+// ResetPassword spends a reset token (sluice.AuthService): the new
+// password is stored, every session of the account ended and its failed
+// logins forgotten. An invalid, expired or used token is EINVALID naming
+// "token". Once the token is spent it returns the account's ID, even with
+// an error.
+func (s *Server) ResetPassword(ctx context.Context, token, password string) (int64, error) {
+	s.init()
+	b := resetBody{Token: token, Password: password}
+	if err := b.validate(); err != nil {
+		return 0, err
 	}
-	s.recordAudit(ctx, r, sluice.AuditPasswordReset, id)
+	id, err := s.Accounts.ConsumeToken(ctx, sluice.TokenPasswordReset, sluice.HashToken(b.Token), s.now())
+	if sluice.ErrorCode(err) == sluice.ENOTFOUND {
+		return 0, errResetToken
+	} else if err != nil {
+		return 0, err
+	}
+	// The token is spent: finish even if the client hangs up.
+	ctx = context.WithoutCancel(ctx)
+	hash, err := HashPassword(b.Password)
+	if err != nil {
+		return id, err
+	}
+	if err := s.Accounts.SetPassword(ctx, id, hash); err != nil {
+		return id, err
+	}
+	s.recordAudit(ctx, sluice.AuditPasswordReset, id)
 	if err := s.Accounts.DeleteSessions(ctx, id); err != nil {
-		s.Error(w, r, err)
-		return
+		return id, err
 	}
 	if a, err := s.Accounts.FindAccountByID(ctx, id); err == nil && a.Email != "" {
 		s.loginClear(ctx, newLoginFailures(a.Email))
 	}
-	s.writeJSON(w, r, http.StatusOK, &statusJSON{Status: "password_reset"})
+	return id, nil
 }
 
 // authSession authenticates the session token of an account endpoint. An

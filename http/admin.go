@@ -381,7 +381,7 @@ func (s *Server) handleResetUsage(w http.ResponseWriter, r *http.Request) {
 		s.Error(w, r, err)
 		return
 	}
-	s.recordAudit(r.Context(), r, sluice.AuditUsageReset, a.ID)
+	s.recordAudit(r.Context(), sluice.AuditUsageReset, a.ID)
 	w.WriteHeader(http.StatusNoContent)
 }
 

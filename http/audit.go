@@ -52,7 +52,7 @@ func (s *Server) user(h http.HandlerFunc) http.HandlerFunc {
 // recordAudit writes the event of a change made here (not by the account
 // store), by the actor of ctx. The change is made: a failure is logged,
 // never answered.
-func (s *Server) recordAudit(ctx context.Context, r *http.Request, action string, accountID int64) {
+func (s *Server) recordAudit(ctx context.Context, action string, accountID int64) {
 	if s.Audit == nil {
 		return
 	}
@@ -60,8 +60,12 @@ func (s *Server) recordAudit(ctx context.Context, r *http.Request, action string
 	ctx = context.WithoutCancel(ctx)
 	e := sluice.NewAuditEvent(ctx, action, accountID, nil)
 	if err := s.Audit.RecordAudit(ctx, e); err != nil {
+		var id string // of the request, when the change came through one
+		if st, _ := ctx.Value(stateKey{}).(*reqState); st != nil {
+			id = st.id
+		}
 		s.logger().LogAttrs(ctx, slog.LevelError, "audit event lost",
-			slog.String("request_id", requestID(r)), slog.String("action", action),
+			slog.String("request_id", id), slog.String("action", action),
 			slog.Int64("account_id", accountID), slog.String("error", err.Error()))
 	}
 }

@@ -4,14 +4,18 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice"
 )
+
+var _ sluice.AuthService = (*Server)(nil)
 
 // Rate is a limit of Limit requests in any window of Per. A Limit of
 // sluice.Unlimited turns the limit off.
@@ -112,22 +116,35 @@ func windowName(d time.Duration) string {
 // takeAuth counts one request of who against l. On a rejection, or if the
 // quota service cannot decide, it has answered the request.
 func (s *Server) takeAuth(w http.ResponseWriter, r *http.Request, l *rateLimit, who string) bool {
-	if l.off {
-		return true
-	}
-	t := time.Now()
-	d, err := s.authQuota().Take(r.Context(), l.prefix+who+"}", &l.policy, 1)
-	s.metrics.take.Observe(time.Since(t).Seconds())
+	d, err := s.decideAuth(r.Context(), l, who)
 	if err != nil {
 		s.Error(w, r, err)
 		return false
 	}
 	setWindowHeaders(w.Header(), &d)
 	if !d.Allowed {
-		s.writeError(w, r, &apiError{Code: sluice.ERATELIMIT, Message: l.message, RetryAfter: d.RetryAfterSeconds()})
+		s.Error(w, r, l.exceeded(&d))
 		return false
 	}
 	return true
+}
+
+// decideAuth counts one request of who against l. An error means the
+// quota service could not decide; a limit that is off decides nothing (the
+// zero Decision, allowed).
+func (s *Server) decideAuth(ctx context.Context, l *rateLimit, who string) (sluice.Decision, error) {
+	if l.off {
+		return sluice.Decision{Allowed: true}, nil
+	}
+	t := time.Now()
+	d, err := s.authQuota().Take(ctx, l.prefix+who+"}", &l.policy, 1)
+	s.metrics.take.Observe(time.Since(t).Seconds())
+	return d, err
+}
+
+// exceeded is the 429 of a request that l refused with d.
+func (l *rateLimit) exceeded(d *sluice.Decision) *sluice.Error {
+	return &sluice.Error{Code: sluice.ERATELIMIT, Message: l.message, RetryAfter: d.RetryAfterSeconds()}
 }
 
 // limitIP counts the request against the per-IP limit l of its endpoint.
@@ -136,6 +153,37 @@ func (s *Server) takeAuth(w http.ResponseWriter, r *http.Request, l *rateLimit, 
 func (s *Server) limitIP(w http.ResponseWriter, r *http.Request, l *rateLimit) bool {
 	return s.takeAuth(w, r, l, ipKey(s.clientIP(r)))
 }
+
+// CheckAuthLimit counts one request from ip against the per-IP limit of
+// the endpoint (sluice.AuthService), the same limit as the JSON endpoint's:
+// an attempt on the console's sign-in form and one on POST /auth/login
+// draw from one count.
+func (s *Server) CheckAuthLimit(ctx context.Context, endpoint string, ip netip.Addr) error {
+	s.init()
+	var l *rateLimit
+	switch endpoint {
+	case sluice.AuthLogin:
+		l = s.auth.login
+	case sluice.AuthRegister:
+		l = s.auth.register
+	case sluice.AuthForgotPassword:
+		l = s.auth.forgot
+	default:
+		return fmt.Errorf("auth limit: unknown endpoint %q", endpoint)
+	}
+	d, err := s.decideAuth(ctx, l, ipKey(ip))
+	if err != nil {
+		return err
+	}
+	if !d.Allowed {
+		return l.exceeded(&d)
+	}
+	return nil
+}
+
+// ClientIP returns the address of the client that sent r
+// (sluice.AuthService; see clientIP).
+func (s *Server) ClientIP(r *http.Request) netip.Addr { return s.clientIP(r) }
 
 // setWindowHeaders sets the IETF RateLimit and RateLimit-Policy fields of
 // an auth endpoint's one window:
@@ -344,13 +392,13 @@ func (s *Server) loginClear(ctx context.Context, l loginFailures) {
 }
 
 // tooManyFailures is the 429 of an account whose next login must wait.
-func tooManyFailures(wait time.Duration) *apiError {
+func tooManyFailures(wait time.Duration) *sluice.Error {
 	secs := int64((wait + time.Second - 1) / time.Second)
 	unit := " seconds."
 	if secs == 1 {
 		unit = " second."
 	}
-	return &apiError{Code: sluice.ERATELIMIT, RetryAfter: secs,
+	return &sluice.Error{Code: sluice.ERATELIMIT, RetryAfter: secs,
 		Message: "Too many failed logins for this account; retry in " + strconv.FormatInt(secs, 10) + unit}
 }
 

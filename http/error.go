@@ -25,6 +25,7 @@ var codes = map[string]int{
 	sluice.ETELEGRAMTAKEN:   http.StatusConflict,
 	sluice.ETOOLARGE:        http.StatusRequestEntityTooLarge,
 	sluice.ERATELIMIT:       http.StatusTooManyRequests,
+	sluice.ECSRF:            http.StatusForbidden,
 	sluice.EUPSTREAM:        http.StatusBadGateway,
 	sluice.EUNAVAILABLE:     http.StatusServiceUnavailable,
 	sluice.EINTERNAL:        http.StatusInternalServerError,
@@ -69,7 +70,7 @@ type apiError struct {
 func toAPIError(err error) *apiError {
 	var e *sluice.Error
 	if errors.As(err, &e) && e.Code != "" {
-		return &apiError{Code: e.Code, Message: e.Message, Field: e.Field}
+		return &apiError{Code: e.Code, Message: e.Message, Field: e.Field, RetryAfter: e.RetryAfter}
 	}
 	return &apiError{Code: sluice.EINTERNAL, Message: sluice.ErrorMessage(err)}
 }

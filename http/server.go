@@ -60,6 +60,10 @@
 //   - GET /v1/alerts and PUT /v1/alerts {"email":false} (session token,
 //     any plan) read and set the account's quota alerts by mail; both
 //     answer {"email":bool}. The thresholds are the deployment's.
+//   - Register, Login, ForgotPassword, ResetPassword, CheckAuthLimit and
+//     ClientIP are the same steps as exported methods (sluice.AuthService):
+//     the JSON handlers are thin wrappers of them, and the web console
+//     calls them, so both share the limits, delays and answers above.
 //   - Passwords are 8 to 256 characters, checked before hashing; emails are
 //     bare addresses of at most 254 bytes, trimmed of surrounding space.
 //

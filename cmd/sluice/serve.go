@@ -9,6 +9,8 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,6 +33,7 @@ import (
 	"github.com/sluicehq/sluice/redis"
 	"github.com/sluicehq/sluice/sqlite"
 	"github.com/sluicehq/sluice/telegram"
+	"github.com/sluicehq/sluice/web"
 )
 
 var errHelp = errors.New("help requested")
@@ -71,6 +74,8 @@ type Main struct {
 	// usage are the watchers of every quota decision: the history, and
 	// the alerts when they are on.
 	usage sluice.UsageRecorders
+	// Console is the web console, mounted beside the API.
+	Console *web.Server
 
 	closers []func() error // run in reverse by Close
 }
@@ -307,6 +312,7 @@ func (m *Main) Run(ctx context.Context) error {
 		TTL:     cfg.Limits.IdempotencyTTL,
 		MaxBody: int64(cfg.Limits.IdempotencyMaxBody),
 	}
+	m.mountConsole(usage, token)
 	if cfg.Telegram.Token != "" {
 		// Before Open: the webhook is a route of the gateway, and the
 		// bot must stop after the gateway (closers run in reverse).
@@ -330,6 +336,57 @@ func (m *Main) Run(ctx context.Context) error {
 		"algorithm", cfg.Limits.Algorithm.String(), "mode", cfg.Limits.Mode, "version", Version)
 	m.quickstart(token, created)
 	return nil
+}
+
+// publicURL is server.public_url, or http://<the listen address> (with
+// localhost for an address without a host).
+func (m *Main) publicURL() string {
+	if u := m.Config.Server.PublicURL; u != "" {
+		return strings.TrimRight(u, "/")
+	}
+	host, port, _ := net.SplitHostPort(m.Config.Server.Addr)
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// mountConsole adds the web console's routes to the gateway, and makes
+// reset mails link to its reset page unless mail.reset_url says otherwise.
+// The mail alert switch shows only when alerts are on.
+func (m *Main) mountConsole(usage sluice.UsageService, adminToken string) {
+	var alerts web.AlertSettings
+	if len(m.Config.Alerts.Thresholds) > 0 {
+		alerts = m.Accounts
+	}
+	search, _ := m.Accounts.(sluice.AccountSearcher)
+	sessions, _ := m.Accounts.(sluice.SessionEnder)
+	cfg := &m.Config
+	m.Console = &web.Server{
+		Accounts: m.Accounts,
+		Auth:     m.Server,
+		Quota:    m.Quota,
+		Usage:    usage,
+		Audit:    m.Audit,
+		Search:   search,
+		Alerts:   alerts,
+		Sessions: sessions,
+		Plans:    cfg.Plans,
+		Windows: sluice.WindowConfig{Algorithm: cfg.Limits.Algorithm, Hour: cfg.Limits.Windows.Hour,
+			Day: cfg.Limits.Windows.Day, Location: cfg.Limits.Timezone},
+		AdminToken: adminToken,
+		PublicURL:  m.publicURL(),
+		Logger:     m.Logger,
+	}
+	if m.Server.ResetURL == "" {
+		m.Server.ResetURL = m.publicURL() + "/reset-password"
+	}
+	if m.Server.Handlers == nil {
+		m.Server.Handlers = map[string]http.Handler{}
+	}
+	for pattern, h := range m.Console.Routes() {
+		m.Server.Handlers[pattern] = h
+	}
 }
 
 // shutdown drains the HTTP server within the configured time.
@@ -407,7 +464,10 @@ func (m *Main) quickstart(token string, created bool) {
   # where you stand, without spending anything
   curl -s %[1]s/v1/usage -H "Authorization: Bearer $SLUICE_KEY"
 
-OpenAI SDKs work with base_url=%[1]s/openai/v1 (or %[1]s/v1). Stop with Ctrl-C.
+OpenAI SDKs work with base_url=%[1]s/openai/v1 (or %[1]s/v1).
+
+Web console: %[1]s/ (sign up, keys, usage); operator console: %[1]s/ops/
+(sign in with the admin token). Stop with Ctrl-C.
 
 `, base, shown)
 }

@@ -72,7 +72,11 @@ type Accounts struct {
 	accts map[int64]entry[sluice.Account]
 }
 
-var _ sluice.AccountService = (*Accounts)(nil)
+var (
+	_ sluice.AccountService  = (*Accounts)(nil)
+	_ sluice.AccountSearcher = (*Accounts)(nil)
+	_ sluice.SessionEnder    = (*Accounts)(nil)
+)
 
 type entry[T any] struct {
 	v       T
@@ -265,4 +269,24 @@ func (c *Accounts) TouchAPIKey(ctx context.Context, id string, t time.Time) erro
 	delete(c.keys, id)
 	c.mu.Unlock()
 	return err
+}
+
+// SearchAccounts passes the search to the store, uncached: it is for the
+// operator's pages, not the request path. A store that cannot search
+// answers an internal error.
+func (c *Accounts) SearchAccounts(ctx context.Context, q sluice.AccountQuery) ([]*sluice.Account, error) {
+	s, ok := c.AccountService.(sluice.AccountSearcher)
+	if !ok {
+		return nil, fmt.Errorf("search accounts: the account store cannot search")
+	}
+	return s.SearchAccounts(ctx, q)
+}
+
+// DeleteSession passes through: sessions are not cached.
+func (c *Accounts) DeleteSession(ctx context.Context, tokenHash []byte) error {
+	s, ok := c.AccountService.(sluice.SessionEnder)
+	if !ok {
+		return fmt.Errorf("delete session: the account store cannot end one session")
+	}
+	return s.DeleteSession(ctx, tokenHash)
 }

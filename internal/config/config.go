@@ -72,6 +72,11 @@ type Server struct {
 	WriteTimeout    time.Duration `yaml:"write_timeout"`
 	IdleTimeout     time.Duration `yaml:"idle_timeout"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// PublicURL is the URL users reach sluice at (scheme, host and an
+	// optional path, no query), for links in mails and the web console:
+	// reset mails link to PublicURL + "/reset-password" unless
+	// mail.reset_url is set. Empty means http://<the listen address>.
+	PublicURL string `yaml:"public_url"`
 }
 
 // Limits is how quotas are counted (CONTRACT.md §3) and the per-IP limits of

@@ -27,6 +27,7 @@ server:
   write_timeout: 2m
   idle_timeout: 1m
   shutdown_timeout: 10s
+  public_url: https://sluice.example.com/gw
 limits:
   algorithm: token_bucket
   windows: {hour: 10s, day: 1m}
@@ -107,6 +108,7 @@ func fullConfig(t *testing.T) Config {
 			WriteTimeout:    2 * time.Minute,
 			IdleTimeout:     time.Minute,
 			ShutdownTimeout: 10 * time.Second,
+			PublicURL:       "https://sluice.example.com/gw",
 		},
 		Limits: Limits{
 			Algorithm: sluice.TokenBucket,
@@ -237,6 +239,7 @@ func TestEnvNamesUnique(t *testing.T) {
 		"mail.smtp_host":                    "SLUICE_MAIL_SMTP_HOST",
 		"mail.from":                         "SLUICE_MAIL_FROM",
 		"mail.reset_url":                    "SLUICE_MAIL_RESET_URL",
+		"server.public_url":                 "SLUICE_SERVER_PUBLIC_URL",
 		"quota.timeout":                     "SLUICE_QUOTA_TIMEOUT",
 		"server.write_timeout":              "SLUICE_SERVER_WRITE_TIMEOUT",
 		"limits.auth.mode":                  "SLUICE_LIMITS_AUTH_MODE",
@@ -497,6 +500,9 @@ func TestValidate(t *testing.T) {
 		{"mail: {reset_url: app.example.com/reset}", "mail.reset_url"},
 		{"mail: {reset_url: 'ftp://app.example.com/reset'}", "mail.reset_url"},
 		{"mail: {reset_url: 'https://app.example.com/reset#token'}", "mail.reset_url"},
+		{"server: {public_url: sluice.example.com}", "server.public_url"},
+		{"server: {public_url: 'https://sluice.example.com/?a=1'}", "server.public_url"},
+		{"server: {public_url: 'https://u:p@sluice.example.com'}", "server.public_url"},
 		{"log: {format: xml}", "log.format"},
 		{"alerts: {thresholds: [0]}", "alerts.thresholds[0]"},
 		{"alerts: {thresholds: [80, 101]}", "alerts.thresholds[1]"},

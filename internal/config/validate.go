@@ -71,6 +71,12 @@ func (c *Config) validateServer(p *problems) {
 			formatDuration(c.Upstream.Timeout), formatDuration(s.WriteTimeout))
 	}
 	positive(p, "server.shutdown_timeout", s.ShutdownTimeout)
+	if s.PublicURL != "" {
+		if u, err := url.Parse(s.PublicURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
+			u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			p.add("server.public_url", "must be an http or https URL without a query, fragment or credentials, like https://sluice.example.com, got %q", s.PublicURL)
+		}
+	}
 }
 
 func (c *Config) validateLimits(p *problems) {

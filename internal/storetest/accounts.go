@@ -46,6 +46,8 @@ func RunAccountService(t *testing.T, open func(t *testing.T) sluice.AccountServi
 	t.Run("ConsumeResetTokensConcurrent", func(t *testing.T) { testConsumeResetTokensConcurrent(t, open(t)) })
 	t.Run("TelegramTaken", func(t *testing.T) { testTelegramTaken(t, open(t)) })
 	t.Run("CreateAccountConcurrent", func(t *testing.T) { testCreateAccountConcurrent(t, open(t)) })
+	t.Run("SearchAccounts", func(t *testing.T) { testSearchAccounts(t, open(t)) })
+	t.Run("DeleteSession", func(t *testing.T) { testDeleteSession(t, open(t)) })
 	t.Run("Ping", func(t *testing.T) {
 		if err := open(t).Ping(t.Context()); err != nil {
 			t.Fatalf("Ping: %v", err)

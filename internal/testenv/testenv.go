@@ -108,3 +108,19 @@ func reachable(addr string) bool {
 	c.Close()
 	return true
 }
+
+// Chromium returns the path of a Chromium or Chrome binary for browser
+// tests, or skips t. SLUICE_TEST_CHROMIUM overrides the search.
+func Chromium(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("SLUICE_TEST_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	Missing(t, "Chromium is not installed (apt-get install -y chromium)")
+	return ""
+}
