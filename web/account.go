@@ -94,11 +94,12 @@ func (s *Server) usage(ctx context.Context, a *sluice.Account) usageView {
 	for i, w := range d.Statuses() {
 		v := windowView{ID: w.Name, Title: titles[w.Name], Length: lengthText(w.Length)}
 		if i < len(pol.Windows) && pol.Windows[i].Limit.IsUnlimited() || w.Limit.IsUnlimited() {
-			v.Unlimited = true
+			// Unlimited windows count too (CONTRACT.md §6).
+			v.Unlimited, v.Used = true, max(w.Used(), 0)
 		} else {
 			v.Limit = int64(w.Limit)
 			v.Remaining = max(w.Remaining, 0)
-			v.Used = max(v.Limit-v.Remaining, 0)
+			v.Used = max(w.Used(), 0)
 			v.Reset = w.Reset
 			if v.Limit > 0 {
 				v.Percent = int(min(v.Used*100/v.Limit, 100))

@@ -592,6 +592,32 @@ func TestUsageJSON(t *testing.T) {
 	}
 }
 
+// TestUnlimitedUsed: an Elite account sees what it used in its unlimited
+// windows, on the page and in usage.json.
+func TestUnlimitedUsed(t *testing.T) {
+	e := newEnv(t, nil)
+	user, a := e.signIn("eve@example.com")
+	if err := e.db.SetPlan(t.Context(), a.ID, "elite"); err != nil {
+		t.Fatal(err)
+	}
+	pol := sluice.WindowConfig{}.AccountPolicy(sluice.Unlimited, sluice.Unlimited)
+	if _, err := e.console.Quota.Take(t.Context(), sluice.AccountQuotaKey(a.ID), &pol, 3); err != nil {
+		t.Fatal(err)
+	}
+	p := user.do("GET", "/account", nil)
+	if !strings.Contains(p.body, `<span data-f="used">3</span> <span class="of">used</span>`) || !strings.Contains(p.body, "Unlimited: no limit") {
+		t.Errorf("account page of an Elite account that used 3:\n%s", p.body)
+	}
+	p = user.do("GET", "/account/usage.json", nil)
+	var got struct{ Hour, Day struct{ Limit, Used *int64 } }
+	if err := json.Unmarshal([]byte(p.body), &got); err != nil {
+		t.Fatalf("%d %s: %v", p.status, p.body, err)
+	}
+	if got.Hour.Limit != nil || got.Hour.Used == nil || *got.Hour.Used != 3 || *got.Day.Used != 3 {
+		t.Errorf("usage.json = %s", p.body)
+	}
+}
+
 // fakeHistory is a UsageService and AuditLog with canned answers: the
 // stores that implement them come from other packages.
 type fakeHistory struct {

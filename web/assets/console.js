@@ -37,8 +37,9 @@
     function update(u) {
       box.querySelectorAll("[data-window]").forEach(function (card) {
         var w = u[card.getAttribute("data-window")];
-        if (!w || w.limit === null) return;
+        if (!w) return;
         set(card, "used", w.used);
+        if (w.limit === null) return;
         set(card, "limit", w.limit);
         set(card, "remaining", w.remaining);
         var bar = card.querySelector('[data-f="bar"]');
