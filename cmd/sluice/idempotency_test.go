@@ -274,9 +274,7 @@ func TestIdempotencyJanitor(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	defer func(d time.Duration) { idempotencyJanitorInterval = d }(idempotencyJanitorInterval)
-	idempotencyJanitorInterval = 10 * time.Millisecond
-	stop := idempotencyJanitor(s, slog.New(slog.DiscardHandler))
+	stop := janitor("idempotency records", 10*time.Millisecond, s.DeleteExpired, slog.New(slog.DiscardHandler))
 	deadline := time.Now().Add(10 * time.Second)
 	for s.purged.Load() < 2 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)

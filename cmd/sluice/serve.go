@@ -162,8 +162,8 @@ func (m *Main) Run(ctx context.Context) error {
 		m.Idempotency = db.Idempotency()
 		usage = db
 	}
-	m.closers = append(m.closers, janitor(m.Accounts, log))
-	m.closers = append(m.closers, idempotencyJanitor(m.Idempotency, log))
+	m.closers = append(m.closers, janitor("sessions and tokens", janitorInterval, m.Accounts.DeleteExpired, log))
+	m.closers = append(m.closers, janitor("idempotency records", janitorInterval, m.Idempotency.DeleteExpired, log))
 
 	// Quota.
 	var store sluice.QuotaStore
@@ -480,18 +480,19 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// janitorInterval is how often expired sessions and tokens are deleted.
+// janitorInterval is how often expired sessions, single-use tokens and
+// idempotency records are deleted.
 const janitorInterval = 10 * time.Minute
 
-// janitor deletes expired sessions and single-use tokens from accounts
-// every janitorInterval, and returns the function that stops it. With
-// several instances on one database each does it; the deletes are
-// idempotent.
-func janitor(accounts sluice.AccountService, log *slog.Logger) func() error {
+// janitor calls deleteExpired, which deletes the rows of what that have
+// expired at now, at every tick of every, and returns the function that
+// stops it. With several instances on one database each does it; the
+// deletes are idempotent.
+func janitor(what string, every time.Duration, deleteExpired func(ctx context.Context, now time.Time) (int64, error), log *slog.Logger) func() error {
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(janitorInterval)
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {
@@ -499,12 +500,12 @@ func janitor(accounts sluice.AccountService, log *slog.Logger) func() error {
 				return
 			case now := <-t.C:
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				n, err := accounts.DeleteExpired(ctx, now)
+				n, err := deleteExpired(ctx, now)
 				cancel()
 				if err != nil {
-					log.Warn("deleting expired sessions and tokens failed", "error", err.Error())
+					log.Warn("deleting expired "+what+" failed", "error", err.Error())
 				} else if n > 0 {
-					log.Debug("deleted expired sessions and tokens", "n", n)
+					log.Debug("deleted expired "+what, "n", n)
 				}
 			}
 		}
@@ -555,41 +556,4 @@ func (m *Main) openBus(pg *postgres.DB, log *slog.Logger) error {
 	})
 	m.closers = append(m.closers, func() error { stop(); return nil })
 	return nil
-}
-
-// idempotencyJanitorInterval is how often expired idempotency records are
-// deleted.
-var idempotencyJanitorInterval = 10 * time.Minute
-
-// idempotencyJanitor deletes expired idempotency records every
-// idempotencyJanitorInterval, and returns the function that stops it. With
-// several instances on one database each does it; the deletes are
-// idempotent.
-func idempotencyJanitor(s sluice.IdempotencyStore, log *slog.Logger) func() error {
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(idempotencyJanitorInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case now := <-t.C:
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				n, err := s.DeleteExpired(ctx, now)
-				cancel()
-				if err != nil {
-					log.Warn("deleting expired idempotency records failed", "error", err.Error())
-				} else if n > 0 {
-					log.Debug("deleted expired idempotency records", "n", n)
-				}
-			}
-		}
-	}()
-	return func() error {
-		close(stop)
-		<-done
-		return nil
-	}
 }
