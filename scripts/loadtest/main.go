@@ -180,7 +180,10 @@ func run(duration time.Duration, conns, rounds int, rate float64) error {
 	}
 	best := map[string]float64{}
 	for r := range rounds {
-		for _, tg := range targets {
+		// Each round starts with the next target, so that none always
+		// runs first (or right after the same neighbour).
+		for i := range targets {
+			tg := targets[(r+i)%len(targets)]
 			rps, lat, err := wrk(tg.script, tg.url, conns, duration)
 			if err != nil {
 				return err
