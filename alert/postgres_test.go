@@ -6,55 +6,29 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/alert"
 	"github.com/sluicehq/sluice/internal/testenv"
 	"github.com/sluicehq/sluice/postgres"
 )
 
-// openSchemas opens n DBs on one fresh schema of their own (n instances of
-// a deployment), dropped when t ends.
-func openSchemas(t *testing.T, n int) []*postgres.DB {
+// openDB opens a DB on url (another pool, as another instance would),
+// closed when t ends.
+func openDB(t *testing.T, url string) *postgres.DB {
 	t.Helper()
-	ctx := context.Background()
-	url := testenv.PostgresURL(t)
-	conn, err := pgx.Connect(ctx, url)
+	db, err := postgres.Open(context.Background(), url)
 	if err != nil {
-		testenv.Missing(t, "PostgreSQL at %s does not answer: %v", url, err)
-	}
-	schema := "sluicetest_" + testenv.Unique(t)
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+pgx.Identifier{schema}.Sanitize()); err != nil {
-		conn.Close(ctx)
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		conn.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`)
-		conn.Close(ctx)
-	})
-	var dbs []*postgres.DB
-	for range n {
-		cfg, err := pgxpool.ParseConfig(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.ConnConfig.RuntimeParams["search_path"] = schema
-		db, err := postgres.OpenConfig(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		dbs = append(dbs, db)
-	}
-	return dbs
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 // TestTwoInstances: two Notifiers on one PostgreSQL, each handed the same
 // decisions at the same time, send each alert once between them.
 func TestTwoInstances(t *testing.T) {
-	dbs := openSchemas(t, 2)
+	url, _ := testenv.PostgresSchema(t)
+	dbs := []*postgres.DB{openDB(t, url), openDB(t, url)}
 	const secret = "two instances"
 	h := newHook(t, secret, nil)
 	mails := []*mailer{{}, {}}

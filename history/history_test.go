@@ -12,8 +12,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice"
@@ -36,39 +34,16 @@ func openSQLite(t *testing.T) *sqlite.DB {
 	return db
 }
 
-// openPostgres opens a DB in a fresh schema of its own; each call of the
-// returned function opens another pool on the same schema, as another
-// gateway would.
-func openPostgres(t *testing.T) func() *postgres.DB {
+// openPostgres opens a DB on url (another pool, as another gateway would),
+// closed when t ends.
+func openPostgres(t *testing.T, url string) *postgres.DB {
 	t.Helper()
-	ctx := context.Background()
-	url := testenv.PostgresURL(t)
-	conn, err := pgx.Connect(ctx, url)
+	db, err := postgres.Open(context.Background(), url)
 	if err != nil {
-		testenv.Missing(t, "PostgreSQL at %s does not answer: %v", url, err)
-	}
-	schema := "sluicetest_" + testenv.Unique(t)
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+pgx.Identifier{schema}.Sanitize()); err != nil {
-		conn.Close(ctx)
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		conn.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`)
-		conn.Close(ctx)
-	})
-	return func() *postgres.DB {
-		cfg, err := pgxpool.ParseConfig(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.ConnConfig.RuntimeParams["search_path"] = schema
-		db, err := postgres.OpenConfig(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 // newRecorder returns a Recorder that never flushes or purges by itself.
@@ -311,8 +286,8 @@ func TestPurge(t *testing.T) {
 // TestTwoRecordersOnePostgres: two gateways record into one PostgreSQL at
 // once, flushing concurrently; the history holds the exact sums.
 func TestTwoRecordersOnePostgres(t *testing.T) {
-	open := openPostgres(t)
-	dbs := []*postgres.DB{open(), open()}
+	url, _ := testenv.PostgresSchema(t)
+	dbs := []*postgres.DB{openPostgres(t, url), openPostgres(t, url)}
 	const perKey = 300
 	var wg sync.WaitGroup
 	for i, db := range dbs {

@@ -4,12 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/sluicehq/sluice"
-	"github.com/sluicehq/sluice/internal/testenv"
-	"github.com/sluicehq/sluice/postgres"
 )
 
 // BenchmarkListAudit reads a page of 50 from a log of 200,000 events over
@@ -18,31 +13,7 @@ import (
 // size of the log (an index seek and 50 rows).
 func BenchmarkListAudit(b *testing.B) {
 	ctx := context.Background()
-	url := testenv.PostgresURL(b)
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		testenv.Missing(b, "PostgreSQL at %s does not answer: %v", url, err)
-	}
-	name := "sluicetest_" + testenv.Unique(b)
-	schema := pgx.Identifier{name}.Sanitize()
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+schema); err != nil {
-		conn.Close(ctx)
-		b.Fatal(err)
-	}
-	defer func() {
-		conn.Exec(ctx, `DROP SCHEMA `+schema+` CASCADE`)
-		conn.Close(ctx)
-	}()
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = name
-	db, err := postgres.OpenConfig(ctx, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
+	db := openSchema(b)
 	if err := db.ExecForTest(ctx, `
 INSERT INTO audit_events (at, actor_type, actor_id, ip, action, account_id, details)
 SELECT now(), 'admin', '', '203.0.113.7', 'plan.changed', i % 1000 + 1, '{"from":"starter","to":"vip"}'

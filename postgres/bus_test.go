@@ -7,49 +7,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/internal/testenv"
 	"github.com/sluicehq/sluice/postgres"
 )
-
-// schemaDBs opens n DBs (n instances) in one fresh schema, dropped when t
-// ends, and returns them with a connection of the test's own.
-func schemaDBs(t *testing.T, n int) ([]*postgres.DB, *pgx.Conn, string) {
-	t.Helper()
-	ctx := context.Background()
-	url := testenv.PostgresURL(t)
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		testenv.Missing(t, "PostgreSQL at %s does not answer: %v", url, err)
-	}
-	schema := "sluicetest_" + testenv.Unique(t)
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+pgx.Identifier{schema}.Sanitize()); err != nil {
-		conn.Close(ctx)
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`)
-		conn.Close(ctx)
-	})
-	var dbs []*postgres.DB
-	for range n {
-		cfg, err := pgxpool.ParseConfig(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.ConnConfig.RuntimeParams["search_path"] = schema
-		db, err := postgres.OpenConfig(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		dbs = append(dbs, db)
-	}
-	return dbs, conn, schema
-}
 
 type received chan sluice.Invalidation
 
@@ -86,9 +49,10 @@ func (r received) none(t *testing.T, what string) {
 func TestBus(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t, goleak.IgnoreCurrent()) }) // first registered: runs last
 	ctx := context.Background()
-	dbs, conn, schema := schemaDBs(t, 2)
-	others, _, _ := schemaDBs(t, 1)
-	a, b, other := postgres.NewBus(dbs[0], nil), postgres.NewBus(dbs[1], nil), postgres.NewBus(others[0], nil)
+	url, schema := testenv.PostgresSchema(t)
+	otherURL, _ := testenv.PostgresSchema(t)
+	dbs := []*postgres.DB{open(t, url), open(t, url), open(t, otherURL)}
+	a, b, other := postgres.NewBus(dbs[0], nil), postgres.NewBus(dbs[1], nil), postgres.NewBus(dbs[2], nil)
 	for _, bus := range []*postgres.Bus{a, b, other} {
 		t.Cleanup(func() { bus.Close() })
 	}
@@ -119,6 +83,11 @@ func TestBus(t *testing.T) {
 	rb.none(t, "b, its own")
 	ro.none(t, "another schema")
 
+	conn, err := pgx.Connect(ctx, url) // the test's own
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
 	// Kill b's listening connection: it listens again.
 	var channel string
 	if err := conn.QueryRow(ctx, `SELECT 'sluice_invalidate_' || left(md5($1), 16)`, schema).Scan(&channel); err != nil {

@@ -5,9 +5,6 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/internal/storetest"
 	"github.com/sluicehq/sluice/internal/testenv"
@@ -17,44 +14,20 @@ import (
 // openSchema opens a DB in a fresh schema of its own, dropped when t ends.
 func openSchema(t testing.TB) *postgres.DB {
 	t.Helper()
-	db, _ := openSchemaTwice(t)
-	return db
+	url, _ := testenv.PostgresSchema(t)
+	return open(t, url)
 }
 
-// openSchemaTwice is openSchema that also returns a function opening
-// another DB (another pool, as another instance would) on the same schema.
-func openSchemaTwice(t testing.TB) (*postgres.DB, func() *postgres.DB) {
+// open opens a DB on url (another pool, as another instance would), closed
+// when t ends.
+func open(t testing.TB, url string) *postgres.DB {
 	t.Helper()
-	ctx := context.Background()
-	url := testenv.PostgresURL(t)
-	conn, err := pgx.Connect(ctx, url)
+	db, err := postgres.Open(context.Background(), url)
 	if err != nil {
-		testenv.Missing(t, "PostgreSQL at %s does not answer: %v", url, err)
-	}
-	schema := "sluicetest_" + testenv.Unique(t)
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+pgx.Identifier{schema}.Sanitize()); err != nil {
-		conn.Close(ctx)
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		conn.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`)
-		conn.Close(ctx)
-	})
-	another := func() *postgres.DB {
-		t.Helper()
-		cfg, err := pgxpool.ParseConfig(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.ConnConfig.RuntimeParams["search_path"] = schema
-		db, err := postgres.OpenConfig(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
-	return another(), another
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 func TestAuditLog(t *testing.T) {
@@ -77,8 +50,8 @@ func TestAlertMarks(t *testing.T) {
 
 func TestIdempotencyStore(t *testing.T) {
 	storetest.RunIdempotencyStore(t, func(t *testing.T) (sluice.IdempotencyStore, func() sluice.IdempotencyStore) {
-		db, another := openSchemaTwice(t)
-		return db.Idempotency(), func() sluice.IdempotencyStore { return another().Idempotency() }
+		url, _ := testenv.PostgresSchema(t)
+		return open(t, url).Idempotency(), func() sluice.IdempotencyStore { return open(t, url).Idempotency() }
 	})
 }
 

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/sluicehq/sluice/internal/testenv"
 	"github.com/sluicehq/sluice/telegram/telegramtest"
@@ -25,32 +24,8 @@ func TestMainAudit(t *testing.T) {
 // TestMainAuditPostgres is TestMainAudit on PostgreSQL, in a schema of its
 // own.
 func TestMainAuditPostgres(t *testing.T) {
-	auditJourney(t, map[string]string{"SLUICE_DATABASE_URL": postgresSchema(t)})
-}
-
-// postgresSchema returns the URL of the machine's PostgreSQL in a new
-// schema of the test's own, dropped when the test ends; it skips the test
-// when PostgreSQL is not reachable.
-func postgresSchema(t *testing.T) string {
-	t.Helper()
-	ctx := context.Background()
-	pgURL := testenv.PostgresURL(t)
-	conn, err := pgx.Connect(ctx, pgURL)
-	if err != nil {
-		testenv.Missing(t, "PostgreSQL at %s does not answer: %v", pgURL, err)
-	}
-	schema := "sluicetest_" + testenv.Unique(t)
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+pgx.Identifier{schema}.Sanitize()); err != nil {
-		conn.Close(ctx)
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if _, err := conn.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-		conn.Close(ctx)
-	})
-	return withSearchPath(t, pgURL, schema)
+	url, _ := testenv.PostgresSchema(t)
+	auditJourney(t, map[string]string{"SLUICE_DATABASE_URL": url})
 }
 
 // auditLines gets an audit endpoint and returns its events as lines of

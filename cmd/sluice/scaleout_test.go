@@ -14,7 +14,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"regexp"
@@ -26,7 +25,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/sluicehq/sluice/internal/cache"
@@ -81,41 +79,8 @@ func sharedBackend(t *testing.T) *backend {
 		}
 	})
 
-	pgURL := testenv.PostgresURL(t)
-	conn, err := pgx.Connect(ctx, pgURL)
-	if err != nil {
-		testenv.Missing(t, "PostgreSQL at %s does not answer: %v", pgURL, err)
-	}
-	schema := "sluicetest_" + name
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+pgx.Identifier{schema}.Sanitize()); err != nil {
-		conn.Close(ctx)
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if _, err := conn.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-		conn.Close(ctx)
-	})
-	return &backend{redisURL: "redis://" + addr + "/0", prefix: prefix, dbURL: withSearchPath(t, pgURL, schema), rdb: rdb}
-}
-
-// withSearchPath puts the schema in the connection's search_path, which
-// postgres.Open takes from the URL (pgx passes unknown query parameters to
-// the server as run-time parameters).
-func withSearchPath(t *testing.T, pgURL, schema string) string {
-	t.Helper()
-	if !strings.HasPrefix(pgURL, "postgres://") && !strings.HasPrefix(pgURL, "postgresql://") {
-		return pgURL + " search_path=" + schema // key=value form
-	}
-	u, err := url.Parse(pgURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
+	dbURL, _ := testenv.PostgresSchema(t)
+	return &backend{redisURL: "redis://" + addr + "/0", prefix: prefix, dbURL: dbURL, rdb: rdb}
 }
 
 // env is the configuration of a gateway on the backend.

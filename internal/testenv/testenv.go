@@ -5,12 +5,16 @@
 package testenv
 
 import (
+	"context"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Addresses of the machine's services. SLUICE_TEST_REDIS_ADDR and
@@ -52,6 +56,66 @@ func PostgresURL(t testing.TB) string {
 		Missing(t, "PostgreSQL is not reachable at 127.0.0.1:5432")
 	}
 	return u
+}
+
+// PostgresSchema creates a PostgreSQL schema of t's own, empty, named
+// "sluicetest_"+Unique(t), and returns a connection string for the shared
+// PostgreSQL (PostgresURL, in its URL or key=value form) whose search_path is
+// that schema alone, with the schema's name. Every connection opened with it
+// (postgres.Open, a gateway's SLUICE_DATABASE_URL) creates and finds its
+// tables in the schema, so two opens on it are two instances of one
+// deployment, and two schemas are two deployments that share nothing. The
+// schema is dropped, with all it holds, when t ends: after the cleanups
+// registered later, such as closing what was opened on it; a failed drop
+// fails t. It skips t (or fails it under SLUICE_TEST_REQUIRE_SERVICES=1)
+// when PostgreSQL does not answer.
+func PostgresSchema(t testing.TB) (url, schema string) {
+	t.Helper()
+	ctx := context.Background()
+	base := PostgresURL(t)
+	schema = "sluicetest_" + Unique(t)
+	ident := pgx.Identifier{schema}.Sanitize()
+	url, err := withSearchPath(base, schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		Missing(t, "PostgreSQL at %s does not answer: %v", base, err)
+	}
+	_, err = conn.Exec(ctx, `CREATE SCHEMA `+ident)
+	conn.Close(ctx)
+	if err != nil {
+		t.Fatalf("create schema %s: %v", schema, err)
+	}
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, base)
+		if err == nil {
+			_, err = conn.Exec(ctx, `DROP SCHEMA `+ident+` CASCADE`)
+			conn.Close(ctx)
+		}
+		if err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	return url, schema
+}
+
+// withSearchPath puts schema (an identifier that needs no quoting) in the
+// search_path of connection string s, a URL or key=value pairs: pgx passes
+// the parameters it does not know to the server as run-time parameters.
+func withSearchPath(s, schema string) (string, error) {
+	if !strings.HasPrefix(s, "postgres://") && !strings.HasPrefix(s, "postgresql://") {
+		return s + " search_path=" + schema, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", err
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }
 
 // RedisServer returns the path of the redis-server binary, or skips t.
