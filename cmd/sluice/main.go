@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/sluicehq/sluice/batch"
 )
 
 // Version is the build's version, set with -ldflags "-X main.Version=…".
@@ -64,7 +66,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "batch":
 		context.AfterFunc(ctx, stop) // a second signal kills at once
-		return runBatch(ctx, args[1:], os.Stdin, stdout, stderr)
+		return batch.Main(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "version", "-v", "--version":
 		fmt.Fprintln(stdout, "sluice", Version)
 		return 0
