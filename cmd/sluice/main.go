@@ -1,6 +1,7 @@
 // Command sluice is the sluice quota gateway: `sluice serve` runs it,
-// `sluice batch` generates images in bulk through it, `sluice version` says
-// which build it is.
+// `sluice batch` generates images in bulk through it, `sluice doctor` checks
+// a configuration and the services it names, `sluice version` says which
+// build it is.
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/sluicehq/sluice/batch"
+	"github.com/sluicehq/sluice/doctor"
 )
 
 // Version is the build's version, set with -ldflags "-X main.Version=…".
@@ -24,6 +26,8 @@ Usage:
   sluice serve [--config FILE] [--addr ADDR] [--data DIR]   run the gateway
   sluice batch --url URL --key KEY --model ID [--out DIR] [--concurrency N] FILE
                                                            generate images in bulk
+  sluice doctor [--config FILE]                            check the configuration and reach
+                                                           every store and service it names
   sluice version
 
 Run "sluice serve -h" for the flags of a command.
@@ -67,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "batch":
 		context.AfterFunc(ctx, stop) // a second signal kills at once
 		return batch.Main(ctx, args[1:], os.Stdin, stdout, stderr)
+	case "doctor":
+		return doctor.Main(ctx, args[1:], os.Getenv, stdout, stderr)
 	case "version", "-v", "--version":
 		fmt.Fprintln(stdout, "sluice", Version)
 		return 0
