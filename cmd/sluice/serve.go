@@ -72,6 +72,9 @@ type Main struct {
 	// the alerts when they are on.
 	usage sluice.UsageRecorders
 
+	// reloads counts the configuration reloads by result.
+	reloads *prometheus.CounterVec
+
 	closers []func() error // run in reverse by Close
 }
 
@@ -259,6 +262,24 @@ func (m *Main) Run(ctx context.Context) error {
 	reg.MustRegister(fallbacks)
 	m.Quota.OnFallback = func(op string, err error) { fallbacks.WithLabelValues(op, cfg.Quota.OnStoreError).Inc() }
 	m.AuthQuota.OnFallback = func(op string, err error) { fallbacks.WithLabelValues("auth_"+op, cfg.Quota.OnStoreErrorAuth).Inc() }
+	// Series at zero from the start, so that rate() and the dashboard
+	// (docs/grafana/sluice.json) see them before the first failure.
+	fallbacks.WithLabelValues("take", cfg.Quota.OnStoreError)
+	fallbacks.WithLabelValues("auth_take", cfg.Quota.OnStoreErrorAuth)
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_config_reloads_total",
+		Help: "Configuration reloads (SIGHUP, POST /admin/reload) by result: ok, error (refused; the running configuration stays).",
+	}, []string{"result"})
+	m.reloads.WithLabelValues("ok")
+	m.reloads.WithLabelValues("error")
+	reg.MustRegister(m.reloads)
+	for name, l := range map[string]*quota.Limiter{"quota": m.Quota, "auth": m.AuthQuota} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "sluice_quota_breaker_open",
+			Help:        "1 while the quota store's circuit breaker is open (decisions go to the failure policy without a store call), by limiter (quota, auth).",
+			ConstLabels: prometheus.Labels{"limiter": name},
+		}, func() float64 { return b2f(l.BreakerOpen()) }))
+	}
 
 	// The usage history. Its closer comes before the gateway's and the
 	// bot's, so it runs after them and flushes their last decisions.
@@ -538,4 +559,11 @@ func idempotencyJanitor(s sluice.IdempotencyStore, log *slog.Logger) func() erro
 		<-done
 		return nil
 	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
