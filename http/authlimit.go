@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice"
@@ -54,10 +55,19 @@ const (
 )
 
 // rateLimit is one limit of an auth endpoint, as a one-window sliding
-// policy under quota keys prefix + "<who>}".
+// policy under quota keys prefix + "<who>}". Its rule changes with a
+// reload (Server.Reload); each request loads it once.
 type rateLimit struct {
+	prefix string // "{ip:login:"
+	def    Rate   // when the configured Rate is zero
+	what   string // how the 429 names the limit
+	rule   atomic.Pointer[rateRule]
+}
+
+// rateRule is the immutable part of a rateLimit that a reload replaces.
+type rateRule struct {
 	off     bool
-	prefix  string // "{ip:login:"
+	prefix  string
 	policy  sluice.Policy
 	windows [1]sluice.Window
 	message string // of the 429
@@ -66,23 +76,31 @@ type rateLimit struct {
 // newRateLimit builds the limit named name ("login") from r, or def if r is
 // zero. what is how the 429 names the limit ("per IP on POST /auth/login").
 func newRateLimit(prefix string, r, def Rate, what string) *rateLimit {
+	l := &rateLimit{prefix: prefix, def: def, what: what}
+	l.set(r)
+	return l
+}
+
+// set makes r (or the default if r is zero) the limit's rule.
+func (l *rateLimit) set(r Rate) {
 	if r == (Rate{}) {
-		r = def
+		r = l.def
 	}
-	l := &rateLimit{prefix: prefix}
+	u := &rateRule{prefix: l.prefix}
 	if r.Limit.IsUnlimited() {
-		l.off = true
-		return l
+		u.off = true
+		l.rule.Store(u)
+		return
 	}
 	per := max(r.Per, time.Second)
 	if rem := per % time.Second; rem != 0 {
 		per += time.Second - rem
 	}
 	name := windowName(per)
-	l.windows[0] = sluice.Window{Name: name, Length: per, Limit: r.Limit}
-	l.policy = sluice.Policy{Algorithm: sluice.Sliding, Windows: l.windows[:]}
-	l.message = "Rate limit reached: " + strconv.FormatInt(int64(r.Limit), 10) + " requests/" + name + " " + what
-	return l
+	u.windows[0] = sluice.Window{Name: name, Length: per, Limit: r.Limit}
+	u.policy = sluice.Policy{Algorithm: sluice.Sliding, Windows: u.windows[:]}
+	u.message = "Rate limit reached: " + strconv.FormatInt(int64(r.Limit), 10) + " requests/" + name + " " + l.what
+	l.rule.Store(u)
 }
 
 // windowName names a window after its length: "second", "minute", "hour"
@@ -111,7 +129,8 @@ func windowName(d time.Duration) string {
 
 // takeAuth counts one request of who against l. On a rejection, or if the
 // quota service cannot decide, it has answered the request.
-func (s *Server) takeAuth(w http.ResponseWriter, r *http.Request, l *rateLimit, who string) bool {
+func (s *Server) takeAuth(w http.ResponseWriter, r *http.Request, rl *rateLimit, who string) bool {
+	l := rl.rule.Load()
 	if l.off {
 		return true
 	}

@@ -60,6 +60,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			m.Close()
 			return 1
 		}
+		// SIGHUP reloads the configuration (README "Reloading the
+		// configuration").
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go m.reloadOnHUP(ctx, hup)
 		<-ctx.Done()
 		stop() // a second signal kills at once
 		fmt.Fprintln(stderr, "sluice: shutting down; draining requests and flushing counters")

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,7 +22,6 @@ import (
 	"github.com/sluicehq/sluice/alert"
 	"github.com/sluicehq/sluice/history"
 	shttp "github.com/sluicehq/sluice/http"
-	"github.com/sluicehq/sluice/imagegen"
 	"github.com/sluicehq/sluice/inmem"
 	"github.com/sluicehq/sluice/internal/cache"
 	"github.com/sluicehq/sluice/internal/config"
@@ -74,6 +74,13 @@ type Main struct {
 
 	// reloads counts the configuration reloads by result.
 	reloads *prometheus.CounterVec
+	// What Reload needs (reload.go): how ParseFlags read the
+	// configuration, the configuration running (m.Config stays as Run
+	// started), and the generator a reload replaces.
+	configPath, flagAddr, flagData string
+	reloadMu                       sync.Mutex // serializes reloads; guards running
+	running                        config.Config
+	images                         *swapImages
 
 	closers []func() error // run in reverse by Close
 }
@@ -100,6 +107,7 @@ func (m *Main) ParseFlags(args []string) error {
 	if fset.NArg() > 0 {
 		return fmt.Errorf("sluice serve: unexpected argument %q", fset.Arg(0))
 	}
+	m.configPath, m.flagAddr, m.flagData = *path, *addr, *data
 	cfg, err := config.Load(*path, m.Getenv)
 	if err != nil {
 		return err
@@ -120,6 +128,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	m.running = *cfg
 	if m.Logger == nil {
 		m.Logger = newLogger(cfg.Log, m.Stderr)
 	}
@@ -226,13 +235,11 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
-	// Images.
-	var images sluice.ImageGenerator = &imagegen.Demo{}
-	if cfg.Upstream.URL != "" {
-		up := imagegen.NewUpstream(cfg.Upstream.URL, cfg.Upstream.APIKey, cfg.Upstream.Timeout, nil)
-		m.closers = append(m.closers, func() error { up.CloseIdleConnections(); return nil })
-		images = up
-	}
+	// Images, through the generator that a reload replaces.
+	m.images = &swapImages{}
+	m.images.set(newGenerator(cfg.Upstream))
+	m.closers = append(m.closers, m.images.close)
+	images := m.images
 
 	// Mail. Its closer comes before the gateway's, so it runs after the
 	// gateway has drained and handed over its last messages.
@@ -328,6 +335,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Audit:          m.Audit,
 		Usage:          m.usage,
 		History:        usage,
+		Reloader:       m.Reload,
 	}
 	m.Server.Idempotency = shttp.Idempotency{
 		Store:   m.Idempotency,
