@@ -12,6 +12,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluicehq/sluice"
 )
 
@@ -256,7 +259,12 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	start := time.Now()
-	res, err := s.Images.Generate(ctx, req)
+	gctx, up := s.startSpan(ctx, "upstream.generate", trace.SpanKindClient)
+	res, err := s.Images.Generate(gctx, req)
+	if up != nil {
+		up.SetAttributes(attribute.String("sluice.model", req.Model), attribute.Int("sluice.n", req.N))
+		defer func() { endSpan(up, err) }() // once relayed, or not
+	}
 	if err != nil {
 		settled = true
 		s.metrics.upstream.WithLabelValues(upstreamOutcome(ctx, err)).Observe(time.Since(start).Seconds())

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluicehq/sluice"
 )
 
@@ -92,6 +94,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header()["X-Request-Id"] = []string{st.id}
 	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+	if s.Tracer != nil {
+		var span trace.Span
+		r, span = s.startRequestSpan(r)
+		defer endRequestSpan(span, r, st) // after the recovery below
+	}
 
 	defer func() {
 		if v := recover(); v != nil {

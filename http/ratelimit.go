@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluicehq/sluice"
 )
 
@@ -60,9 +62,14 @@ func (s *Server) quotaFor(r *http.Request, a *sluice.Account) (*quotaCtx, error)
 // The quota calls, timed.
 
 func (s *Server) take(ctx context.Context, q *quotaCtx, n int64) (sluice.Decision, error) {
+	ctx, span := s.startSpan(ctx, "quota.take", trace.SpanKindInternal)
 	t := time.Now()
 	d, err := s.Quota.Take(ctx, q.key, &q.policy, n)
 	s.metrics.take.Observe(time.Since(t).Seconds())
+	if span != nil && err == nil {
+		s.decisionAttributes(span, &d, n)
+	}
+	endSpan(span, err)
 	return d, err
 }
 

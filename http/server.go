@@ -83,6 +83,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluicehq/sluice"
 )
 
@@ -194,6 +196,12 @@ type Server struct {
 	// POST /admin/reload; an error is answered as it is (a sluice.Error
 	// naming the field at fault). nil: the endpoint answers 404.
 	Reloader func(ctx context.Context) (*ReloadReport, error)
+	// Tracer makes the spans of requests (trace.go); nil means no traces,
+	// at the cost of a nil check.
+	Tracer trace.Tracer
+	// QuotaStore names the quota store ("embedded", "redis") on the spans
+	// of quota decisions.
+	QuotaStore string
 
 	once    sync.Once
 	handler http.Handler

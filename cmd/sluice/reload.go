@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"reflect"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	shttp "github.com/sluicehq/sluice/http"
 	"github.com/sluicehq/sluice/imagegen"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/otel"
 	"github.com/sluicehq/sluice/quota"
 )
 
@@ -66,11 +68,17 @@ func (s *swapImages) close() error {
 
 // newGenerator is the generator of u: the upstream, or the demo without a
 // URL.
-func newGenerator(u config.Upstream) *generator {
+// With traced, the upstream's requests carry the trace context (W3C
+// traceparent).
+func newGenerator(u config.Upstream, traced bool) *generator {
 	if u.URL == "" {
 		return &generator{ImageGenerator: &imagegen.Demo{}}
 	}
-	up := imagegen.NewUpstream(u.URL, u.APIKey, u.Timeout, nil)
+	var client *http.Client
+	if traced {
+		client = &http.Client{Transport: otel.Transport(imagegen.NewTransport())}
+	}
+	up := imagegen.NewUpstream(u.URL, u.APIKey, u.Timeout, client)
 	return &generator{ImageGenerator: up, close: up.CloseIdleConnections}
 }
 
@@ -184,7 +192,7 @@ func (m *Main) Reload(ctx context.Context) (*shttp.ReloadReport, error) {
 		}
 	}
 	if changed("upstream", cur.Upstream, next.Upstream) {
-		m.images.set(newGenerator(next.Upstream))
+		m.images.set(newGenerator(next.Upstream, m.Server.Tracer != nil))
 	}
 
 	// The running configuration: the live keys of next, the rest as they

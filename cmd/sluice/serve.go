@@ -26,6 +26,7 @@ import (
 	"github.com/sluicehq/sluice/internal/cache"
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/mail"
+	"github.com/sluicehq/sluice/otel"
 	"github.com/sluicehq/sluice/postgres"
 	"github.com/sluicehq/sluice/quota"
 	"github.com/sluicehq/sluice/redis"
@@ -235,9 +236,23 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
+	// Traces: off unless the OTEL_* variables ask for them (README
+	// "Tracing"). The provider's closer comes before the gateway's, so
+	// that it runs after the gateway has drained and exports the spans of
+	// the last requests.
+	tracer, stopTracing, err := otel.Setup(ctx, m.Getenv, Version)
+	if err != nil {
+		return err
+	}
+	m.closers = append(m.closers, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return stopTracing(ctx)
+	})
+
 	// Images, through the generator that a reload replaces.
 	m.images = &swapImages{}
-	m.images.set(newGenerator(cfg.Upstream))
+	m.images.set(newGenerator(cfg.Upstream, tracer != nil))
 	m.closers = append(m.closers, m.images.close)
 	images := m.images
 
@@ -336,6 +351,8 @@ func (m *Main) Run(ctx context.Context) error {
 		Usage:          m.usage,
 		History:        usage,
 		Reloader:       m.Reload,
+		Tracer:         tracer,
+		QuotaStore:     cfg.Quota.Store,
 	}
 	m.Server.Idempotency = shttp.Idempotency{
 		Store:   m.Idempotency,
