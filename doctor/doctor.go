@@ -79,11 +79,14 @@ func (d *Doctor) Run(ctx context.Context) []Result {
 	c := &d.Config
 	var rs []Result
 	add := func(name string, check func(ctx context.Context) Result) {
+		start := time.Now()
 		ctx, cancel := context.WithTimeout(ctx, d.timeout())
 		defer cancel()
 		r := check(ctx)
 		r.Check = name
-		if r.Status != OK && ctx.Err() != nil && !strings.Contains(r.Detail, "timed out") {
+		// A connection's deadline may fire a moment before the context's.
+		timedOut := ctx.Err() != nil || time.Since(start) >= d.timeout()
+		if r.Status == Fail && timedOut && !strings.Contains(r.Detail, "timed out after") {
 			r.Detail += fmt.Sprintf(" (timed out after %v)", d.timeout())
 		}
 		rs = append(rs, r)

@@ -333,3 +333,42 @@ func TestMainCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestDoctorTimeout: a server that accepts and never answers costs one
+// check its timeout, and the line says so.
+func TestDoctorTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // silent until the test ends
+		}
+	}()
+	c := config.Default()
+	c.Server.Data = t.TempDir()
+	c.Mail.SMTPHost = "127.0.0.1"
+	c.Mail.SMTPPort = ln.Addr().(*net.TCPAddr).Port
+	c.Upstream.URL = "http://" + ln.Addr().String() + "/v1"
+	d := &Doctor{Config: c, Timeout: 200 * time.Millisecond}
+	start := time.Now()
+	rs := d.Run(context.Background())
+	if el := time.Since(start); el > 10*time.Second {
+		t.Fatalf("took %v", el)
+	}
+	got := map[string]Result{}
+	for _, r := range rs {
+		got[r.Check] = r
+	}
+	for _, name := range []string{"smtp", "upstream"} {
+		if r := got[name]; r.Status != Fail || !strings.Contains(r.Detail, "timed out after 200ms") {
+			t.Errorf("%s: %+v, want a FAIL that says it timed out", name, r)
+		}
+	}
+}
