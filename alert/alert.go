@@ -122,14 +122,13 @@ type Notifier struct {
 	// time.Now. Marks are taken at the decision's own time.
 	Now func() time.Time
 
-	once       sync.Once
-	queue      chan crossing
-	thresholds []int
-	plans      map[string]*sluice.Plan
-	client     *http.Client
-	key        []byte        // of the webhook signature
-	hooks      chan struct{} // semaphore of pending webhooks
-	metrics    *metrics
+	once    sync.Once
+	queue   chan crossing
+	rules   atomic.Pointer[rules] // Thresholds and Plans; Reload swaps them
+	client  *http.Client
+	key     []byte        // of the webhook signature
+	hooks   chan struct{} // semaphore of pending webhooks
+	metrics *metrics
 
 	closed  atomic.Bool
 	stop    chan struct{} // closed by Close: drain the queue and return
@@ -157,16 +156,7 @@ type crossing struct {
 
 func (n *Notifier) init() {
 	n.once.Do(func() {
-		n.thresholds = slices.Clone(n.Thresholds)
-		if n.thresholds == nil {
-			n.thresholds = DefaultThresholds()
-		}
-		slices.Sort(n.thresholds)
-		n.thresholds = slices.Compact(n.thresholds)
-		n.plans = make(map[string]*sluice.Plan, len(n.Plans))
-		for i := range n.Plans {
-			n.plans[n.Plans[i].ID] = &n.Plans[i]
-		}
+		n.rules.Store(newRules(n.Thresholds, n.Plans))
 		n.queue = make(chan crossing, orInt(n.QueueSize, DefaultQueueSize))
 		n.hooks = make(chan struct{}, orInt(n.WebhookPending, DefaultWebhookPending))
 		n.client = n.HTTPClient
@@ -192,7 +182,7 @@ func (n *Notifier) Start() error {
 	if n.Accounts == nil || n.Marks == nil {
 		return errors.New("alert: Accounts and Marks are required")
 	}
-	for _, t := range n.thresholds {
+	for _, t := range n.rules.Load().thresholds {
 		if t < 1 || t > 100 {
 			return fmt.Errorf("alert: threshold %d is not a percent in 1..100", t)
 		}
@@ -247,7 +237,8 @@ func (n *Notifier) Record(e *sluice.UsageEvent) {
 		return
 	}
 	n.init()
-	if len(n.thresholds) == 0 {
+	ts := n.rules.Load().thresholds
+	if len(ts) == 0 {
 		return
 	}
 	for _, w := range d.Statuses() {
@@ -261,12 +252,12 @@ func (n *Notifier) Record(e *sluice.UsageEvent) {
 			// Nothing was charged: the units went through uncounted.
 			before, after = after, after+e.Units
 		}
-		if after < threshold(limit, n.thresholds[0]) || before >= threshold(limit, n.thresholds[len(n.thresholds)-1]) {
+		if after < threshold(limit, ts[0]) || before >= threshold(limit, ts[len(ts)-1]) {
 			continue // the common case: below every threshold, or past them all
 		}
-		for i, t := range n.thresholds {
+		for i, t := range ts {
 			need := threshold(limit, t)
-			if i+1 < len(n.thresholds) && threshold(limit, n.thresholds[i+1]) == need {
+			if i+1 < len(ts) && threshold(limit, ts[i+1]) == need {
 				continue // a small limit: the next threshold is the same use, and says more
 			}
 			if before < need && need <= after {
@@ -424,10 +415,51 @@ func orInt(v, def int) int {
 
 // planName is the plan's display name, or its id if it is not configured.
 func (n *Notifier) planName(id string) string {
-	if p := n.plans[id]; p != nil && p.Name != "" {
+	if p := n.rules.Load().plans[id]; p != nil && p.Name != "" {
 		return p.Name
 	}
 	return id
 }
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }
+
+// rules are the thresholds and plans of a Notifier, replaced whole by
+// Reload; a decision reads them once.
+type rules struct {
+	thresholds []int // ascending, unique
+	plans      map[string]*sluice.Plan
+}
+
+func newRules(thresholds []int, plans []sluice.Plan) *rules {
+	r := &rules{thresholds: slices.Clone(thresholds)}
+	if r.thresholds == nil {
+		r.thresholds = DefaultThresholds()
+	}
+	slices.Sort(r.thresholds)
+	r.thresholds = slices.Compact(r.thresholds)
+	plans = slices.Clone(plans)
+	r.plans = make(map[string]*sluice.Plan, len(plans))
+	for i := range plans {
+		r.plans[plans[i].ID] = &plans[i]
+	}
+	return r
+}
+
+// Reload replaces the thresholds and the plans (their names) for the
+// decisions recorded after it, as a configuration reload does; crossings
+// already queued are sent as they were found. Each threshold must be a
+// percent in 1..100; an empty list stops new alerts. Safe for concurrent
+// use with Record.
+func (n *Notifier) Reload(thresholds []int, plans []sluice.Plan) error {
+	for _, t := range thresholds {
+		if t < 1 || t > 100 {
+			return fmt.Errorf("alert: threshold %d is not a percent in 1..100", t)
+		}
+	}
+	n.init()
+	if thresholds == nil {
+		thresholds = []int{}
+	}
+	n.rules.Store(newRules(thresholds, plans))
+	return nil
+}

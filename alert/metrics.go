@@ -28,6 +28,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Webhook deliveries retried after a failed attempt.",
 		}),
 	}
+	// Series at zero from the start, for rate() and the dashboard.
+	m.dropped.WithLabelValues("alerts")
+	m.dropped.WithLabelValues("webhook")
 	if reg != nil {
 		reg.MustRegister(m.alerts, m.sent, m.dropped, m.retries)
 	}

@@ -89,7 +89,7 @@ type createdAccountJSON struct {
 // handleCreateAccount handles POST /admin/accounts.
 func (s *Server) handleCreateAccount(w http.ResponseWriter, r *http.Request) {
 	var b accountBody
-	if err := s.decodeValid(w, r, &b, func() error { return b.validate(s.plans) }); err != nil {
+	if err := s.decodeValid(w, r, &b, func() error { return b.validate(s.cfg(r).plans) }); err != nil {
 		s.Error(w, r, err)
 		return
 	}
@@ -163,7 +163,7 @@ func (s *Server) writeAccount(w http.ResponseWriter, r *http.Request, id int64) 
 		s.Error(w, r, err)
 		return
 	}
-	q, err := s.quotaFor(a)
+	q, err := s.quotaFor(r, a)
 	if err != nil {
 		s.Error(w, r, err)
 		return
@@ -224,7 +224,7 @@ func (s *Server) handleSetPlan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var b planBody
-	if err := s.decodeValid(w, r, &b, func() error { return b.validate(s.plans) }); err != nil {
+	if err := s.decodeValid(w, r, &b, func() error { return b.validate(s.cfg(r).plans) }); err != nil {
 		s.Error(w, r, err)
 		return
 	}
@@ -398,8 +398,10 @@ type planJSON struct {
 func (s *Server) handlePlans(w http.ResponseWriter, r *http.Request) {
 	out := struct {
 		Plans []planJSON `json:"plans"`
-	}{Plans: make([]planJSON, 0, len(s.Plans))}
-	for _, p := range s.Plans {
+	}{}
+	plans := s.cfg(r).planList
+	out.Plans = make([]planJSON, 0, len(plans))
+	for _, p := range plans {
 		out.Plans = append(out.Plans, planJSON{ID: p.ID, Name: p.Name, Hour: limitPtr(p.Hour), Day: limitPtr(p.Day),
 			Models: p.Models, API: p.API})
 	}

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluicehq/sluice"
 )
 
@@ -67,10 +69,14 @@ func (s *Server) authAPIKey(r *http.Request) (*principal, error) {
 	return s.apiKeyPrincipal(r.Context(), tok)
 }
 
-func (s *Server) apiKeyPrincipal(ctx context.Context, tok string) (*principal, error) {
+func (s *Server) apiKeyPrincipal(ctx context.Context, tok string) (p *principal, err error) {
 	id, hash, ok := sluice.ParseAPIKey(tok)
 	if !ok {
 		return nil, errInvalidKey
+	}
+	ctx, span := s.startSpan(ctx, "account.lookup", trace.SpanKindInternal)
+	if span != nil {
+		defer func() { endSpan(span, err) }()
 	}
 	k, err := s.Accounts.FindAPIKey(ctx, id)
 	if sluice.ErrorCode(err) == sluice.ENOTFOUND {
@@ -95,7 +101,11 @@ func (s *Server) apiKeyPrincipal(ctx context.Context, tok string) (*principal, e
 }
 
 // sessionPrincipal authenticates a session token.
-func (s *Server) sessionPrincipal(ctx context.Context, tok string) (*principal, error) {
+func (s *Server) sessionPrincipal(ctx context.Context, tok string) (p *principal, err error) {
+	ctx, span := s.startSpan(ctx, "account.lookup", trace.SpanKindInternal)
+	if span != nil {
+		defer func() { endSpan(span, err) }()
+	}
 	sess, err := s.Accounts.FindSession(ctx, sluice.HashToken(tok), s.now())
 	if sluice.ErrorCode(err) == sluice.ENOTFOUND {
 		return nil, errSession

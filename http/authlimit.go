@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice"
@@ -58,10 +59,19 @@ const (
 )
 
 // rateLimit is one limit of an auth endpoint, as a one-window sliding
-// policy under quota keys prefix + "<who>}".
+// policy under quota keys prefix + "<who>}". Its rule changes with a
+// reload (Server.Reload); each request loads it once.
 type rateLimit struct {
+	prefix string // "{ip:login:"
+	def    Rate   // when the configured Rate is zero
+	what   string // how the 429 names the limit
+	rule   atomic.Pointer[rateRule]
+}
+
+// rateRule is the immutable part of a rateLimit that a reload replaces.
+type rateRule struct {
 	off     bool
-	prefix  string // "{ip:login:"
+	prefix  string
 	policy  sluice.Policy
 	windows [1]sluice.Window
 	message string // of the 429
@@ -70,23 +80,31 @@ type rateLimit struct {
 // newRateLimit builds the limit named name ("login") from r, or def if r is
 // zero. what is how the 429 names the limit ("per IP on POST /auth/login").
 func newRateLimit(prefix string, r, def Rate, what string) *rateLimit {
+	l := &rateLimit{prefix: prefix, def: def, what: what}
+	l.set(r)
+	return l
+}
+
+// set makes r (or the default if r is zero) the limit's rule.
+func (l *rateLimit) set(r Rate) {
 	if r == (Rate{}) {
-		r = def
+		r = l.def
 	}
-	l := &rateLimit{prefix: prefix}
+	u := &rateRule{prefix: l.prefix}
 	if r.Limit.IsUnlimited() {
-		l.off = true
-		return l
+		u.off = true
+		l.rule.Store(u)
+		return
 	}
 	per := max(r.Per, time.Second)
 	if rem := per % time.Second; rem != 0 {
 		per += time.Second - rem
 	}
 	name := windowName(per)
-	l.windows[0] = sluice.Window{Name: name, Length: per, Limit: r.Limit}
-	l.policy = sluice.Policy{Algorithm: sluice.Sliding, Windows: l.windows[:]}
-	l.message = "Rate limit reached: " + strconv.FormatInt(int64(r.Limit), 10) + " requests/" + name + " " + what
-	return l
+	u.windows[0] = sluice.Window{Name: name, Length: per, Limit: r.Limit}
+	u.policy = sluice.Policy{Algorithm: sluice.Sliding, Windows: u.windows[:]}
+	u.message = "Rate limit reached: " + strconv.FormatInt(int64(r.Limit), 10) + " requests/" + name + " " + l.what
+	l.rule.Store(u)
 }
 
 // windowName names a window after its length: "second", "minute", "hour"
@@ -116,34 +134,36 @@ func windowName(d time.Duration) string {
 // takeAuth counts one request of who against l. On a rejection, or if the
 // quota service cannot decide, it has answered the request.
 func (s *Server) takeAuth(w http.ResponseWriter, r *http.Request, l *rateLimit, who string) bool {
-	d, err := s.decideAuth(r.Context(), l, who)
+	d, rule, err := s.decideAuth(r.Context(), l, who)
 	if err != nil {
 		s.Error(w, r, err)
 		return false
 	}
 	setWindowHeaders(w.Header(), &d)
 	if !d.Allowed {
-		s.Error(w, r, l.exceeded(&d))
+		s.Error(w, r, rule.exceeded(&d))
 		return false
 	}
 	return true
 }
 
-// decideAuth counts one request of who against l. An error means the
-// quota service could not decide; a limit that is off decides nothing (the
-// zero Decision, allowed).
-func (s *Server) decideAuth(ctx context.Context, l *rateLimit, who string) (sluice.Decision, error) {
+// decideAuth counts one request of who against the rule of rl in force
+// (loaded once: a reload may replace it meanwhile), and returns that rule.
+// An error means the quota service could not decide; a limit that is off
+// decides nothing (the zero Decision, allowed).
+func (s *Server) decideAuth(ctx context.Context, rl *rateLimit, who string) (sluice.Decision, *rateRule, error) {
+	l := rl.rule.Load()
 	if l.off {
-		return sluice.Decision{Allowed: true}, nil
+		return sluice.Decision{Allowed: true}, l, nil
 	}
 	t := time.Now()
 	d, err := s.authQuota().Take(ctx, l.prefix+who+"}", &l.policy, 1)
 	s.metrics.take.Observe(time.Since(t).Seconds())
-	return d, err
+	return d, l, err
 }
 
 // exceeded is the 429 of a request that l refused with d.
-func (l *rateLimit) exceeded(d *sluice.Decision) *sluice.Error {
+func (l *rateRule) exceeded(d *sluice.Decision) *sluice.Error {
 	return &sluice.Error{Code: sluice.ERATELIMIT, Message: l.message, RetryAfter: d.RetryAfterSeconds()}
 }
 
@@ -171,12 +191,12 @@ func (s *Server) CheckAuthLimit(ctx context.Context, endpoint string, ip netip.A
 	default:
 		return fmt.Errorf("auth limit: unknown endpoint %q", endpoint)
 	}
-	d, err := s.decideAuth(ctx, l, ipKey(ip))
+	d, rule, err := s.decideAuth(ctx, l, ipKey(ip))
 	if err != nil {
 		return err
 	}
 	if !d.Allowed {
-		return l.exceeded(&d)
+		return rule.exceeded(&d)
 	}
 	return nil
 }

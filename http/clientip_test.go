@@ -84,16 +84,16 @@ func TestWindowName(t *testing.T) {
 }
 
 func TestNewRateLimit(t *testing.T) {
-	l := newRateLimit("{ip:login:", Rate{}, DefaultLoginLimit, "per IP on POST /auth/login")
+	l := newRateLimit("{ip:login:", Rate{}, DefaultLoginLimit, "per IP on POST /auth/login").rule.Load()
 	if l.off || l.message != "Rate limit reached: 10 requests/minute per IP on POST /auth/login" ||
 		l.windows[0] != (sluice.Window{Name: "minute", Length: time.Minute, Limit: 10}) {
 		t.Errorf("default login limit: %+v", l)
 	}
-	l = newRateLimit("{ip:x:", Rate{Limit: 5, Per: 1500 * time.Millisecond}, DefaultLoginLimit, "per IP on X")
+	l = newRateLimit("{ip:x:", Rate{Limit: 5, Per: 1500 * time.Millisecond}, DefaultLoginLimit, "per IP on X").rule.Load()
 	if l.windows[0].Length != 2*time.Second || l.message != "Rate limit reached: 5 requests/2s per IP on X" {
 		t.Errorf("fractional window: %+v", l)
 	}
-	if l := newRateLimit("{ip:x:", Rate{Limit: sluice.Unlimited}, DefaultLoginLimit, ""); !l.off {
+	if l := newRateLimit("{ip:x:", Rate{Limit: sluice.Unlimited}, DefaultLoginLimit, "").rule.Load(); !l.off {
 		t.Errorf("unlimited is on")
 	}
 }

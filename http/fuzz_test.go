@@ -103,7 +103,7 @@ func FuzzDecodeImageRequest(f *testing.F) {
 			t.Fatalf("a body of %d bytes was decoded", len(body))
 		}
 		if req.Model == "" || strings.TrimSpace(req.Prompt) == "" || utf8.RuneCountInString(req.Prompt) > MaxPrompt ||
-			req.N < 1 || req.N > s.limits.MaxN || req.ResponseFormat != "b64_json" {
+			req.N < 1 || req.N > s.cur.Load().limits.MaxN || req.ResponseFormat != "b64_json" {
 			t.Fatalf("invalid request admitted: %+v", req)
 		}
 		if size, ok := parseSize(req.Size); !ok || size != req.Size {
@@ -145,8 +145,8 @@ func FuzzAdminBodies(f *testing.F) {
 		case 0:
 			var b accountBody
 			if err = s.decodeJSON(w, r, &b); err == nil {
-				if err = b.validate(s.plans); err == nil {
-					if !validEmail(b.Email) || s.plans[b.Plan] == nil || b.Password != nil && validPassword(*b.Password) != nil {
+				if err = b.validate(s.cur.Load().plans); err == nil {
+					if !validEmail(b.Email) || s.cur.Load().plans[b.Plan] == nil || b.Password != nil && validPassword(*b.Password) != nil {
 						t.Fatalf("invalid account admitted: %+v", b)
 					}
 				}
@@ -154,7 +154,7 @@ func FuzzAdminBodies(f *testing.F) {
 		case 1:
 			var b planBody
 			if err = s.decodeJSON(w, r, &b); err == nil {
-				if err = b.validate(s.plans); err == nil && s.plans[b.Plan] == nil {
+				if err = b.validate(s.cur.Load().plans); err == nil && s.cur.Load().plans[b.Plan] == nil {
 					t.Fatalf("unknown plan %q admitted", b.Plan)
 				}
 			}

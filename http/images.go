@@ -12,6 +12,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluicehq/sluice"
 )
 
@@ -54,7 +57,7 @@ func (s *Server) readImageRequest(w http.ResponseWriter, r *http.Request) (*slui
 	if err := s.decodeJSON(w, r, &body); err != nil {
 		return nil, err
 	}
-	return body.validate(s.limits.MaxN)
+	return body.validate(s.cfg(r).limits.MaxN)
 }
 
 func (b *imageRequest) validate(maxN int) (*sluice.ImageRequest, error) {
@@ -154,7 +157,7 @@ func (s *Server) resolveAccount(w http.ResponseWriter, r *http.Request, p *princ
 	if st := stateOf(r); st != nil {
 		st.accountID = p.account.ID
 	}
-	q, err := s.quotaFor(p.account)
+	q, err := s.quotaFor(r, p.account)
 	if err != nil {
 		s.Error(w, r, err)
 		return nil, false
@@ -164,17 +167,17 @@ func (s *Server) resolveAccount(w http.ResponseWriter, r *http.Request, p *princ
 	}
 	if api && !q.plan.API {
 		s.peekHeaders(w, r, q)
-		s.writeError(w, r, s.noAPIAccess(q.plan))
+		s.writeError(w, r, s.noAPIAccess(r, q.plan))
 		return nil, false
 	}
 	return q, true
 }
 
 // noAPIAccess is the 403 of a plan without API access; it names the plan.
-func (s *Server) noAPIAccess(p *sluice.Plan) *apiError {
+func (s *Server) noAPIAccess(r *http.Request, p *sluice.Plan) *apiError {
 	msg := "The " + p.Name + " plan does not include API access"
-	if s.apiPlans != "" {
-		msg += "; plans with API access: " + s.apiPlans
+	if api := s.cfg(r).apiPlans; api != "" {
+		msg += "; plans with API access: " + api
 	}
 	return &apiError{Code: sluice.ENOAPIACCESS, Message: msg + ".", Plan: p.ID}
 }
@@ -201,7 +204,7 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 		s.failWithUsage(w, r, q, err)
 		return
 	}
-	m := s.models[req.Model]
+	m := s.cfg(r).models[req.Model]
 	if m == nil {
 		s.failWithUsage(w, r, q, sluice.Errorf(sluice.EMODELNOTFOUND,
 			"The model %q does not exist; GET /v1/models lists the models.", shorten(req.Model)))
@@ -256,7 +259,12 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	start := time.Now()
-	res, err := s.Images.Generate(ctx, req)
+	gctx, up := s.startSpan(ctx, "upstream.generate", trace.SpanKindClient)
+	res, err := s.Images.Generate(gctx, req)
+	if up != nil {
+		up.SetAttributes(attribute.String("sluice.model", req.Model), attribute.Int("sluice.n", req.N))
+		defer func() { endSpan(up, err) }() // once relayed, or not
+	}
 	if err != nil {
 		settled = true
 		s.metrics.upstream.WithLabelValues(upstreamOutcome(ctx, err)).Observe(time.Since(start).Seconds())

@@ -53,6 +53,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Units refunded because nothing was delivered, by reason (upstream_error, relay_error, panic).",
 		}, []string{"reason"})),
 	}
+	for _, reason := range []string{"upstream_error", "relay_error", "panic"} {
+		m.refunds.WithLabelValues(reason) // at zero from the start, for rate()
+	}
 	m.take = m.store.WithLabelValues("take")
 	m.peek = m.store.WithLabelValues("peek")
 	m.refund = m.store.WithLabelValues("refund")

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluicehq/sluice"
 )
 
@@ -26,6 +28,7 @@ type reqState struct {
 	route     string // the mux pattern; empty if none matched
 	accountID int64  // 0 until a key or session resolved
 	errCode   string // the code of an error answer
+	cfg       *live  // the configuration of the whole request (live.go)
 }
 
 type stateKey struct{}
@@ -85,12 +88,17 @@ func (st *reqState) Unwrap() http.ResponseWriter { return st.ResponseWriter }
 // and request metrics around the mux.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	st := &reqState{ResponseWriter: w, id: incomingRequestID(r.Header.Get("X-Request-Id"))}
+	st := &reqState{ResponseWriter: w, id: incomingRequestID(r.Header.Get("X-Request-Id")), cfg: s.cur.Load()}
 	if st.id == "" {
 		st.id = newRequestID()
 	}
 	w.Header()["X-Request-Id"] = []string{st.id}
 	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+	if s.Tracer != nil {
+		var span trace.Span
+		r, span = s.startRequestSpan(r)
+		defer endRequestSpan(span, r, st) // after the recovery below
+	}
 
 	defer func() {
 		if v := recover(); v != nil {

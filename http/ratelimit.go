@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluicehq/sluice"
 )
 
@@ -39,17 +41,19 @@ type quotaCtx struct {
 	event sluice.UsageEvent
 }
 
-// quotaFor resolves the account's plan and policy. An account whose plan is
+// quotaFor resolves the account's plan and policy, in the configuration
+// of r. An account whose plan is
 // not configured any more is an internal error: an operator removed a plan
 // that accounts still use.
-func (s *Server) quotaFor(a *sluice.Account) (*quotaCtx, error) {
-	p := s.plans[a.Plan]
+func (s *Server) quotaFor(r *http.Request, a *sluice.Account) (*quotaCtx, error) {
+	c := s.cfg(r)
+	p := c.plans[a.Plan]
 	if p == nil {
 		return nil, fmt.Errorf("account %d: plan %q is not configured", a.ID, a.Plan)
 	}
 	hour, day := a.Limits(p)
 	q := &quotaCtx{account: a, plan: p, key: sluice.AccountQuotaKey(a.ID)}
-	wc := s.limits.windowConfig()
+	wc := c.limits.windowConfig()
 	q.windows = wc.AccountWindows(hour, day)
 	q.policy = wc.Policy(q.windows[:])
 	return q, nil
@@ -58,9 +62,14 @@ func (s *Server) quotaFor(a *sluice.Account) (*quotaCtx, error) {
 // The quota calls, timed.
 
 func (s *Server) take(ctx context.Context, q *quotaCtx, n int64) (sluice.Decision, error) {
+	ctx, span := s.startSpan(ctx, "quota.take", trace.SpanKindInternal)
 	t := time.Now()
 	d, err := s.Quota.Take(ctx, q.key, &q.policy, n)
 	s.metrics.take.Observe(time.Since(t).Seconds())
+	if span != nil && err == nil {
+		s.decisionAttributes(span, &d, n)
+	}
+	endSpan(span, err)
 	return d, err
 }
 

@@ -95,7 +95,7 @@ func (rs *resetter) close(ctx context.Context) {
 // answered 202 whatever happens here.
 func (s *Server) sendReset(ctx context.Context, email string) {
 	log := s.logger()
-	if l := s.auth.forgotEmail; !l.off {
+	if l := s.auth.forgotEmail.rule.Load(); !l.off {
 		d, err := s.authQuota().Take(ctx, l.prefix+emailKey(email)+"}", &l.policy, 1)
 		if err != nil {
 			log.LogAttrs(ctx, slog.LevelWarn, "password reset not sent: the per-email limit could not be decided",

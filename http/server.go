@@ -83,9 +83,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluicehq/sluice"
 )
 
@@ -117,7 +120,8 @@ type ReadyCheck struct {
 }
 
 // Server is the HTTP gateway. Set its fields, then call Handler (to mount
-// it yourself) or Open (to listen); the fields must not change after that.
+// it yourself) or Open (to listen); the fields must not change after that:
+// Reload changes Plans, Models, Limits and AuthLimits for the next requests.
 // Close stops it. A Server is safe for concurrent use.
 type Server struct {
 	Accounts sluice.AccountService
@@ -192,20 +196,28 @@ type Server struct {
 	// Idempotency keeps the answers of image requests sent with an
 	// Idempotency-Key (CONTRACT.md §9; idempotency.go).
 	Idempotency Idempotency
+	// Reloader re-reads the configuration and applies it (Reload) for
+	// POST /admin/reload; an error is answered as it is (a sluice.Error
+	// naming the field at fault). nil: the endpoint answers 404.
+	Reloader func(ctx context.Context) (*ReloadReport, error)
+	// Tracer makes the spans of requests (trace.go); nil means no traces,
+	// at the cost of a nil check.
+	Tracer trace.Tracer
+	// QuotaStore names the quota store ("embedded", "redis") on the spans
+	// of quota decisions.
+	QuotaStore string
 
 	once    sync.Once
 	handler http.Handler
 	mux     *http.ServeMux
-	plans   map[string]*sluice.Plan
-	models  map[string]*sluice.Model
-	limits  Limits
+	// cur is the configuration that Reload changes (live.go): Plans,
+	// Models, Limits prepared for lookups.
+	cur     atomic.Pointer[live]
 	maxBody int64
 	metrics *metrics
 	reg     *prometheus.Registry
 	touches *toucher
 	auth    *authState
-	// apiPlans names the plans with API access, for the 403 message.
-	apiPlans string
 
 	mu     sync.Mutex // guards ln, srv and closed
 	ln     net.Listener
@@ -223,33 +235,10 @@ func (s *Server) Handler() http.Handler {
 
 func (s *Server) init() {
 	s.once.Do(func() {
-		s.limits = s.Limits
-		if s.limits.Hour <= 0 {
-			s.limits.Hour = time.Hour
-		}
-		if s.limits.Day <= 0 {
-			s.limits.Day = 24 * time.Hour
-		}
-		if s.limits.MaxN <= 0 {
-			s.limits.MaxN = DefaultMaxN
-		}
+		s.cur.Store(newLive(Live{Plans: s.Plans, Models: s.Models, Limits: s.Limits}))
 		s.maxBody = s.MaxBody
 		if s.maxBody <= 0 {
 			s.maxBody = DefaultMaxBody
-		}
-		s.plans = make(map[string]*sluice.Plan, len(s.Plans))
-		var api []string
-		for i := range s.Plans {
-			p := &s.Plans[i]
-			s.plans[p.ID] = p
-			if p.API {
-				api = append(api, p.Name)
-			}
-		}
-		s.apiPlans = strings.Join(api, ", ")
-		s.models = make(map[string]*sluice.Model, len(s.Models))
-		for i := range s.Models {
-			s.models[s.Models[i].ID] = &s.Models[i]
 		}
 		s.reg = s.Registry
 		if s.reg == nil {
@@ -320,6 +309,7 @@ func (s *Server) routes() *http.ServeMux {
 	handle("GET /v1/usage/history", s.handleUsageHistory)
 	handle("GET /admin/usage/history", s.admin(s.handleAdminUsageHistory))
 	handle("GET /admin/usage/top", s.admin(s.handleAdminUsageTop))
+	handle("POST /admin/reload", s.admin(s.handleReload))
 
 	// Operations.
 	handle("GET /healthz", s.handleHealthz)

@@ -46,9 +46,10 @@ func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	list := modelListJSON{Object: "list", Data: make([]modelJSON, 0, len(s.Models))}
-	for i := range s.Models {
-		m := &s.Models[i]
+	models := s.cfg(r).modelList
+	list := modelListJSON{Object: "list", Data: make([]modelJSON, 0, len(models))}
+	for i := range models {
+		m := &models[i]
 		owner := m.OwnedBy
 		if owner == "" {
 			owner = "sluice"

@@ -54,25 +54,33 @@ func NewUpstream(baseURL, apiKey string, timeout time.Duration, client *http.Cli
 		timeout = DefaultTimeout
 	}
 	if client == nil {
-		client = &http.Client{Transport: &http.Transport{
-			Proxy: http.ProxyFromEnvironment,
-			DialContext: (&net.Dialer{
-				Timeout:   10 * time.Second,
-				KeepAlive: 30 * time.Second,
-			}).DialContext,
-			ForceAttemptHTTP2:     true,
-			TLSHandshakeTimeout:   10 * time.Second,
-			ExpectContinueTimeout: time.Second,
-			MaxIdleConns:          256,
-			MaxIdleConnsPerHost:   256,
-			IdleConnTimeout:       90 * time.Second,
-		}}
+		client = &http.Client{Transport: NewTransport()}
 	}
 	return &Upstream{
 		url:     strings.TrimRight(baseURL, "/") + "/images/generations",
 		apiKey:  apiKey,
 		timeout: timeout,
 		client:  client,
+	}
+}
+
+// NewTransport returns the transport of NewUpstream's own client: it bounds
+// dialling and TLS handshakes and keeps up to 256 idle connections per host,
+// without a ResponseHeaderTimeout (see NewUpstream). Callers that wrap it
+// (to add headers, say) pass the result to NewUpstream in a client.
+func NewTransport() *http.Transport {
+	return &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   10 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:     true,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
 	}
 }
 

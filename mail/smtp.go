@@ -77,67 +77,11 @@ func (s *SMTP) deliver(ctx context.Context, m *sluice.Email) error {
 	if err != nil {
 		return Permanent(fmt.Errorf("smtp: %w", err))
 	}
-	port := s.Port
-	if port == 0 {
-		port = DefaultSMTPPort
-	}
-	addr := net.JoinHostPort(s.Host, strconv.Itoa(port))
-
-	dial := (&net.Dialer{}).DialContext
-	if s.dial != nil {
-		dial = s.dial
-	}
-	conn, err := dial(ctx, "tcp", addr)
+	c, done, err := s.session(ctx)
 	if err != nil {
-		return fmt.Errorf("smtp: %w", err)
+		return err
 	}
-	defer conn.Close()
-	// Every read and write of the session ends with ctx: by its deadline,
-	// or at once when it is canceled.
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-
-	tlsConfig := s.tlsConfig()
-	implicitTLS := port == 465
-	if implicitTLS {
-		tc := tls.Client(conn, tlsConfig)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return fmt.Errorf("smtp: tls: %w", err)
-		}
-		conn = tc
-	}
-	c, err := smtp.NewClient(conn, s.Host)
-	if err != nil {
-		return fmt.Errorf("smtp: greeting of %s: %w", addr, err)
-	}
-	defer c.Close()
-	local := s.LocalName
-	if local == "" {
-		local = "localhost"
-	}
-	if err := c.Hello(local); err != nil {
-		return fmt.Errorf("smtp: EHLO: %w", err)
-	}
-	if !implicitTLS {
-		if ok, _ := c.Extension("STARTTLS"); ok {
-			if err := c.StartTLS(tlsConfig); err != nil {
-				return fmt.Errorf("smtp: STARTTLS: %w", err)
-			}
-		} else if !isLoopback(s.Host) {
-			return Permanent(fmt.Errorf("smtp: %s does not offer STARTTLS; refusing to send mail in the clear", addr))
-		}
-	}
-	if s.Username != "" {
-		if ok, _ := c.Extension("AUTH"); !ok {
-			return Permanent(fmt.Errorf("smtp: %s does not offer AUTH, but a username is configured", addr))
-		}
-		if err := c.Auth(smtp.PlainAuth("", s.Username, s.Password, s.Host)); err != nil {
-			return fmt.Errorf("smtp: AUTH: %w", err)
-		}
-	}
+	defer done()
 	if err := c.Mail(from.Address); err != nil {
 		return fmt.Errorf("smtp: MAIL FROM: %w", err)
 	}
@@ -157,6 +101,98 @@ func (s *SMTP) deliver(ctx context.Context, m *sluice.Email) error {
 	// The message is accepted; a failing QUIT changes nothing.
 	c.Quit()
 	return nil
+}
+
+// Check opens a session as Deliver does (connection, greeting, EHLO, TLS,
+// AUTH when a Username is set) and ends it with QUIT without sending
+// anything: `sluice doctor` uses it to find a wrong host, port, certificate
+// or password before the first mail does.
+func (s *SMTP) Check(ctx context.Context) error {
+	c, done, err := s.session(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := c.Quit(); err != nil {
+		return fmt.Errorf("smtp: QUIT: %w", err)
+	}
+	return nil
+}
+
+// session connects, greets, encrypts and authenticates; done closes the
+// connection.
+func (s *SMTP) session(ctx context.Context) (c *smtp.Client, done func(), err error) {
+	port := s.Port
+	if port == 0 {
+		port = DefaultSMTPPort
+	}
+	addr := net.JoinHostPort(s.Host, strconv.Itoa(port))
+
+	dial := (&net.Dialer{}).DialContext
+	if s.dial != nil {
+		dial = s.dial
+	}
+	conn, err := dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("smtp: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			conn.Close()
+		}
+	}()
+	// Every read and write of the session ends with ctx: by its deadline,
+	// or at once when it is canceled.
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer func() {
+		if !ok {
+			stop()
+		}
+	}()
+
+	tlsConfig := s.tlsConfig()
+	implicitTLS := port == 465
+	if implicitTLS {
+		tc := tls.Client(conn, tlsConfig)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, nil, fmt.Errorf("smtp: tls: %w", err)
+		}
+		conn = tc
+	}
+	c, err = smtp.NewClient(conn, s.Host)
+	if err != nil {
+		return nil, nil, fmt.Errorf("smtp: greeting of %s: %w", addr, err)
+	}
+	local := s.LocalName
+	if local == "" {
+		local = "localhost"
+	}
+	if err := c.Hello(local); err != nil {
+		return nil, nil, fmt.Errorf("smtp: EHLO: %w", err)
+	}
+	if !implicitTLS {
+		if ok, _ := c.Extension("STARTTLS"); ok {
+			if err := c.StartTLS(tlsConfig); err != nil {
+				return nil, nil, fmt.Errorf("smtp: STARTTLS: %w", err)
+			}
+		} else if !isLoopback(s.Host) {
+			return nil, nil, Permanent(fmt.Errorf("smtp: %s does not offer STARTTLS; refusing to send mail in the clear", addr))
+		}
+	}
+	if s.Username != "" {
+		if ok, _ := c.Extension("AUTH"); !ok {
+			return nil, nil, Permanent(fmt.Errorf("smtp: %s does not offer AUTH, but a username is configured", addr))
+		}
+		if err := c.Auth(smtp.PlainAuth("", s.Username, s.Password, s.Host)); err != nil {
+			return nil, nil, fmt.Errorf("smtp: AUTH: %w", err)
+		}
+	}
+	ok = true
+	return c, func() { stop(); c.Close() }, nil
 }
 
 func (s *SMTP) tlsConfig() *tls.Config {

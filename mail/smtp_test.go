@@ -435,3 +435,30 @@ func TestFormatHeaders(t *testing.T) {
 		t.Fatalf("header injected:\n%s", b)
 	}
 }
+
+// TestSMTPCheck: Check opens and ends a session, authenticated when a
+// username is set, and sends no message; a wrong password and a closed
+// port fail.
+func TestSMTPCheck(t *testing.T) {
+	srvTLS, cliTLS := testTLS(t)
+	f := newFakeSMTP(t, &fakeSMTP{tls: srvTLS, user: "mailer", pass: "hunter2"})
+	ok := &SMTP{Host: "127.0.0.1", Port: f.port(), Username: "mailer", Password: "hunter2", TLSConfig: cliTLS}
+	if err := ok.Check(context.Background()); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	if m := f.messages(); len(m) != 0 {
+		t.Fatalf("Check sent %d messages", len(m))
+	}
+	bad := *ok
+	bad.Password = "wrong"
+	if err := bad.Check(context.Background()); err == nil || !strings.Contains(err.Error(), "AUTH") {
+		t.Fatalf("wrong password: %v", err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	closed := &SMTP{Host: "127.0.0.1", Port: port}
+	if err := closed.Check(context.Background()); err == nil {
+		t.Fatal("Check on a closed port succeeded")
+	}
+}

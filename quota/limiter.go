@@ -136,6 +136,7 @@ type Limiter struct {
 	local      localDecisions
 	lastLog    atomic.Int64 // Unix nanoseconds of the last fallback log line
 	suppressed atomic.Int64 // fallback log lines not written since
+	mode       atomic.Int64 // 1 + the Mode set by SetMode; 0: the Mode field (mode.go)
 }
 
 // ErrBreakerOpen is the error a Limiter reports for calls it did not make
@@ -230,7 +231,7 @@ func (l *Limiter) Take(ctx context.Context, key string, p *sluice.Policy, n int6
 			}
 		}
 	}
-	if !d.Allowed && l.Mode == Shadow {
+	if !d.Allowed && l.currentMode() == Shadow {
 		l.logger().LogAttrs(ctx, slog.LevelInfo, "shadow: would reject",
 			slog.String("key", key), slog.Int64("n", n),
 			slog.String("window", d.Windows[max(d.Blocking, 0)].Name),

@@ -402,3 +402,27 @@ func (s *Store) decision(p *sluice.Policy, v []rueidis.RedisMessage, now time.Ti
 	}
 	return d, nil
 }
+
+// Time returns Redis's clock (TIME), for `sluice doctor` to compare with
+// the machine's: the store decides at the server's time, so gateways whose
+// clocks differ from it see windows reset at other moments than their own
+// clocks say.
+func (s *Store) Time(ctx context.Context) (time.Time, error) {
+	c, err := s.conn(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	v, err := c.Do(ctx, c.B().Time().Build()).AsStrSlice()
+	if err != nil {
+		return time.Time{}, fmt.Errorf("redis: %w", err)
+	}
+	if len(v) != 2 {
+		return time.Time{}, fmt.Errorf("redis: TIME answered %d fields", len(v))
+	}
+	sec, err1 := strconv.ParseInt(v[0], 10, 64)
+	usec, err2 := strconv.ParseInt(v[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return time.Time{}, fmt.Errorf("redis: TIME answered %q", v)
+	}
+	return time.Unix(sec, usec*1000), nil
+}

@@ -1,6 +1,7 @@
 // Command sluice is the sluice quota gateway: `sluice serve` runs it,
-// `sluice batch` generates images in bulk through it, `sluice version` says
-// which build it is.
+// `sluice batch` generates images in bulk through it, `sluice doctor` checks
+// a configuration and the services it names, `sluice version` says which
+// build it is.
 package main
 
 import (
@@ -11,6 +12,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/sluicehq/sluice/batch"
+	"github.com/sluicehq/sluice/doctor"
 )
 
 // Version is the build's version, set with -ldflags "-X main.Version=…".
@@ -22,6 +26,8 @@ Usage:
   sluice serve [--config FILE] [--addr ADDR] [--data DIR]   run the gateway
   sluice batch --url URL --key KEY --model ID [--out DIR] [--concurrency N] FILE
                                                            generate images in bulk
+  sluice doctor [--config FILE]                            check the configuration and reach
+                                                           every store and service it names
   sluice version
 
 Run "sluice serve -h" for the flags of a command.
@@ -54,6 +60,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			m.Close()
 			return 1
 		}
+		// SIGHUP reloads the configuration (README "Reloading the
+		// configuration").
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go m.reloadOnHUP(ctx, hup)
 		<-ctx.Done()
 		stop() // a second signal kills at once
 		fmt.Fprintln(stderr, "sluice: shutting down; draining requests and flushing counters")
@@ -64,7 +76,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "batch":
 		context.AfterFunc(ctx, stop) // a second signal kills at once
-		return runBatch(ctx, args[1:], os.Stdin, stdout, stderr)
+		return batch.Main(ctx, args[1:], os.Stdin, stdout, stderr)
+	case "doctor":
+		return doctor.Main(ctx, args[1:], os.Getenv, stdout, stderr)
 	case "version", "-v", "--version":
 		fmt.Fprintln(stdout, "sluice", Version)
 		return 0

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,11 +24,11 @@ import (
 	"github.com/sluicehq/sluice/alert"
 	"github.com/sluicehq/sluice/history"
 	shttp "github.com/sluicehq/sluice/http"
-	"github.com/sluicehq/sluice/imagegen"
 	"github.com/sluicehq/sluice/inmem"
 	"github.com/sluicehq/sluice/internal/cache"
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/mail"
+	"github.com/sluicehq/sluice/otel"
 	"github.com/sluicehq/sluice/postgres"
 	"github.com/sluicehq/sluice/quota"
 	"github.com/sluicehq/sluice/redis"
@@ -77,6 +78,16 @@ type Main struct {
 	// Console is the web console, mounted beside the API.
 	Console *web.Server
 
+	// reloads counts the configuration reloads by result.
+	reloads *prometheus.CounterVec
+	// What Reload needs (reload.go): how ParseFlags read the
+	// configuration, the configuration running (m.Config stays as Run
+	// started), and the generator a reload replaces.
+	configPath, flagAddr, flagData string
+	reloadMu                       sync.Mutex // serializes reloads; guards running
+	running                        config.Config
+	images                         *swapImages
+
 	closers []func() error // run in reverse by Close
 }
 
@@ -102,6 +113,7 @@ func (m *Main) ParseFlags(args []string) error {
 	if fset.NArg() > 0 {
 		return fmt.Errorf("sluice serve: unexpected argument %q", fset.Arg(0))
 	}
+	m.configPath, m.flagAddr, m.flagData = *path, *addr, *data
 	cfg, err := config.Load(*path, m.Getenv)
 	if err != nil {
 		return err
@@ -122,6 +134,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	m.running = *cfg
 	if m.Logger == nil {
 		m.Logger = newLogger(cfg.Log, m.Stderr)
 	}
@@ -228,13 +241,25 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
-	// Images.
-	var images sluice.ImageGenerator = &imagegen.Demo{}
-	if cfg.Upstream.URL != "" {
-		up := imagegen.NewUpstream(cfg.Upstream.URL, cfg.Upstream.APIKey, cfg.Upstream.Timeout, nil)
-		m.closers = append(m.closers, func() error { up.CloseIdleConnections(); return nil })
-		images = up
+	// Traces: off unless the OTEL_* variables ask for them (README
+	// "Tracing"). The provider's closer comes before the gateway's, so
+	// that it runs after the gateway has drained and exports the spans of
+	// the last requests.
+	tracer, stopTracing, err := otel.Setup(ctx, m.Getenv, Version)
+	if err != nil {
+		return err
 	}
+	m.closers = append(m.closers, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return stopTracing(ctx)
+	})
+
+	// Images, through the generator that a reload replaces.
+	m.images = &swapImages{}
+	m.images.set(newGenerator(cfg.Upstream, tracer != nil))
+	m.closers = append(m.closers, m.images.close)
+	images := m.images
 
 	// Mail. Its closer comes before the gateway's, so it runs after the
 	// gateway has drained and handed over its last messages.
@@ -264,6 +289,24 @@ func (m *Main) Run(ctx context.Context) error {
 	reg.MustRegister(fallbacks)
 	m.Quota.OnFallback = func(op string, err error) { fallbacks.WithLabelValues(op, cfg.Quota.OnStoreError).Inc() }
 	m.AuthQuota.OnFallback = func(op string, err error) { fallbacks.WithLabelValues("auth_"+op, cfg.Quota.OnStoreErrorAuth).Inc() }
+	// Series at zero from the start, so that rate() and the dashboard
+	// (docs/grafana/sluice.json) see them before the first failure.
+	fallbacks.WithLabelValues("take", cfg.Quota.OnStoreError)
+	fallbacks.WithLabelValues("auth_take", cfg.Quota.OnStoreErrorAuth)
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_config_reloads_total",
+		Help: "Configuration reloads (SIGHUP, POST /admin/reload) by result: ok, error (refused; the running configuration stays).",
+	}, []string{"result"})
+	m.reloads.WithLabelValues("ok")
+	m.reloads.WithLabelValues("error")
+	reg.MustRegister(m.reloads)
+	for name, l := range map[string]*quota.Limiter{"quota": m.Quota, "auth": m.AuthQuota} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "sluice_quota_breaker_open",
+			Help:        "1 while the quota store's circuit breaker is open (decisions go to the failure policy without a store call), by limiter (quota, auth).",
+			ConstLabels: prometheus.Labels{"limiter": name},
+		}, func() float64 { return b2f(l.BreakerOpen()) }))
+	}
 
 	// The usage history (usage.record: false leaves it out). Its closer
 	// comes before the gateway's and the bot's, so it runs after them and
@@ -303,6 +346,9 @@ func (m *Main) Run(ctx context.Context) error {
 		ResetURL:       cfg.Mail.ResetURL,
 		Audit:          m.Audit,
 		History:        usage,
+		Reloader:       m.Reload,
+		Tracer:         tracer,
+		QuotaStore:     cfg.Quota.Store,
 	}
 	if len(m.usage) > 0 {
 		m.Server.Usage = m.usage
@@ -556,4 +602,11 @@ func (m *Main) openBus(pg *postgres.DB, log *slog.Logger) error {
 	})
 	m.closers = append(m.closers, func() error { stop(); return nil })
 	return nil
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

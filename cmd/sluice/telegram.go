@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/telegram"
 )
@@ -52,6 +54,10 @@ func (m *Main) newBot(images sluice.ImageGenerator, log *slog.Logger) error {
 		}
 		m.Server.Handlers["POST "+u.Path] = m.Bot.WebhookHandler()
 	}
+	m.Server.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sluice_telegram_outbox_pending",
+		Help: "Messages the Telegram bot has queued and not yet sent (or failed for good).",
+	}, func() float64 { return float64(m.Bot.Pending()) }))
 	m.closers = append(m.closers, m.closeBot)
 	return nil
 }

@@ -1,4 +1,4 @@
-package main
+package batch
 
 import (
 	"bytes"
@@ -82,7 +82,7 @@ func TestBatchPartialItem(t *testing.T) {
 			file := filepath.Join(t.TempDir(), "prompts.txt")
 			os.WriteFile(file, []byte(`{"prompt":"three cats","n":3,"file":"cats/trio"}`+"\n"), 0o600)
 			var stdout bytes.Buffer
-			b := NewBatch(nil, &stdout, io.Discard)
+			b := New(nil, &stdout, io.Discard)
 			b.Getenv = func(string) string { return "" }
 			if err := b.ParseFlags([]string{"--url", srv.URL, "--key", "slk_test", "--model", "sluice-sketch", "--out", out, file}); err != nil {
 				t.Fatal(err)
@@ -140,7 +140,7 @@ func TestWriteAtomic(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(filepath.Join(dir, "sub"))
 	for _, e := range entries {
-		if strings.HasSuffix(e.Name(), tmpSuffix) {
+		if strings.HasSuffix(e.Name(), TmpSuffix) {
 			t.Errorf("temporary file left: %s", e.Name())
 		}
 	}

@@ -1,4 +1,7 @@
-package main
+// Package batch is `sluice batch`: it generates images in bulk through a
+// gateway with the Go client, pacing itself by the quota headers, and writes
+// each image atomically so that a rerun resumes where a run stopped.
+package batch
 
 import (
 	"bufio"
@@ -26,23 +29,23 @@ import (
 	"github.com/sluicehq/sluice/client"
 )
 
-// Exit codes of `sluice batch`.
+// Exit codes of `sluice batch` (Main).
 const (
-	exitOK          = 0
-	exitFailures    = 1
-	exitUsage       = 2
-	exitInterrupted = 130
+	ExitOK          = 0
+	ExitFailures    = 1
+	ExitUsage       = 2
+	ExitInterrupted = 130
 )
 
-// tmpSuffix ends the name of an output being written. A file with it is
+// TmpSuffix ends the name of an output being written. A file with it is
 // never a finished image: a run that was killed may leave one, and the next
 // run removes it.
-const tmpSuffix = ".sluice-tmp"
+const TmpSuffix = ".sluice-tmp"
 
-// Batch is `sluice batch`: it generates one image per prompt of a file,
+// Runner is `sluice batch`: it generates one image per prompt of a file,
 // through a client.Client that paces itself by the quota headers, writing
 // each image atomically so that a rerun resumes where a run stopped.
-type Batch struct {
+type Runner struct {
 	URL, Key, Model string
 	Out             string // directory of the images
 	Size            string // "" means the gateway's default
@@ -56,17 +59,17 @@ type Batch struct {
 	// a plain line per image otherwise.
 	Terminal bool
 	Getenv   func(string) string
-	// Options are passed to client.New after the Batch's own (tests use
+	// Options are passed to client.New after the Runner's own (tests use
 	// them for short backoffs).
 	Options []client.Option
-	// onItem, if set, is called after each item is settled (tests use it
+	// OnItem, if set, is called after each item is settled (tests use it
 	// to interrupt a run).
-	onItem func(done int)
+	OnItem func(done int)
 }
 
-// NewBatch returns a Batch with the defaults.
-func NewBatch(stdin io.Reader, stdout, stderr io.Writer) *Batch {
-	b := &Batch{Out: ".", Concurrency: 4, Retries: client.DefaultMaxRetries,
+// New returns a Runner with the defaults.
+func New(stdin io.Reader, stdout, stderr io.Writer) *Runner {
+	b := &Runner{Out: ".", Concurrency: 4, Retries: client.DefaultMaxRetries,
 		Stdin: stdin, Stdout: stdout, Stderr: stderr, Getenv: os.Getenv}
 	if f, ok := stdout.(*os.File); ok {
 		b.Terminal = term.IsTerminal(int(f.Fd()))
@@ -88,7 +91,7 @@ so an interrupted run (Ctrl-C) resumes where it stopped.
 // ParseFlags reads the command line. --url and --key default to
 // $SLUICE_URL and $SLUICE_KEY (a key on the command line is visible to
 // other users of the machine).
-func (b *Batch) ParseFlags(args []string) error {
+func (b *Runner) ParseFlags(args []string) error {
 	fset := flag.NewFlagSet("sluice batch", flag.ContinueOnError)
 	fset.SetOutput(b.Stderr)
 	fset.Usage = func() {
@@ -104,7 +107,7 @@ func (b *Batch) ParseFlags(args []string) error {
 	fset.IntVar(&b.Retries, "retries", b.Retries, "retries of a request after a 429, a 5xx or a connection error")
 	if err := fset.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
+			return flag.ErrHelp
 		}
 		return err
 	}
@@ -126,15 +129,15 @@ func (b *Batch) ParseFlags(args []string) error {
 	return nil
 }
 
-// runBatch is `sluice batch` with its arguments; it returns the exit code.
-func runBatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	b := NewBatch(stdin, stdout, stderr)
+// Main is `sluice batch` with its arguments; it returns the exit code.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	b := New(stdin, stdout, stderr)
 	if err := b.ParseFlags(args); err != nil {
-		if errors.Is(err, errHelp) {
-			return exitOK
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitOK
 		}
 		fmt.Fprintln(stderr, err)
-		return exitUsage
+		return ExitUsage
 	}
 	s, err := b.Run(ctx)
 	if err != nil {
@@ -142,13 +145,13 @@ func runBatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	switch {
 	case s.Interrupted:
-		return exitInterrupted
+		return ExitInterrupted
 	case errors.Is(err, errBadInput):
-		return exitUsage
+		return ExitUsage
 	case err != nil || s.Failed > 0:
-		return exitFailures
+		return ExitFailures
 	}
-	return exitOK
+	return ExitOK
 }
 
 // item is one prompt of the input.
@@ -231,7 +234,7 @@ func outputFiles(it *item) ([]string, error) {
 	name := it.File
 	if name != "" {
 		name = filepath.Clean(filepath.FromSlash(name))
-		if !filepath.IsLocal(name) || strings.HasSuffix(name, tmpSuffix) {
+		if !filepath.IsLocal(name) || strings.HasSuffix(name, TmpSuffix) {
 			return nil, fmt.Errorf("file %q must be a relative path inside the output directory", it.File)
 		}
 		if filepath.Ext(name) == "" {
@@ -304,7 +307,7 @@ type result struct {
 // without API access). If ctx ends, in-flight requests are abandoned (the
 // gateway refunds what it does not deliver), no partial file is left, and
 // the Summary says Interrupted.
-func (b *Batch) Run(ctx context.Context) (Summary, error) {
+func (b *Runner) Run(ctx context.Context) (Summary, error) {
 	var s Summary
 	start := time.Now()
 	in := b.Stdin
@@ -417,8 +420,8 @@ func (b *Batch) Run(ctx context.Context) (Summary, error) {
 				cancel(errFatal)
 			}
 		}
-		if b.onItem != nil {
-			b.onItem(s.Done)
+		if b.OnItem != nil {
+			b.OnItem(s.Done)
 		}
 	}
 	s.Left = len(todo) - s.Done - s.Failed
@@ -445,7 +448,7 @@ func isFatal(err error) bool {
 // written whole or not at all (writeAtomic), so the files on disk are the
 // record of what an earlier run finished, image by image: an item with
 // n > 1 that a run left half written asks only for the rest.
-func (b *Batch) missing(it *item) []string {
+func (b *Runner) missing(it *item) []string {
 	var out []string
 	for _, f := range it.files {
 		fi, err := os.Stat(filepath.Join(b.Out, f))
@@ -457,7 +460,7 @@ func (b *Batch) missing(it *item) []string {
 }
 
 // generate asks for the item's missing images and writes them.
-func (b *Batch) generate(ctx context.Context, c *client.Client, it *item) error {
+func (b *Runner) generate(ctx context.Context, c *client.Client, it *item) error {
 	n := len(it.missing)
 	res, err := c.GenerateImages(ctx, &client.ImageRequest{Model: it.Model, Prompt: it.Prompt, N: n, Size: b.Size})
 	if err != nil {
@@ -494,7 +497,7 @@ func writeAtomic(path string, data []byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+base+".*"+tmpSuffix)
+	f, err := os.CreateTemp(dir, "."+base+".*"+TmpSuffix)
 	if err != nil {
 		return err
 	}
@@ -546,7 +549,7 @@ func sweepTemp(dir string) {
 		return
 	}
 	for _, e := range entries {
-		if n := e.Name(); strings.HasPrefix(n, ".") && strings.HasSuffix(n, tmpSuffix) && e.Type().IsRegular() {
+		if n := e.Name(); strings.HasPrefix(n, ".") && strings.HasSuffix(n, TmpSuffix) && e.Type().IsRegular() {
 			os.Remove(filepath.Join(dir, n))
 		}
 	}
@@ -556,7 +559,7 @@ func sweepTemp(dir string) {
 // otherwise, and a summary at the end. Its methods are called from one
 // goroutine, except the bar's own refresh.
 type progress struct {
-	b       *Batch
+	b       *Runner
 	c       *client.Client
 	total   int
 	done    int // items settled
@@ -568,7 +571,7 @@ type progress struct {
 	units   int64      // units still to generate
 }
 
-func newProgress(b *Batch, c *client.Client, total int, units int64, skipped int) *progress {
+func newProgress(b *Runner, c *client.Client, total int, units int64, skipped int) *progress {
 	p := &progress{b: b, c: c, total: total, start: time.Now(), units: units, stop: make(chan struct{})}
 	if skipped > 0 {
 		fmt.Fprintf(b.Stdout, "sluice batch: %d prompts already done in %s; %d to go\n", skipped, b.Out, total)
