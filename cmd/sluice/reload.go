@@ -166,6 +166,12 @@ func (m *Main) Reload(ctx context.Context) (*shttp.ReloadReport, error) {
 		restart("models (the Telegram bot's)", cur.Models, next.Models)
 		restart("limits.windows (the Telegram bot's)", cur.Limits.Windows, next.Limits.Windows)
 	}
+	if m.Console != nil {
+		// The console's gauges and plans table keep the plans and
+		// windows it started with; the API applies the new ones.
+		restart("plans (the web console's)", cur.Plans, next.Plans)
+		restart("limits.windows (the web console's)", cur.Limits.Windows, next.Limits.Windows)
+	}
 
 	// Live keys.
 	plans := changed("plans", cur.Plans, next.Plans)
