@@ -68,12 +68,13 @@ type accountView struct {
 
 // policy returns the account's plan and quota policy.
 func (s *Server) policy(a *sluice.Account) (*sluice.Plan, sluice.Policy, error) {
-	p := s.plans[a.Plan]
+	c := s.catalog()
+	p := c.byID[a.Plan]
 	if p == nil {
 		return nil, sluice.Policy{}, fmt.Errorf("account %d: plan %q is not configured", a.ID, a.Plan)
 	}
 	hour, day := a.Limits(p)
-	return p, s.Windows.AccountPolicy(hour, day), nil
+	return p, c.windows.AccountPolicy(hour, day), nil
 }
 
 // usage peeks at the account's counters, charging nothing.
@@ -136,16 +137,17 @@ func lengthText(d time.Duration) string {
 }
 
 func (s *Server) planRows(current string) []planRow {
-	rows := make([]planRow, 0, len(s.Plans))
-	for i := range s.Plans {
-		rows = append(rows, planRow{Plan: &s.Plans[i], Current: s.Plans[i].ID == current})
+	plans := s.catalog().plans
+	rows := make([]planRow, 0, len(plans))
+	for i := range plans {
+		rows = append(rows, planRow{Plan: &plans[i], Current: plans[i].ID == current})
 	}
 	return rows
 }
 
 // view gathers everything the account pages show about a.
 func (s *Server) view(ctx context.Context, a *sluice.Account, forOps bool) (*accountView, error) {
-	v := &accountView{Account: a, Plan: s.plans[a.Plan], Usage: s.usage(ctx, a), Plans: s.planRows(a.Plan)}
+	v := &accountView{Account: a, Plan: s.catalog().byID[a.Plan], Usage: s.usage(ctx, a), Plans: s.planRows(a.Plan)}
 	if v.Plan == nil {
 		v.Plan = &sluice.Plan{ID: a.Plan, Name: a.Plan}
 	}
@@ -251,7 +253,7 @@ func keyName(v string) (string, string) {
 // again.
 func (s *Server) handleCreateKey(w http.ResponseWriter, r *http.Request) {
 	a := accountOf(r)
-	plan := s.plans[a.Plan]
+	plan := s.catalog().byID[a.Plan]
 	if plan == nil || !plan.API {
 		s.message(w, r, http.StatusForbidden, "No API access", "Your plan does not include API access, so it has no API keys.")
 		return

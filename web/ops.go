@@ -208,7 +208,7 @@ func (s *Server) handleOpsPlan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	plan := r.PostForm.Get("plan")
-	if s.plans[plan] == nil {
+	if s.catalog().byID[plan] == nil {
 		s.renderOpsAccount(w, r, http.StatusBadRequest, a, "", &page{Errors: map[string]string{"plan": "Choose one of the plans."}})
 		return
 	}

@@ -43,6 +43,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice"
@@ -76,8 +77,10 @@ type Server struct {
 	// Sessions ends the session of a user who signs out; nil: signing
 	// out ends every session of the account.
 	Sessions sluice.SessionEnder
-	Plans    []sluice.Plan
-	Windows  sluice.WindowConfig
+	// Plans and Windows are those in force at the start; SetPlans
+	// replaces them.
+	Plans   []sluice.Plan
+	Windows sluice.WindowConfig
 	// AdminToken signs in the operator; the keys of the CSRF tokens and
 	// operator cookies are derived from it. Empty: /ops/ refuses every
 	// sign-in, and CSRF tokens use a random key of this process.
@@ -96,7 +99,7 @@ type Server struct {
 	pages   map[string]*template.Template
 	csrfKey []byte
 	opsKey  []byte // nil: no operator sign-in
-	plans   map[string]*sluice.Plan
+	cat     atomic.Pointer[catalog]
 	secure  bool
 }
 
@@ -154,6 +157,32 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
+// catalog is the plans and windows in force: Plans and Windows until
+// SetPlans replaces them. It is never changed, only replaced.
+type catalog struct {
+	plans   []sluice.Plan
+	byID    map[string]*sluice.Plan
+	windows sluice.WindowConfig
+}
+
+func newCatalog(plans []sluice.Plan, w sluice.WindowConfig) *catalog {
+	c := &catalog{plans: plans, byID: make(map[string]*sluice.Plan, len(plans)), windows: w}
+	for i := range plans {
+		c.byID[plans[i].ID] = &plans[i]
+	}
+	return c
+}
+
+// SetPlans makes plans and windows those of the pages from the next
+// request on (a configuration reload). It is safe for concurrent use.
+func (s *Server) SetPlans(plans []sluice.Plan, w sluice.WindowConfig) {
+	s.init()
+	s.cat.Store(newCatalog(plans, w))
+}
+
+// catalog returns the plans and windows in force.
+func (s *Server) catalog() *catalog { return s.cat.Load() }
+
 func (s *Server) init() {
 	s.once.Do(func() {
 		s.pages = parsePages()
@@ -163,10 +192,7 @@ func (s *Server) init() {
 		} else {
 			s.csrfKey = []byte(sluice.RandomString(43))
 		}
-		s.plans = make(map[string]*sluice.Plan, len(s.Plans))
-		for i := range s.Plans {
-			s.plans[s.Plans[i].ID] = &s.Plans[i]
-		}
+		s.cat.Store(newCatalog(s.Plans, s.Windows))
 		s.secure = strings.HasPrefix(strings.ToLower(s.PublicURL), "https:")
 	})
 }

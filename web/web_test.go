@@ -618,6 +618,23 @@ func TestUnlimitedUsed(t *testing.T) {
 	}
 }
 
+// TestSetPlans: plans reloaded into the console show on the next page:
+// the account's limits and the plans table.
+func TestSetPlans(t *testing.T) {
+	e := newEnv(t, nil)
+	user, _ := e.signIn("ann@example.com")
+	if p := user.do("GET", "/account", nil); !strings.Contains(p.body, `of <span data-f="limit">5</span> used`) {
+		t.Fatalf("Starter before the reload:\n%s", p.body)
+	}
+	plans := sluice.DefaultPlans()
+	plans[0].Hour, plans[0].Name = 7, "Starter Plus"
+	e.console.SetPlans(plans, sluice.WindowConfig{})
+	p := user.do("GET", "/account", nil)
+	if !strings.Contains(p.body, `of <span data-f="limit">7</span> used`) || !strings.Contains(p.body, "Starter Plus") {
+		t.Errorf("after the reload, the page does not show the new Starter plan:\n%s", p.body)
+	}
+}
+
 // fakeHistory is a UsageService and AuditLog with canned answers: the
 // stores that implement them come from other packages.
 type fakeHistory struct {

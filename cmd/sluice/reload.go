@@ -166,12 +166,6 @@ func (m *Main) Reload(ctx context.Context) (*shttp.ReloadReport, error) {
 		restart("models (the Telegram bot's)", cur.Models, next.Models)
 		restart("limits.windows (the Telegram bot's)", cur.Limits.Windows, next.Limits.Windows)
 	}
-	if m.Console != nil {
-		// The console's gauges and plans table keep the plans and
-		// windows it started with; the API applies the new ones.
-		restart("plans (the web console's)", cur.Plans, next.Plans)
-		restart("limits.windows (the web console's)", cur.Limits.Windows, next.Limits.Windows)
-	}
 
 	// Live keys.
 	plans := changed("plans", cur.Plans, next.Plans)
@@ -181,6 +175,9 @@ func (m *Main) Reload(ctx context.Context) (*shttp.ReloadReport, error) {
 	auth := changed("limits.auth", authLimitsOf(cur), authLimitsOf(&next))
 	if plans || models || windows || maxN || auth {
 		m.Server.Reload(liveOf(&next, cur))
+	}
+	if m.Console != nil && (plans || windows) {
+		m.Console.SetPlans(next.Plans, windowConfig(&next))
 	}
 	if changed("limits.mode", cur.Limits.Mode, next.Limits.Mode) {
 		mode, _ := quota.ParseMode(next.Limits.Mode)

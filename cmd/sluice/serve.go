@@ -409,17 +409,16 @@ func (m *Main) mountConsole(usage sluice.UsageService, adminToken string) {
 	sessions, _ := m.Accounts.(sluice.SessionEnder)
 	cfg := &m.Config
 	m.Console = &web.Server{
-		Accounts: m.Accounts,
-		Auth:     m.Server,
-		Quota:    m.Quota,
-		Usage:    usage,
-		Audit:    m.Audit,
-		Search:   search,
-		Alerts:   alerts,
-		Sessions: sessions,
-		Plans:    cfg.Plans,
-		Windows: sluice.WindowConfig{Algorithm: cfg.Limits.Algorithm, Hour: cfg.Limits.Windows.Hour,
-			Day: cfg.Limits.Windows.Day, Location: cfg.Limits.Timezone},
+		Accounts:   m.Accounts,
+		Auth:       m.Server,
+		Quota:      m.Quota,
+		Usage:      usage,
+		Audit:      m.Audit,
+		Search:     search,
+		Alerts:     alerts,
+		Sessions:   sessions,
+		Plans:      cfg.Plans,
+		Windows:    windowConfig(cfg),
 		AdminToken: adminToken,
 		PublicURL:  m.publicURL(),
 		Logger:     m.Logger,
@@ -609,4 +608,11 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// windowConfig is how the configuration's windows make an account's
+// policy.
+func windowConfig(c *config.Config) sluice.WindowConfig {
+	return sluice.WindowConfig{Algorithm: c.Limits.Algorithm, Hour: c.Limits.Windows.Hour,
+		Day: c.Limits.Windows.Day, Location: c.Limits.Timezone}
 }
