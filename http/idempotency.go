@@ -167,22 +167,27 @@ func (ir *idemRequest) begin(s *Server, w http.ResponseWriter, r *http.Request, 
 		c.renew()
 		return c, true
 	}
+	outcome := "replayed"
 	switch {
 	case got.Fingerprint != rec.Fingerprint:
+		outcome = "reused"
 		s.peekHeaders(w, r, q)
 		s.writeError(w, r, &apiError{Code: sluice.EIDEMREUSED,
 			Message: "This Idempotency-Key was used with a different request; use a new key for a new request."})
 	case !got.Done:
+		outcome = "in_progress"
 		s.peekHeaders(w, r, q)
 		s.writeError(w, r, &apiError{Code: sluice.EIDEMINFLIGHT,
 			Message: "A request with this Idempotency-Key is still being served; retry in a second."})
 	case got.Oversize:
+		outcome = "reused"
 		s.peekHeaders(w, r, q)
 		s.writeError(w, r, &apiError{Code: sluice.EIDEMREUSED,
 			Message: "The request with this Idempotency-Key was served and charged, but its answer was too large to keep for a replay; send a new Idempotency-Key to generate again."})
 	default:
 		s.replay(w, r, q, got)
 	}
+	s.metrics.idem.WithLabelValues(outcome).Inc()
 	return nil, false
 }
 
@@ -291,6 +296,11 @@ func (c *idemClaim) complete(status int, contentType string) {
 			slog.String("request_id", requestID(c.r)), slog.Int64("account_id", d.AccountID),
 			slog.String("error", err.Error()))
 	}
+	outcome := "kept"
+	if c.over {
+		outcome = "oversize"
+	}
+	s.metrics.idem.WithLabelValues(outcome).Inc()
 	if c.over {
 		s.logger().LogAttrs(ctx, slog.LevelWarn, "answer of an idempotent request too large to keep; a retry gets 422",
 			slog.String("request_id", requestID(c.r)), slog.Int64("account_id", d.AccountID),
@@ -307,6 +317,7 @@ func (c *idemClaim) abandon() {
 	}
 	c.settled = true
 	c.stopRenewing()
+	c.s.metrics.idem.WithLabelValues("abandoned").Inc()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.r.Context()), idempotencyStoreTimeout)
 	defer cancel()
 	if err := c.s.Idempotency.Store.Abandon(ctx, c.rec.AccountID, c.rec.Key, c.rec.Token); err != nil {

@@ -115,6 +115,15 @@ func TestIdempotentReplay(t *testing.T) {
 	if res := h.keyed("/v1/images/generations", key, "req-1", idemBody); res.Status != 200 || res.Header.Get("Idempotent-Replayed") != "" {
 		t.Errorf("at the TTL's end: status %d, replayed %q; want a new 200", res.Status, res.Header.Get("Idempotent-Replayed"))
 	}
+
+	// Kept three times (key, other account, after the TTL); replayed three
+	// times (two routes, one second before the TTL's end).
+	metrics := string(h.do("GET", "/metrics", "", "").Body)
+	for _, want := range []string{`sluice_idempotency_total{outcome="kept"} 3`, `sluice_idempotency_total{outcome="replayed"} 3`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 }
 
 // TestIdempotentKeyReused checks that the key with another request is a

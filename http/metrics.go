@@ -19,6 +19,7 @@ type metrics struct {
 	upstream  *prometheus.HistogramVec // outcome
 	store     *prometheus.HistogramVec // op
 	refunds   *prometheus.CounterVec   // reason
+	idem      *prometheus.CounterVec   // outcome
 
 	take, peek, refund, reset prometheus.Observer
 }
@@ -52,6 +53,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sluice_refunds_total",
 			Help: "Units refunded because nothing was delivered, by reason (upstream_error, relay_error, panic).",
 		}, []string{"reason"})),
+		idem: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_idempotency_total",
+			Help: "Image requests sent with an Idempotency-Key, by outcome: kept (a 200 kept for a replay), oversize (kept without its body), abandoned (not a 200: a retry is a new attempt), replayed, in_progress (409), reused (422).",
+		}, []string{"outcome"})),
+	}
+	for _, o := range []string{"kept", "oversize", "abandoned", "replayed", "in_progress", "reused"} {
+		m.idem.WithLabelValues(o)
 	}
 	for _, reason := range []string{"upstream_error", "relay_error", "panic"} {
 		m.refunds.WithLabelValues(reason) // at zero from the start, for rate()
