@@ -5,7 +5,9 @@
 //
 // It talks to the Bot API through github.com/go-telegram/bot: long polling
 // by default, or webhook deliveries to WebhookHandler, mounted on the
-// gateway's HTTP server.
+// gateway's HTTP server. With several instances on one token (Leases set),
+// exactly one polls at a time, elected by a lease (poll.go); Seen makes an
+// update delivered twice, to any instance, handled once.
 //
 // Identity: a Telegram user's first message creates a Starter account bound
 // to the user, unless the message is /link CODE, which binds the user to the
@@ -41,8 +43,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	tgbot "github.com/go-telegram/bot"
@@ -109,6 +113,20 @@ type Bot struct {
 	// whose timeout outlasts PollTimeout.
 	HTTPClient *http.Client
 
+	// Leases, if set, elects the one instance that long-polls among those
+	// that share it (see LeaseName); nil means this instance polls alone
+	// (one instance, embedded storage). Unused in webhook mode.
+	Leases sluice.LeaseService
+	// LeaseTTL and LeaseRetry are the poller lease's TTL and how often an
+	// instance that does not hold it tries to take it; 0 means
+	// DefaultLeaseTTL and DefaultLeaseRetry.
+	LeaseTTL, LeaseRetry time.Duration
+	// Seen, if set, remembers the updates handled by every instance that
+	// shares it, for SeenTTL, so that an update delivered twice (to two
+	// instances, or polled again by a new poller) is handled once; nil
+	// means this instance's memory only.
+	Seen sluice.OnceSet
+
 	// Usage receives every quota decision of a prompt and every refund,
 	// with channel and key ID "telegram"; nil means none is recorded.
 	Usage sluice.UsageRecorder
@@ -122,6 +140,9 @@ type Bot struct {
 	once    sync.Once
 	initErr error
 	api     *tgbot.Bot
+	client  *http.Client
+	offset  int64       // next update to ask for; the poller's own
+	leading atomic.Bool // this instance holds the poller lease
 	out     *outbox
 	plans   map[string]*sluice.Plan
 	models  map[string]*sluice.Model
@@ -168,6 +189,7 @@ func (b *Bot) init() error {
 		if client == nil {
 			client = &http.Client{Timeout: poll + 15*time.Second}
 		}
+		b.client = client
 		url := b.APIURL
 		if url == "" {
 			url = DefaultAPIURL
@@ -239,7 +261,7 @@ func (b *Bot) Start(ctx context.Context) error {
 	b.poller.Add(1)
 	go func() {
 		defer b.poller.Done()
-		b.api.Start(b.ctx)
+		b.poll(b.ctx)
 	}()
 	return nil
 }
@@ -334,6 +356,15 @@ func (b *Bot) dispatch(u *models.Update) bool {
 	if !b.recent.add(u.ID) {
 		b.mu.Unlock()
 		return true // a redelivery (Telegram retries a webhook it thinks failed): done once already
+	}
+	b.mu.Unlock()
+	if !b.firstSeen(u.ID) {
+		return true // handled by another instance
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return false
 	}
 	chat := m.Chat.ID
 	q := b.chats[chat]
@@ -437,6 +468,28 @@ func orInt(v, def int) int {
 		return v
 	}
 	return def
+}
+
+// SeenTTL is how long Seen remembers an update: as long as Telegram keeps
+// an update it could deliver again.
+const SeenTTL = 24 * time.Hour
+
+// firstSeen reports whether no instance sharing b.Seen has seen the update
+// yet, and records it. When Seen fails the update is handled: a rare double
+// answer beats a lost message.
+func (b *Bot) firstSeen(id int64) bool {
+	if b.Seen == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, leaseCallTimeout)
+	defer cancel()
+	bot, _, _ := strings.Cut(b.Token, ":") // the bot's user id, not the secret part
+	first, err := b.Seen.MarkOnce(ctx, "telegram:"+bot+":update:"+strconv.FormatInt(id, 10), SeenTTL)
+	if err != nil {
+		b.logger().Warn("telegram: shared dedupe of updates", slog.Int64("update_id", id), slog.String("error", err.Error()))
+		return true
+	}
+	return first
 }
 
 // recentIDs remembers the last recentSize update IDs, so that an update

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/redis"
 	"github.com/sluicehq/sluice/telegram"
 )
 
@@ -42,6 +44,16 @@ func (m *Main) newBot(images sluice.ImageGenerator, log *slog.Logger) error {
 		Logger:        log.With("channel", "telegram"),
 		Usage:         m.Server.Usage,
 	}
+	// With a shared store the instances elect one poller and share the
+	// updates already handled (CONTRACT.md §7): Redis if the counters are
+	// there (its lease expires on its own, even for a paused holder), else
+	// the shared PostgreSQL. Embedded storage is one instance: no election.
+	switch {
+	case cfg.Quota.Store == config.StoreRedis:
+		if s, ok := m.Quota.Store.(*redis.Store); ok {
+			m.Bot.Leases, m.Bot.Seen = s, s
+		}
+	}
 	if t.WebhookURL != "" {
 		u, err := url.Parse(t.WebhookURL)
 		if err != nil || u.Path == "" || u.Path == "/" {
@@ -63,6 +75,9 @@ func (m *Main) startBot(ctx context.Context) error {
 		return err
 	}
 	mode := "long polling"
+	if m.Bot.Leases != nil {
+		mode = "long polling by the elected instance"
+	}
 	if m.Config.Telegram.WebhookURL != "" {
 		mode = "webhook"
 	}
