@@ -25,8 +25,9 @@
 //
 // Decisions the contract leaves open:
 //
-//   - The chosen model (/model) is kept in memory per Telegram user: a
-//     restart brings every user back to the plan's first model.
+//   - The chosen model (/model) is kept with the account
+//     (Account.TelegramModel): it survives restarts, is seen by every
+//     instance, and after /link is the linked account's.
 //   - Images are 512x512, one per prompt.
 //   - A photo that Telegram finally refuses (not a 429) is refunded: only
 //     delivered work counts.
@@ -150,10 +151,9 @@ type Bot struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 
-	mu      sync.Mutex // guards chats, choice, recent, started and closed
+	mu      sync.Mutex // guards chats, recent, started and closed
 	chats   map[int64]*chatQueue
-	recent  recentIDs        // updates already dispatched
-	choice  map[int64]string // model chosen per Telegram user
+	recent  recentIDs // updates already dispatched
 	started bool
 	closed  bool
 
@@ -178,7 +178,6 @@ func (b *Bot) init() error {
 		}
 		b.gen = make(chan struct{}, orInt(b.MaxGenerations, DefaultMaxGenerations))
 		b.chats = make(map[int64]*chatQueue)
-		b.choice = make(map[int64]string)
 		b.ctx, b.cancel = context.WithCancel(context.Background())
 
 		poll := b.PollTimeout

@@ -76,12 +76,12 @@ func (b *Bot) handle(ctx context.Context, m *models.Message) {
 		b.usage(ctx, m, a, p)
 	case "models":
 		var chosen string
-		if md := b.modelFor(m.From.ID, p); md != nil {
+		if md := b.modelFor(a, p); md != nil {
 			chosen = md.ID
 		}
 		b.reply(m, modelsText(b.Models, p, chosen))
 	case "model":
-		b.chooseModel(m, p, arg)
+		b.chooseModel(ctx, m, a, p, arg)
 	case "plan":
 		b.reply(m, planText(b.Plans, p, a))
 	default:
@@ -139,11 +139,8 @@ func (b *Bot) policy(a *sluice.Account, p *sluice.Plan) *sluice.Policy {
 
 // modelFor returns the user's chosen model if the plan may use it, and
 // otherwise the first model the plan may use; nil if there is none.
-func (b *Bot) modelFor(user int64, p *sluice.Plan) *sluice.Model {
-	b.mu.Lock()
-	id := b.choice[user]
-	b.mu.Unlock()
-	if md := b.models[id]; md != nil && p.AllowsModel(md) {
+func (b *Bot) modelFor(a *sluice.Account, p *sluice.Plan) *sluice.Model {
+	if md := b.models[a.TelegramModel]; md != nil && p.AllowsModel(md) {
 		return md
 	}
 	for i := range b.Models {
@@ -154,9 +151,10 @@ func (b *Bot) modelFor(user int64, p *sluice.Plan) *sluice.Model {
 	return nil
 }
 
-func (b *Bot) chooseModel(m *models.Message, p *sluice.Plan, id string) {
+// chooseModel sets the account's model, kept with the account.
+func (b *Bot) chooseModel(ctx context.Context, m *models.Message, a *sluice.Account, p *sluice.Plan, id string) {
 	cur := "none"
-	if md := b.modelFor(m.From.ID, p); md != nil {
+	if md := b.modelFor(a, p); md != nil {
 		cur = md.ID
 	}
 	md := b.models[id]
@@ -169,9 +167,10 @@ func (b *Bot) chooseModel(m *models.Message, p *sluice.Plan, id string) {
 		b.reply(m, fmt.Sprintf("Sorry, the %s plan can't use %s: it includes %s. Upgrade your plan to use it (/plan shows the plans). Your model is still %s.",
 			p.Name, md.ID, modelsWords(p), cur))
 	default:
-		b.mu.Lock()
-		b.choice[m.From.ID] = md.ID
-		b.mu.Unlock()
+		if err := b.Accounts.SetTelegramModel(ctx, a.ID, md.ID); err != nil {
+			b.fail(ctx, m, "set model", err)
+			return
+		}
 		b.reply(m, "Done: your prompts now use "+md.ID+".")
 	}
 }
@@ -235,7 +234,7 @@ func (b *Bot) prompt(ctx context.Context, m *models.Message, a *sluice.Account, 
 		b.reply(m, fmt.Sprintf("That prompt is too long: at most %d characters, please.", MaxPrompt))
 		return
 	}
-	md := b.modelFor(m.From.ID, p)
+	md := b.modelFor(a, p)
 	if md == nil {
 		b.reply(m, fmt.Sprintf("Sorry, no model is available on the %s plan.", p.Name))
 		return

@@ -3,6 +3,7 @@ package telegram_test
 import (
 	"context"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -227,4 +228,25 @@ func TestWebhookSpread(t *testing.T) {
 	if c := e.gen.calls.Load(); c != 4 {
 		t.Fatalf("%d generations, want 4", c)
 	}
+}
+
+// TestModelSurvivesRestart: the /model choice is kept with the account, so
+// a new bot (a restart, or another instance) uses it.
+func TestModelSurvivesRestart(t *testing.T) {
+	e := newEnv(t, nil)
+	bots := e.peers(2, nil, nil)
+	stop := startBot(t, bots[0])
+	const user = 94
+	wantText(t, e.say(user, "/model sluice-mosaic", 1), "now use sluice-mosaic")
+	stop()
+	if got := e.accountOf(user).TelegramModel; got != "sluice-mosaic" {
+		t.Fatalf("account's model %q", got)
+	}
+	startBot(t, bots[1])
+	m := e.say(user, "a lighthouse", 2)
+	wantPhoto(t, m)
+	if !strings.Contains(m.Text, "sluice-mosaic") {
+		t.Fatalf("caption %q after a restart, want sluice-mosaic", m.Text)
+	}
+	wantText(t, e.say(user, "/model", 3), "Your model is sluice-mosaic")
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/postgres"
 	"github.com/sluicehq/sluice/redis"
 	"github.com/sluicehq/sluice/telegram"
 )
@@ -52,6 +53,10 @@ func (m *Main) newBot(images sluice.ImageGenerator, log *slog.Logger) error {
 	case cfg.Quota.Store == config.StoreRedis:
 		if s, ok := m.Quota.Store.(*redis.Store); ok {
 			m.Bot.Leases, m.Bot.Seen = s, s
+		}
+	case cfg.Database.URL != "":
+		if db, ok := m.Audit.(*postgres.DB); ok {
+			m.Bot.Leases, m.Bot.Seen = db, db
 		}
 	}
 	if t.WebhookURL != "" {
