@@ -31,7 +31,11 @@
 //   - Images are 512x512, one per prompt.
 //   - A photo that Telegram finally refuses (not a 429) is refunded: only
 //     delivered work counts.
-//   - A 429 from Telegram pauses only the chat it was for.
+//   - A 429 from Telegram pauses every send of the bot until its
+//     retry_after: flood limits are per bot.
+//   - The replies waiting to be sent are bounded (Outbox); at a bound a
+//     prompt is refused with a notice before anything is charged, and an
+//     image made meanwhile that cannot be queued is refunded.
 package telegram
 
 import (
@@ -108,6 +112,12 @@ type Bot struct {
 	// messages to one chat and between any two messages; 0 means
 	// DefaultChatInterval and DefaultSendInterval.
 	ChatInterval, SendInterval time.Duration
+	// UpgradeURL, if set, is the link of an "Upgrade" button under the
+	// over-quota reply.
+	UpgradeURL string
+	// Outbox bounds the replies waiting to be sent; zero fields take the
+	// defaults (DefaultOutboxChatMessages...).
+	Outbox OutboxLimits
 	// PollTimeout is the long-polling timeout; 0 means DefaultPollTimeout.
 	PollTimeout time.Duration
 	// HTTPClient makes the Bot API calls; nil means a client of its own
@@ -215,7 +225,7 @@ func (b *Bot) init() error {
 		if every <= 0 {
 			every = DefaultSendInterval
 		}
-		b.out = newOutbox(b.send, chatEvery, every, b.logger())
+		b.out = newOutbox(b.send, chatEvery, every, b.Outbox, nil, b.logger())
 	})
 	return b.initErr
 }
@@ -402,9 +412,18 @@ func (b *Bot) work(chat int64, q *chatQueue) {
 	}
 }
 
-// reply queues a text answer to m.
+// reply queues a text answer to m; if the outbox is full, a notice says
+// so instead.
 func (b *Bot) reply(m *models.Message, text string) {
-	b.out.enqueue(&outMsg{chatID: m.Chat.ID, replyTo: m.ID, text: text})
+	if b.out.enqueue(&outMsg{chatID: m.Chat.ID, replyTo: m.ID, text: text}) == errFull {
+		b.notice(m, outboxFullText)
+	}
+}
+
+// notice queues a short text to m's chat that goes over the outbox's
+// limits, one at a time per chat (see outbox).
+func (b *Bot) notice(m *models.Message, text string) {
+	b.out.enqueue(&outMsg{chatID: m.Chat.ID, replyTo: m.ID, text: text, notice: true})
 }
 
 // SendText queues a text message to the Telegram user (their private chat
@@ -421,8 +440,7 @@ func (b *Bot) SendText(telegramID int64, text string) error {
 	if closed {
 		return errors.New("telegram: bot closed; message not sent")
 	}
-	b.out.enqueue(&outMsg{chatID: telegramID, text: text})
-	return nil
+	return b.out.enqueue(&outMsg{chatID: telegramID, text: text})
 }
 
 // send makes one Bot API call for the outbox.

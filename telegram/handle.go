@@ -24,7 +24,14 @@ const (
 	// refundTimeout bounds a refund made after the work's context ended.
 	refundTimeout = 5 * time.Second
 
-	restartingText        = "I'm restarting, so I didn't do that and nothing was charged. Please send it again in a minute."
+	restartingText = "I'm restarting, so I didn't do that and nothing was charged. Please send it again in a minute."
+	// imageEstimate is the size, in bytes, that a prompt's image is
+	// expected to take in the outbox (a 512x512 PNG).
+	imageEstimate = 512 << 10
+
+	outboxFullText   = "I have too many replies waiting to be sent to you. Please wait a minute before sending more; nothing was charged for what I couldn't do."
+	imageNotSentText = "I made your image but couldn't send it: too many replies are waiting to be sent to you. Nothing was charged; please send it again in a minute."
+
 	restartingWaitingText = "I'm restarting, so I didn't get to your waiting messages, and nothing was charged for them. Please send them again in a minute."
 )
 
@@ -239,6 +246,11 @@ func (b *Bot) prompt(ctx context.Context, m *models.Message, a *sluice.Account, 
 		b.reply(m, fmt.Sprintf("Sorry, no model is available on the %s plan.", p.Name))
 		return
 	}
+	if !b.out.fits(m.Chat.ID, imageEstimate) {
+		// Generating an image that cannot be sent would be wasted.
+		b.notice(m, outboxFullText)
+		return
+	}
 	key := sluice.AccountQuotaKey(a.ID)
 	pol := b.policy(a, p)
 	d, err := b.Quota.Take(ctx, key, pol, 1)
@@ -296,7 +308,7 @@ func (b *Bot) prompt(ctx context.Context, m *models.Message, a *sluice.Account, 
 		return
 	}
 	settled = true // now up to the delivery
-	b.out.enqueue(&outMsg{
+	err = b.out.enqueue(&outMsg{
 		chatID:  m.Chat.ID,
 		replyTo: m.ID,
 		text:    captionText(text, md.ID, &d),
@@ -307,6 +319,9 @@ func (b *Bot) prompt(ctx context.Context, m *models.Message, a *sluice.Account, 
 			}
 		},
 	})
+	if err == errFull {
+		b.notice(m, imageNotSentText)
+	}
 }
 
 // generate asks the generator for one image and returns its PNG.

@@ -250,3 +250,35 @@ func TestModelSurvivesRestart(t *testing.T) {
 	}
 	wantText(t, e.say(user, "/model", 3), "Your model is sluice-mosaic")
 }
+
+// TestOutboxFullRefunds: when the chat's share of the outbox is full, a
+// prompt is not charged (and not generated), and an image made meanwhile
+// that cannot be queued is refunded; the user is told, once.
+func TestOutboxFullRefunds(t *testing.T) {
+	e := newEnv(t, func(b *telegram.Bot) {
+		b.Outbox = telegram.OutboxLimits{ChatMessages: 1}
+		b.ChatInterval = 2 * time.Second // the alert below holds the chat's room
+	})
+	e.start()
+	const user = 95
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	e.gen.set(func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
+		started <- struct{}{}
+		<-release
+		return e.gen.demo.Generate(ctx, req)
+	})
+	wantText(t, e.say(user, "/help", 1), "/usage") // the chat's next message waits a second
+	e.api.Say(user, "a kite")
+	<-started
+	if err := e.bot.SendText(user, "an alert"); err != nil { // takes the chat's one place
+		t.Fatal(err)
+	}
+	close(release)
+	got := e.api.WaitSentTo(user, 3)[1:]
+	wantText(t, got[0], "an alert")
+	wantText(t, got[1], "couldn't send it", "Nothing was charged")
+	if h, _ := e.used(e.accountOf(user).ID); h != 0 {
+		t.Fatalf("%d used after an image that could not be sent, want 0 (refunded)", h)
+	}
+}

@@ -42,8 +42,13 @@ func (m *Main) newBot(images sluice.ImageGenerator, log *slog.Logger) error {
 		APIURL:        t.APIURL,
 		WebhookURL:    t.WebhookURL,
 		WebhookSecret: t.WebhookSecret,
-		Logger:        log.With("channel", "telegram"),
-		Usage:         m.Server.Usage,
+		UpgradeURL:    t.UpgradeURL,
+		Outbox: telegram.OutboxLimits{
+			ChatMessages: t.Outbox.ChatMessages, ChatBytes: int(t.Outbox.ChatBytes),
+			Messages: t.Outbox.Messages, Bytes: int(t.Outbox.Bytes),
+		},
+		Logger: log.With("channel", "telegram"),
+		Usage:  m.Server.Usage,
 	}
 	// With a shared store the instances elect one poller and share the
 	// updates already handled (CONTRACT.md §7): Redis if the counters are
