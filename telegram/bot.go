@@ -171,9 +171,10 @@ type Bot struct {
 	poller  sync.WaitGroup // the long-polling loop
 }
 
-// chatQueue is the messages of one chat waiting for its worker.
+// chatQueue is the updates of one chat waiting for its worker: messages
+// and callback queries (a button pressed under one of the bot's messages).
 type chatQueue struct {
-	msgs []*models.Message
+	msgs []*models.Update
 }
 
 func (b *Bot) init() error {
@@ -254,10 +255,11 @@ func (b *Bot) Start(ctx context.Context) error {
 		if _, err := b.api.SetWebhook(ctx, &tgbot.SetWebhookParams{
 			URL:            b.WebhookURL,
 			SecretToken:    b.WebhookSecret,
-			AllowedUpdates: []string{"message"},
+			AllowedUpdates: updateTypes,
 		}); err != nil {
 			return fmt.Errorf("telegram: set webhook: %w", err)
 		}
+		b.setCommands(ctx)
 		return nil
 	}
 	// getUpdates fails while a webhook is set.
@@ -267,6 +269,7 @@ func (b *Bot) Start(ctx context.Context) error {
 		}
 		b.logger().Warn("telegram: delete webhook before polling", slog.String("error", err.Error()))
 	}
+	b.setCommands(ctx)
 	b.poller.Add(1)
 	go func() {
 		defer b.poller.Done()
@@ -292,8 +295,11 @@ func (b *Bot) Close(ctx context.Context) error {
 	b.closed = true
 	var dropped []*models.Message // the last waiting message of each chat
 	for _, q := range b.chats {
-		if n := len(q.msgs); n > 0 {
-			dropped = append(dropped, q.msgs[n-1])
+		for i := len(q.msgs) - 1; i >= 0; i-- {
+			if m := q.msgs[i].Message; m != nil {
+				dropped = append(dropped, m)
+				break
+			}
 		}
 		q.msgs = nil // their workers exit after the message in hand
 	}
@@ -358,7 +364,9 @@ func (b *Bot) dispatch(u *models.Update) bool {
 		b.mu.Unlock()
 		return false
 	}
-	if m == nil || m.From == nil || m.From.IsBot {
+	if cb := u.CallbackQuery; cb != nil && cb.Message.Message != nil {
+		m = cb.Message.Message // the bot's message whose button was pressed: its chat
+	} else if m == nil || m.From == nil || m.From.IsBot {
 		b.mu.Unlock()
 		return true // not for us: edits, channel posts, other bots
 	}
@@ -385,10 +393,12 @@ func (b *Bot) dispatch(u *models.Update) bool {
 	}
 	if len(q.msgs) >= orInt(b.MaxPending, DefaultMaxPending) {
 		b.mu.Unlock()
-		b.reply(m, fmt.Sprintf("You have %d messages waiting already; I'll take new ones once I've worked through those.", len(q.msgs)))
+		if u.CallbackQuery == nil {
+			b.reply(m, fmt.Sprintf("You have %d messages waiting already; I'll take new ones once I've worked through those.", len(q.msgs)))
+		}
 		return true
 	}
-	q.msgs = append(q.msgs, m)
+	q.msgs = append(q.msgs, u)
 	b.mu.Unlock()
 	return true
 }
@@ -404,11 +414,15 @@ func (b *Bot) work(chat int64, q *chatQueue) {
 			b.mu.Unlock()
 			return
 		}
-		m := q.msgs[0]
+		u := q.msgs[0]
 		q.msgs[0] = nil
 		q.msgs = q.msgs[1:]
 		b.mu.Unlock()
-		b.handle(b.ctx, m)
+		if u.CallbackQuery != nil {
+			b.callback(b.ctx, u.CallbackQuery)
+		} else {
+			b.handle(b.ctx, u.Message)
+		}
 	}
 }
 
@@ -449,12 +463,17 @@ func (b *Bot) send(ctx context.Context, m *outMsg) error {
 	if m.replyTo != 0 {
 		rp = &models.ReplyParameters{MessageID: m.replyTo, AllowSendingWithoutReply: true}
 	}
+	var markup models.ReplyMarkup
+	if m.keyboard != nil {
+		markup = m.keyboard
+	}
 	if m.photo != nil {
 		_, err := b.api.SendPhoto(ctx, &tgbot.SendPhotoParams{
 			ChatID:          m.chatID,
 			Photo:           &models.InputFileUpload{Filename: "image.png", Data: bytes.NewReader(m.photo)},
 			Caption:         m.text,
 			ReplyParameters: rp,
+			ReplyMarkup:     markup,
 		})
 		return err
 	}
@@ -462,6 +481,7 @@ func (b *Bot) send(ctx context.Context, m *outMsg) error {
 		ChatID:          m.chatID,
 		Text:            m.text,
 		ReplyParameters: rp,
+		ReplyMarkup:     markup,
 	})
 	return err
 }

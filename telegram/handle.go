@@ -86,7 +86,7 @@ func (b *Bot) handle(ctx context.Context, m *models.Message) {
 		if md := b.modelFor(a, p); md != nil {
 			chosen = md.ID
 		}
-		b.reply(m, modelsText(b.Models, p, chosen))
+		b.replyWith(m, modelsText(b.Models, p, chosen), modelsKeyboard(b.Models, p, chosen))
 	case "model":
 		b.chooseModel(ctx, m, a, p, arg)
 	case "plan":
@@ -260,7 +260,7 @@ func (b *Bot) prompt(ctx context.Context, m *models.Message, a *sluice.Account, 
 	}
 	b.recordTake(a, md.ID, &d)
 	if !d.Allowed {
-		b.reply(m, overQuotaText(p, &d))
+		b.replyWith(m, overQuotaText(p, &d), b.upgradeKeyboard())
 		return
 	}
 

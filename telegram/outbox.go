@@ -8,6 +8,7 @@ import (
 	"time"
 
 	tgbot "github.com/go-telegram/bot"
+	"github.com/go-telegram/bot/models"
 )
 
 // Bounds of the outbox.
@@ -87,6 +88,8 @@ type outMsg struct {
 	// delivered, otherwise the last error. It runs without the outbox's
 	// lock and may enqueue.
 	done func(error)
+	// keyboard, if not nil, is an inline keyboard under the message.
+	keyboard *models.InlineKeyboardMarkup
 	// notice marks a short text telling the user that the outbox is full:
 	// it goes over the limits, one at a time per chat.
 	notice bool
