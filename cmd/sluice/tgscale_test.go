@@ -226,3 +226,107 @@ func livePoller(t *testing.T, live []*gatewayProc) *gatewayProc {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestTelegramPausedLeader: the poller is paused (SIGSTOP) past its lease;
+// the other gateway takes over; when the old one wakes (SIGCONT) it does
+// not poll again, so Telegram never sees two pollers, and every update is
+// answered once.
+func TestTelegramPausedLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts gateway processes")
+	}
+	b := sharedBackend(t)
+	api := telegramtest.NewServer(t, botToken)
+	env := map[string]string{"SLUICE_TELEGRAM_TOKEN": botToken, "SLUICE_TELEGRAM_API_URL": api.URL}
+	procs := []*gatewayProc{startGateway(t, b, env), startGateway(t, b, env)}
+	user := int64(8000)
+	ask := func(n int) {
+		for range n {
+			user++
+			api.Say(user, "a heron")
+		}
+	}
+	answeredOnce := func(from int64) {
+		t.Helper()
+		for u := from + 1; u <= user; u++ {
+			api.WaitSentTo(u, 1)
+		}
+	}
+	ask(2)
+	answeredOnce(8000)
+	old := livePoller(t, procs)
+	if err := old.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stoppedAt := time.Now()
+	mark := user
+	ask(3)
+	answeredOnce(mark) // by the other gateway
+	t.Logf("taken over %v after the pause", time.Since(stoppedAt).Round(time.Millisecond))
+	if d := time.Since(stoppedAt); d > 15*time.Second {
+		t.Errorf("took over %v after the pause, over 15s", d)
+	}
+	if err := old.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // the old poller wakes and finds its lease gone
+	mark = user
+	ask(3)
+	answeredOnce(mark)
+	time.Sleep(time.Second)
+	for u := int64(8001); u <= user; u++ {
+		if got := len(api.SentTo(u)); got != 1 {
+			t.Errorf("user %d got %d answers, want 1", u, got)
+		}
+	}
+	if c := api.Conflicts(); c != 0 {
+		t.Errorf("%d getUpdates answered 409: the paused poller polled again", c)
+	}
+	if !strings.Contains(old.out.String(), "lost the poller lease") {
+		t.Errorf("the paused gateway did not notice it lost the lease:\n%s", warnings(old.out.String(), 20))
+	}
+}
+
+// TestTelegramWebhookSpread: three gateways in webhook mode; deliveries
+// spread over them, one delivered to all three, each update handled once.
+func TestTelegramWebhookSpread(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts gateway processes")
+	}
+	b := sharedBackend(t)
+	api := telegramtest.NewServer(t, botToken)
+	env := map[string]string{
+		"SLUICE_TELEGRAM_TOKEN":          botToken,
+		"SLUICE_TELEGRAM_API_URL":        api.URL,
+		"SLUICE_TELEGRAM_WEBHOOK_URL":    "https://bot.example.com/telegram/hook",
+		"SLUICE_TELEGRAM_WEBHOOK_SECRET": "hook-secret_1",
+	}
+	var hooks []string
+	for range 3 {
+		hooks = append(hooks, startGateway(t, b, env).url+"/telegram/hook")
+	}
+	dup := api.Update(9001, 9001, "a lighthouse")
+	for _, h := range hooks {
+		if got := api.Deliver(h, "hook-secret_1", dup); got != 200 {
+			t.Fatalf("delivery: %d", got)
+		}
+	}
+	for i := range 6 {
+		u := int64(9002 + i)
+		if got := api.Deliver(hooks[i%3], "hook-secret_1", api.Update(u, u, "a fox")); got != 200 {
+			t.Fatalf("delivery: %d", got)
+		}
+	}
+	for u := int64(9001); u <= 9007; u++ {
+		api.WaitSentTo(u, 1)
+	}
+	time.Sleep(time.Second)
+	for u := int64(9001); u <= 9007; u++ {
+		if got := len(api.SentTo(u)); got != 1 {
+			t.Errorf("user %d got %d answers, want 1", u, got)
+		}
+	}
+	if n := len(api.Calls("getUpdates")); n != 0 {
+		t.Errorf("%d getUpdates in webhook mode", n)
+	}
+}
