@@ -167,6 +167,20 @@ func TestOutbox429PausesAll(t *testing.T) {
 		mu.Unlock()
 	}
 	o.enqueue(&outMsg{chatID: 1, text: "flooded", done: done})
+	// Once the 429 is in, the other chats' messages come.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		o.mu.Lock()
+		paused := !o.paused.IsZero()
+		o.mu.Unlock()
+		if paused {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no 429")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	for chat := range int64(5) {
 		o.enqueue(&outMsg{chatID: 10 + chat, text: "other", done: done})
 	}

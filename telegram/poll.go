@@ -99,6 +99,8 @@ func (b *Bot) lead(ctx context.Context, fence int64, t0 time.Time, ttl time.Dura
 			ok, err := b.Leases.RenewLease(rctx, LeaseName, fence, ttl)
 			cancel()
 			switch {
+			case ctx.Err() != nil:
+				return time.Time{}, false // closing
 			case err == nil && !ok:
 				return time.Time{}, false
 			case err == nil:

@@ -257,7 +257,7 @@ func TestModelSurvivesRestart(t *testing.T) {
 func TestOutboxFullRefunds(t *testing.T) {
 	e := newEnv(t, func(b *telegram.Bot) {
 		b.Outbox = telegram.OutboxLimits{ChatMessages: 1}
-		b.ChatInterval = 2 * time.Second // the alert below holds the chat's room
+		b.ChatInterval = 4 * time.Second // the alert below holds the chat's room
 	})
 	e.start()
 	const user = 95

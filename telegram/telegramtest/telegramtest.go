@@ -29,6 +29,10 @@ import (
 // the client asks for.
 const maxHold = 5 * time.Second
 
+// conflictGrace is how long a getUpdates waits for one held before it to
+// end (its client gone) before the fake answers 409.
+const conflictGrace = 250 * time.Millisecond
+
 // Sent is a message the bot sent.
 type Sent struct {
 	Method  string // "sendMessage" or "sendPhoto"
@@ -365,8 +369,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) getUpdates(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	// Telegram lets one getUpdates run at a time per bot.
+	// Telegram lets one getUpdates run at a time per bot. A call whose
+	// client has just hung up may take the server a moment to notice: a
+	// new call waits up to conflictGrace for it before it is a conflict.
 	s.mu.Lock()
+	for grace := time.Now().Add(conflictGrace); s.polling > 0 && time.Now().Before(grace); {
+		s.mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+		s.mu.Lock()
+	}
 	if s.polling > 0 {
 		s.conflicts++
 		s.mu.Unlock()
