@@ -115,17 +115,34 @@ func (p *gatewayProc) leads() int {
 // and each later round one of three again. It logs the failover times:
 // from the kill to the first getUpdates after it.
 //
+// A user's /model choice, made before the kills, holds on the gateway that
+// polls after them.
+//
 // SLUICE_TEST_TG_KILLS sets the number of rounds (default 3).
 func TestTelegramFailover(t *testing.T) {
+	rounds := 3
+	if n, err := strconv.Atoi(os.Getenv("SLUICE_TEST_TG_KILLS")); err == nil && n > 0 {
+		rounds = n
+	}
+	testFailover(t, nil, rounds)
+}
+
+// TestTelegramFailoverPostgres: as TestTelegramFailover, one round, with
+// the lease and the record of updates in PostgreSQL (embedded counters, no
+// Redis).
+func TestTelegramFailoverPostgres(t *testing.T) {
+	testFailover(t, map[string]string{"SLUICE_QUOTA_STORE": "embedded"}, 1)
+}
+
+func testFailover(t *testing.T, extra map[string]string, rounds int) {
 	if testing.Short() {
 		t.Skip("starts gateway processes")
 	}
 	b := sharedBackend(t)
 	api := telegramtest.NewServer(t, botToken)
 	env := map[string]string{"SLUICE_TELEGRAM_TOKEN": botToken, "SLUICE_TELEGRAM_API_URL": api.URL}
-	rounds := 3
-	if n, err := strconv.Atoi(os.Getenv("SLUICE_TEST_TG_KILLS")); err == nil && n > 0 {
-		rounds = n
+	for k, v := range extra {
+		env[k] = v
 	}
 
 	var procs []*gatewayProc
@@ -147,6 +164,9 @@ func TestTelegramFailover(t *testing.T) {
 			api.WaitSentTo(u, 1)
 		}
 	}
+	const chooser = 6999
+	api.Say(chooser, "/model sluice-mosaic")
+	wantBotText(t, api.WaitSentTo(chooser, 1)[0], "now use sluice-mosaic")
 	ask(5)
 	answered()
 	var failovers []time.Duration
@@ -188,6 +208,8 @@ func TestTelegramFailover(t *testing.T) {
 	}
 	ask(3)
 	answered()
+	api.Say(chooser, "a kite after the kills")
+	wantBotPhoto(t, api.WaitSentTo(chooser, 2)[1], "sluice-mosaic")
 	time.Sleep(time.Second) // a duplicate would come by now
 	for u := range asked {
 		if got := api.SentTo(u); len(got) != 1 {
