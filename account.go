@@ -23,6 +23,11 @@ type Account struct {
 	// MailAlertsOff reports that the account turned off quota alerts by
 	// mail (CONTRACT.md §10); the zero value, the default, sends them.
 	MailAlertsOff bool
+	// TelegramModel is the model the account's Telegram user chose with
+	// /model (or the /models keyboard); empty for the plan's first model.
+	// It is kept with the account so that it survives restarts and is
+	// seen by every instance (CONTRACT.md §7).
+	TelegramModel string
 }
 
 // LimitOverride replaces the plan's hourly and daily limits for one account.
@@ -97,6 +102,10 @@ type AccountService interface {
 	// SetMailAlerts turns the account's quota alerts by mail on or off
 	// (Account.MailAlertsOff is !on).
 	SetMailAlerts(ctx context.Context, id int64, on bool) error
+	// SetTelegramModel sets the model the account's Telegram user chose
+	// (Account.TelegramModel); "" goes back to the plan's first model. It
+	// writes no audit event: a preference, not a change of rights.
+	SetTelegramModel(ctx context.Context, id int64, model string) error
 
 	// CreateAPIKey stores k and sets its CreatedAt.
 	CreateAPIKey(ctx context.Context, k *APIKey) error

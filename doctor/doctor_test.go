@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/testenv"
@@ -99,40 +98,16 @@ func fakeUpstream(t *testing.T) string {
 	return srv.URL + "/v1"
 }
 
-// pgSchema creates a schema of the test's own and returns base with it as
-// the search_path.
-func pgSchema(t *testing.T, base string) string {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	schema := testenv.Unique(t)
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+pgx.Identifier{schema}.Sanitize()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			return
-		}
-		defer conn.Close(ctx)
-		conn.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`)
-	})
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	return base + sep + "search_path=" + schema
+// pgSchema is a connection URL on a schema of the test's own.
+func pgSchema(t *testing.T) string {
+	url, _ := testenv.PostgresSchema(t)
+	return url
 }
 
 // TestDoctor runs the checks against healthy and broken setups: each case
 // changes a healthy configuration and names the status of every check.
 func TestDoctor(t *testing.T) {
 	redisAddr := testenv.RedisAddr(t)
-	pgURL := testenv.PostgresURL(t)
 	bot := telegramtest.NewServer(t, botToken)
 	upstream := fakeUpstream(t)
 	smtpPort := fakeSMTP(t)
@@ -174,7 +149,7 @@ func TestDoctor(t *testing.T) {
 		{
 			name: "postgres empty schema: pending migrations",
 			change: func(t *testing.T, c *config.Config) {
-				c.Database.URL = pgSchema(t, pgURL)
+				c.Database.URL = pgSchema(t)
 			},
 			want:   map[string]Status{"data": OK, "postgres": Warn, "redis": OK, "smtp": OK, "telegram": OK, "upstream": OK},
 			detail: map[string]string{"postgres": "schema version 0 of "},
@@ -182,7 +157,7 @@ func TestDoctor(t *testing.T) {
 		{
 			name: "postgres migrated",
 			change: func(t *testing.T, c *config.Config) {
-				c.Database.URL = pgSchema(t, pgURL)
+				c.Database.URL = pgSchema(t)
 				db, err := postgres.Open(context.Background(), c.Database.URL)
 				if err != nil {
 					t.Fatal(err)

@@ -85,10 +85,10 @@ func (db *DB) CreateAccount(ctx context.Context, a *sluice.Account) error {
 	defer tx.Rollback(ctx)
 	var id int64
 	err = tx.QueryRow(ctx, `
-INSERT INTO accounts (email, email_key, password_hash, plan, override_hour, override_day, telegram_id, created_at, mail_alerts)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+INSERT INTO accounts (email, email_key, password_hash, plan, override_hour, override_day, telegram_id, created_at, mail_alerts, telegram_model)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING id`,
-		nullString(a.Email), emailKey(a.Email), a.PasswordHash, plan, oh, od, nullID(a.TelegramID), created, !a.MailAlertsOff,
+		nullString(a.Email), emailKey(a.Email), a.PasswordHash, plan, oh, od, nullID(a.TelegramID), created, !a.MailAlertsOff, a.TelegramModel,
 	).Scan(&id)
 	if ok, name := isUnique(err); ok && name == "accounts_email_key_key" {
 		return errEmailTaken()
@@ -107,7 +107,7 @@ RETURNING id`,
 	return nil
 }
 
-const accountColumns = `id, email, password_hash, plan, override_hour, override_day, telegram_id, created_at, mail_alerts`
+const accountColumns = `id, email, password_hash, plan, override_hour, override_day, telegram_id, created_at, mail_alerts, telegram_model`
 
 func scanAccount(row pgx.Row) (*sluice.Account, error) {
 	var (
@@ -117,7 +117,7 @@ func scanAccount(row pgx.Row) (*sluice.Account, error) {
 		tg     *int64
 		mail   bool
 	)
-	if err := row.Scan(&a.ID, &email, &a.PasswordHash, &a.Plan, &oh, &od, &tg, &a.CreatedAt, &mail); err != nil {
+	if err := row.Scan(&a.ID, &email, &a.PasswordHash, &a.Plan, &oh, &od, &tg, &a.CreatedAt, &mail, &a.TelegramModel); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil, errAccountNotFound()
 		}
@@ -262,6 +262,11 @@ func sameOverride(from *sluice.LimitOverride, oh, od *int64) bool {
 // flow records password.reset itself (RecordAudit).
 func (db *DB) SetPassword(ctx context.Context, id int64, passwordHash string) error {
 	return db.exec(ctx, "set password", errAccountNotFound, `UPDATE accounts SET password_hash = $1 WHERE id = $2`, passwordHash, id)
+}
+
+// SetTelegramModel sets the model the account's Telegram user chose.
+func (db *DB) SetTelegramModel(ctx context.Context, id int64, model string) error {
+	return db.exec(ctx, "set telegram model", errAccountNotFound, `UPDATE accounts SET telegram_model = $1 WHERE id = $2`, model, id)
 }
 
 // SetMailAlerts turns the account's quota alerts by mail on or off. It

@@ -188,6 +188,24 @@ CREATE INDEX idempotency_expires ON idempotency (expires_at);
 `,
 	// 6: the usage history (usage.go).
 	usageMigration,
+	// 7: the Telegram bot on several instances (lease.go): the model
+	// chosen in the bot, with the account; the poller's lease; the updates
+	// already handled.
+	`
+ALTER TABLE accounts ADD COLUMN telegram_model text NOT NULL DEFAULT '';
+
+CREATE TABLE leases (
+	name       text PRIMARY KEY,
+	fence      bigint NOT NULL,      -- grows with every acquisition
+	expires_at timestamptz NOT NULL  -- on the database's clock; -infinity once released
+);
+
+CREATE TABLE once_keys (
+	key        text PRIMARY KEY,
+	expires_at timestamptz NOT NULL
+);
+CREATE INDEX once_keys_expires ON once_keys (expires_at);
+`,
 }
 
 // migrationLock is the key of the advisory lock that migrations hold.

@@ -84,10 +84,10 @@ func (db *DB) CreateAccount(ctx context.Context, a *sluice.Account) error {
 	defer tx.Rollback()
 	var id int64
 	err = tx.QueryRowContext(ctx, `
-INSERT INTO accounts (email, email_key, password_hash, plan, override_hour, override_day, telegram_id, created_at, mail_alerts)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO accounts (email, email_key, password_hash, plan, override_hour, override_day, telegram_id, created_at, mail_alerts, telegram_model)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 RETURNING id`,
-		nullString(a.Email), emailKey(a.Email), a.PasswordHash, plan, oh, od, nullID(a.TelegramID), createdNanos, !a.MailAlertsOff,
+		nullString(a.Email), emailKey(a.Email), a.PasswordHash, plan, oh, od, nullID(a.TelegramID), createdNanos, !a.MailAlertsOff, a.TelegramModel,
 	).Scan(&id)
 	switch {
 	case isUnique(err) && strings.Contains(err.Error(), "accounts.email_key"):
@@ -107,7 +107,7 @@ RETURNING id`,
 	return nil
 }
 
-const accountColumns = `id, email, password_hash, plan, override_hour, override_day, telegram_id, created_at, mail_alerts`
+const accountColumns = `id, email, password_hash, plan, override_hour, override_day, telegram_id, created_at, mail_alerts, telegram_model`
 
 func scanAccount(row *sql.Row) (*sluice.Account, error) {
 	var (
@@ -118,7 +118,7 @@ func scanAccount(row *sql.Row) (*sluice.Account, error) {
 		created int64
 		mail    bool
 	)
-	if err := row.Scan(&a.ID, &email, &a.PasswordHash, &a.Plan, &oh, &od, &tg, &created, &mail); err != nil {
+	if err := row.Scan(&a.ID, &email, &a.PasswordHash, &a.Plan, &oh, &od, &tg, &created, &mail, &a.TelegramModel); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, errAccountNotFound()
 		}
@@ -249,6 +249,11 @@ func (db *DB) SetOverride(ctx context.Context, id int64, o *sluice.LimitOverride
 // flow records password.reset itself (RecordAudit).
 func (db *DB) SetPassword(ctx context.Context, id int64, passwordHash string) error {
 	return db.updateAccount(ctx, "set password", `UPDATE accounts SET password_hash = ? WHERE id = ?`, passwordHash, id)
+}
+
+// SetTelegramModel sets the model the account's Telegram user chose.
+func (db *DB) SetTelegramModel(ctx context.Context, id int64, model string) error {
+	return db.updateAccount(ctx, "set telegram model", `UPDATE accounts SET telegram_model = ? WHERE id = ?`, model, id)
 }
 
 // SetMailAlerts turns the account's quota alerts by mail on or off. It

@@ -237,6 +237,8 @@ CREATE INDEX idempotency_expires ON idempotency (expires_at);
 `,
 	// 6: the usage history (usage.go).
 	usageMigration,
+	// 7: the model chosen in the Telegram bot, with the account.
+	`ALTER TABLE accounts ADD COLUMN telegram_model TEXT NOT NULL DEFAULT '';`,
 }
 
 // migrate applies the steps of ms that the database lacks, each in its own

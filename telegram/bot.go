@@ -5,7 +5,9 @@
 //
 // It talks to the Bot API through github.com/go-telegram/bot: long polling
 // by default, or webhook deliveries to WebhookHandler, mounted on the
-// gateway's HTTP server.
+// gateway's HTTP server. With several instances on one token (Leases set),
+// exactly one polls at a time, elected by a lease (poll.go); Seen makes an
+// update delivered twice, to any instance, handled once.
 //
 // Identity: a Telegram user's first message creates a Starter account bound
 // to the user, unless the message is /link CODE, which binds the user to the
@@ -23,12 +25,17 @@
 //
 // Decisions the contract leaves open:
 //
-//   - The chosen model (/model) is kept in memory per Telegram user: a
-//     restart brings every user back to the plan's first model.
+//   - The chosen model (/model) is kept with the account
+//     (Account.TelegramModel): it survives restarts, is seen by every
+//     instance, and after /link is the linked account's.
 //   - Images are 512x512, one per prompt.
 //   - A photo that Telegram finally refuses (not a 429) is refunded: only
 //     delivered work counts.
-//   - A 429 from Telegram pauses only the chat it was for.
+//   - A 429 from Telegram pauses every send of the bot until its
+//     retry_after: flood limits are per bot.
+//   - The replies waiting to be sent are bounded (Outbox); at a bound a
+//     prompt is refused with a notice before anything is charged, and an
+//     image made meanwhile that cannot be queued is refunded.
 package telegram
 
 import (
@@ -41,8 +48,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	tgbot "github.com/go-telegram/bot"
@@ -103,11 +112,31 @@ type Bot struct {
 	// messages to one chat and between any two messages; 0 means
 	// DefaultChatInterval and DefaultSendInterval.
 	ChatInterval, SendInterval time.Duration
+	// UpgradeURL, if set, is the link of an "Upgrade" button under the
+	// over-quota reply.
+	UpgradeURL string
+	// Outbox bounds the replies waiting to be sent; zero fields take the
+	// defaults (DefaultOutboxChatMessages...).
+	Outbox OutboxLimits
 	// PollTimeout is the long-polling timeout; 0 means DefaultPollTimeout.
 	PollTimeout time.Duration
 	// HTTPClient makes the Bot API calls; nil means a client of its own
 	// whose timeout outlasts PollTimeout.
 	HTTPClient *http.Client
+
+	// Leases, if set, elects the one instance that long-polls among those
+	// that share it (see LeaseName); nil means this instance polls alone
+	// (one instance, embedded storage). Unused in webhook mode.
+	Leases sluice.LeaseService
+	// LeaseTTL and LeaseRetry are the poller lease's TTL and how often an
+	// instance that does not hold it tries to take it; 0 means
+	// DefaultLeaseTTL and DefaultLeaseRetry.
+	LeaseTTL, LeaseRetry time.Duration
+	// Seen, if set, remembers the updates handled by every instance that
+	// shares it, for SeenTTL, so that an update delivered twice (to two
+	// instances, or polled again by a new poller) is handled once; nil
+	// means this instance's memory only.
+	Seen sluice.OnceSet
 
 	// Usage receives every quota decision of a prompt and every refund,
 	// with channel and key ID "telegram"; nil means none is recorded.
@@ -122,6 +151,9 @@ type Bot struct {
 	once    sync.Once
 	initErr error
 	api     *tgbot.Bot
+	client  *http.Client
+	offset  int64       // next update to ask for; the poller's own
+	leading atomic.Bool // this instance holds the poller lease
 	out     *outbox
 	plans   map[string]*sluice.Plan
 	models  map[string]*sluice.Model
@@ -129,10 +161,9 @@ type Bot struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 
-	mu      sync.Mutex // guards chats, choice, recent, started and closed
+	mu      sync.Mutex // guards chats, recent, started and closed
 	chats   map[int64]*chatQueue
-	recent  recentIDs        // updates already dispatched
-	choice  map[int64]string // model chosen per Telegram user
+	recent  recentIDs // updates already dispatched
 	started bool
 	closed  bool
 
@@ -140,9 +171,10 @@ type Bot struct {
 	poller  sync.WaitGroup // the long-polling loop
 }
 
-// chatQueue is the messages of one chat waiting for its worker.
+// chatQueue is the updates of one chat waiting for its worker: messages
+// and callback queries (a button pressed under one of the bot's messages).
 type chatQueue struct {
-	msgs []*models.Message
+	msgs []*models.Update
 }
 
 func (b *Bot) init() error {
@@ -157,7 +189,6 @@ func (b *Bot) init() error {
 		}
 		b.gen = make(chan struct{}, orInt(b.MaxGenerations, DefaultMaxGenerations))
 		b.chats = make(map[int64]*chatQueue)
-		b.choice = make(map[int64]string)
 		b.ctx, b.cancel = context.WithCancel(context.Background())
 
 		poll := b.PollTimeout
@@ -168,6 +199,7 @@ func (b *Bot) init() error {
 		if client == nil {
 			client = &http.Client{Timeout: poll + 15*time.Second}
 		}
+		b.client = client
 		url := b.APIURL
 		if url == "" {
 			url = DefaultAPIURL
@@ -194,7 +226,7 @@ func (b *Bot) init() error {
 		if every <= 0 {
 			every = DefaultSendInterval
 		}
-		b.out = newOutbox(b.send, chatEvery, every, b.logger())
+		b.out = newOutbox(b.send, chatEvery, every, b.Outbox, nil, b.logger())
 	})
 	return b.initErr
 }
@@ -223,10 +255,11 @@ func (b *Bot) Start(ctx context.Context) error {
 		if _, err := b.api.SetWebhook(ctx, &tgbot.SetWebhookParams{
 			URL:            b.WebhookURL,
 			SecretToken:    b.WebhookSecret,
-			AllowedUpdates: []string{"message"},
+			AllowedUpdates: updateTypes,
 		}); err != nil {
 			return fmt.Errorf("telegram: set webhook: %w", err)
 		}
+		b.setCommands(ctx)
 		return nil
 	}
 	// getUpdates fails while a webhook is set.
@@ -236,10 +269,11 @@ func (b *Bot) Start(ctx context.Context) error {
 		}
 		b.logger().Warn("telegram: delete webhook before polling", slog.String("error", err.Error()))
 	}
+	b.setCommands(ctx)
 	b.poller.Add(1)
 	go func() {
 		defer b.poller.Done()
-		b.api.Start(b.ctx)
+		b.poll(b.ctx)
 	}()
 	return nil
 }
@@ -261,8 +295,11 @@ func (b *Bot) Close(ctx context.Context) error {
 	b.closed = true
 	var dropped []*models.Message // the last waiting message of each chat
 	for _, q := range b.chats {
-		if n := len(q.msgs); n > 0 {
-			dropped = append(dropped, q.msgs[n-1])
+		for i := len(q.msgs) - 1; i >= 0; i-- {
+			if m := q.msgs[i].Message; m != nil {
+				dropped = append(dropped, m)
+				break
+			}
 		}
 		q.msgs = nil // their workers exit after the message in hand
 	}
@@ -327,13 +364,24 @@ func (b *Bot) dispatch(u *models.Update) bool {
 		b.mu.Unlock()
 		return false
 	}
-	if m == nil || m.From == nil || m.From.IsBot {
+	if cb := u.CallbackQuery; cb != nil && cb.Message.Message != nil {
+		m = cb.Message.Message // the bot's message whose button was pressed: its chat
+	} else if m == nil || m.From == nil || m.From.IsBot {
 		b.mu.Unlock()
 		return true // not for us: edits, channel posts, other bots
 	}
 	if !b.recent.add(u.ID) {
 		b.mu.Unlock()
 		return true // a redelivery (Telegram retries a webhook it thinks failed): done once already
+	}
+	b.mu.Unlock()
+	if !b.firstSeen(u.ID) {
+		return true // handled by another instance
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return false
 	}
 	chat := m.Chat.ID
 	q := b.chats[chat]
@@ -345,10 +393,12 @@ func (b *Bot) dispatch(u *models.Update) bool {
 	}
 	if len(q.msgs) >= orInt(b.MaxPending, DefaultMaxPending) {
 		b.mu.Unlock()
-		b.reply(m, fmt.Sprintf("You have %d messages waiting already; I'll take new ones once I've worked through those.", len(q.msgs)))
+		if u.CallbackQuery == nil {
+			b.reply(m, fmt.Sprintf("You have %d messages waiting already; I'll take new ones once I've worked through those.", len(q.msgs)))
+		}
 		return true
 	}
-	q.msgs = append(q.msgs, m)
+	q.msgs = append(q.msgs, u)
 	b.mu.Unlock()
 	return true
 }
@@ -364,17 +414,30 @@ func (b *Bot) work(chat int64, q *chatQueue) {
 			b.mu.Unlock()
 			return
 		}
-		m := q.msgs[0]
+		u := q.msgs[0]
 		q.msgs[0] = nil
 		q.msgs = q.msgs[1:]
 		b.mu.Unlock()
-		b.handle(b.ctx, m)
+		if u.CallbackQuery != nil {
+			b.callback(b.ctx, u.CallbackQuery)
+		} else {
+			b.handle(b.ctx, u.Message)
+		}
 	}
 }
 
-// reply queues a text answer to m.
+// reply queues a text answer to m; if the outbox is full, a notice says
+// so instead.
 func (b *Bot) reply(m *models.Message, text string) {
-	b.out.enqueue(&outMsg{chatID: m.Chat.ID, replyTo: m.ID, text: text})
+	if b.out.enqueue(&outMsg{chatID: m.Chat.ID, replyTo: m.ID, text: text}) == errFull {
+		b.notice(m, outboxFullText)
+	}
+}
+
+// notice queues a short text to m's chat that goes over the outbox's
+// limits, one at a time per chat (see outbox).
+func (b *Bot) notice(m *models.Message, text string) {
+	b.out.enqueue(&outMsg{chatID: m.Chat.ID, replyTo: m.ID, text: text, notice: true})
 }
 
 // SendText queues a text message to the Telegram user (their private chat
@@ -391,8 +454,7 @@ func (b *Bot) SendText(telegramID int64, text string) error {
 	if closed {
 		return errors.New("telegram: bot closed; message not sent")
 	}
-	b.out.enqueue(&outMsg{chatID: telegramID, text: text})
-	return nil
+	return b.out.enqueue(&outMsg{chatID: telegramID, text: text})
 }
 
 // send makes one Bot API call for the outbox.
@@ -401,12 +463,17 @@ func (b *Bot) send(ctx context.Context, m *outMsg) error {
 	if m.replyTo != 0 {
 		rp = &models.ReplyParameters{MessageID: m.replyTo, AllowSendingWithoutReply: true}
 	}
+	var markup models.ReplyMarkup
+	if m.keyboard != nil {
+		markup = m.keyboard
+	}
 	if m.photo != nil {
 		_, err := b.api.SendPhoto(ctx, &tgbot.SendPhotoParams{
 			ChatID:          m.chatID,
 			Photo:           &models.InputFileUpload{Filename: "image.png", Data: bytes.NewReader(m.photo)},
 			Caption:         m.text,
 			ReplyParameters: rp,
+			ReplyMarkup:     markup,
 		})
 		return err
 	}
@@ -414,6 +481,7 @@ func (b *Bot) send(ctx context.Context, m *outMsg) error {
 		ChatID:          m.chatID,
 		Text:            m.text,
 		ReplyParameters: rp,
+		ReplyMarkup:     markup,
 	})
 	return err
 }
@@ -437,6 +505,28 @@ func orInt(v, def int) int {
 		return v
 	}
 	return def
+}
+
+// SeenTTL is how long Seen remembers an update: as long as Telegram keeps
+// an update it could deliver again.
+const SeenTTL = 24 * time.Hour
+
+// firstSeen reports whether no instance sharing b.Seen has seen the update
+// yet, and records it. When Seen fails the update is handled: a rare double
+// answer beats a lost message.
+func (b *Bot) firstSeen(id int64) bool {
+	if b.Seen == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, leaseCallTimeout)
+	defer cancel()
+	bot, _, _ := strings.Cut(b.Token, ":") // the bot's user id, not the secret part
+	first, err := b.Seen.MarkOnce(ctx, "telegram:"+bot+":update:"+strconv.FormatInt(id, 10), SeenTTL)
+	if err != nil {
+		b.logger().Warn("telegram: shared dedupe of updates", slog.Int64("update_id", id), slog.String("error", err.Error()))
+		return true
+	}
+	return first
 }
 
 // recentIDs remembers the last recentSize update IDs, so that an update

@@ -24,7 +24,14 @@ const (
 	// refundTimeout bounds a refund made after the work's context ended.
 	refundTimeout = 5 * time.Second
 
-	restartingText        = "I'm restarting, so I didn't do that and nothing was charged. Please send it again in a minute."
+	restartingText = "I'm restarting, so I didn't do that and nothing was charged. Please send it again in a minute."
+	// imageEstimate is the size, in bytes, that a prompt's image is
+	// expected to take in the outbox (a 512x512 PNG).
+	imageEstimate = 512 << 10
+
+	outboxFullText   = "I have too many replies waiting to be sent to you. Please wait a minute before sending more; nothing was charged for what I couldn't do."
+	imageNotSentText = "I made your image but couldn't send it: too many replies are waiting to be sent to you. Nothing was charged; please send it again in a minute."
+
 	restartingWaitingText = "I'm restarting, so I didn't get to your waiting messages, and nothing was charged for them. Please send them again in a minute."
 )
 
@@ -76,12 +83,12 @@ func (b *Bot) handle(ctx context.Context, m *models.Message) {
 		b.usage(ctx, m, a, p)
 	case "models":
 		var chosen string
-		if md := b.modelFor(m.From.ID, p); md != nil {
+		if md := b.modelFor(a, p); md != nil {
 			chosen = md.ID
 		}
-		b.reply(m, modelsText(b.Models, p, chosen))
+		b.replyWith(m, modelsText(b.Models, p, chosen), modelsKeyboard(b.Models, p, chosen))
 	case "model":
-		b.chooseModel(m, p, arg)
+		b.chooseModel(ctx, m, a, p, arg)
 	case "plan":
 		b.reply(m, planText(b.Plans, p, a))
 	default:
@@ -139,11 +146,8 @@ func (b *Bot) policy(a *sluice.Account, p *sluice.Plan) *sluice.Policy {
 
 // modelFor returns the user's chosen model if the plan may use it, and
 // otherwise the first model the plan may use; nil if there is none.
-func (b *Bot) modelFor(user int64, p *sluice.Plan) *sluice.Model {
-	b.mu.Lock()
-	id := b.choice[user]
-	b.mu.Unlock()
-	if md := b.models[id]; md != nil && p.AllowsModel(md) {
+func (b *Bot) modelFor(a *sluice.Account, p *sluice.Plan) *sluice.Model {
+	if md := b.models[a.TelegramModel]; md != nil && p.AllowsModel(md) {
 		return md
 	}
 	for i := range b.Models {
@@ -154,9 +158,10 @@ func (b *Bot) modelFor(user int64, p *sluice.Plan) *sluice.Model {
 	return nil
 }
 
-func (b *Bot) chooseModel(m *models.Message, p *sluice.Plan, id string) {
+// chooseModel sets the account's model, kept with the account.
+func (b *Bot) chooseModel(ctx context.Context, m *models.Message, a *sluice.Account, p *sluice.Plan, id string) {
 	cur := "none"
-	if md := b.modelFor(m.From.ID, p); md != nil {
+	if md := b.modelFor(a, p); md != nil {
 		cur = md.ID
 	}
 	md := b.models[id]
@@ -169,9 +174,10 @@ func (b *Bot) chooseModel(m *models.Message, p *sluice.Plan, id string) {
 		b.reply(m, fmt.Sprintf("Sorry, the %s plan can't use %s: it includes %s. Upgrade your plan to use it (/plan shows the plans). Your model is still %s.",
 			p.Name, md.ID, modelsWords(p), cur))
 	default:
-		b.mu.Lock()
-		b.choice[m.From.ID] = md.ID
-		b.mu.Unlock()
+		if err := b.Accounts.SetTelegramModel(ctx, a.ID, md.ID); err != nil {
+			b.fail(ctx, m, "set model", err)
+			return
+		}
 		b.reply(m, "Done: your prompts now use "+md.ID+".")
 	}
 }
@@ -235,9 +241,14 @@ func (b *Bot) prompt(ctx context.Context, m *models.Message, a *sluice.Account, 
 		b.reply(m, fmt.Sprintf("That prompt is too long: at most %d characters, please.", MaxPrompt))
 		return
 	}
-	md := b.modelFor(m.From.ID, p)
+	md := b.modelFor(a, p)
 	if md == nil {
 		b.reply(m, fmt.Sprintf("Sorry, no model is available on the %s plan.", p.Name))
+		return
+	}
+	if !b.out.fits(m.Chat.ID, imageEstimate) {
+		// Generating an image that cannot be sent would be wasted.
+		b.notice(m, outboxFullText)
 		return
 	}
 	key := sluice.AccountQuotaKey(a.ID)
@@ -249,7 +260,7 @@ func (b *Bot) prompt(ctx context.Context, m *models.Message, a *sluice.Account, 
 	}
 	b.recordTake(a, md.ID, &d)
 	if !d.Allowed {
-		b.reply(m, overQuotaText(p, &d))
+		b.replyWith(m, overQuotaText(p, &d), b.upgradeKeyboard())
 		return
 	}
 
@@ -297,7 +308,7 @@ func (b *Bot) prompt(ctx context.Context, m *models.Message, a *sluice.Account, 
 		return
 	}
 	settled = true // now up to the delivery
-	b.out.enqueue(&outMsg{
+	err = b.out.enqueue(&outMsg{
 		chatID:  m.Chat.ID,
 		replyTo: m.ID,
 		text:    captionText(text, md.ID, &d),
@@ -308,6 +319,9 @@ func (b *Bot) prompt(ctx context.Context, m *models.Message, a *sluice.Account, 
 			}
 		},
 	})
+	if err == errFull {
+		b.notice(m, imageNotSentText)
+	}
 }
 
 // generate asks the generator for one image and returns its PNG.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	tgbot "github.com/go-telegram/bot"
+	"github.com/go-telegram/bot/models"
 )
 
 // Bounds of the outbox.
@@ -27,7 +28,50 @@ const (
 	// max429 bounds the times one message is put back after a 429, so that
 	// a Bot API that answers 429 forever cannot hold a message forever.
 	max429 = 20
+
+	// Defaults of the outbox's bounds (Bot.Outbox). An image of the bot is
+	// 0.3-1 MB of PNG, so that a chat holds a few images waiting and the
+	// whole outbox at most DefaultOutboxBytes of them.
+	DefaultOutboxChatMessages = 20
+	DefaultOutboxChatBytes    = 8 << 20
+	DefaultOutboxMessages     = 2000
+	DefaultOutboxBytes        = 64 << 20
 )
+
+// OutboxLimits bound the messages waiting to be sent (queued or in flight):
+// per chat and overall, in number and in bytes (the text plus the photo).
+// A zero field takes its default.
+type OutboxLimits struct {
+	ChatMessages, ChatBytes int
+	Messages, Bytes         int
+}
+
+func (l OutboxLimits) withDefaults() OutboxLimits {
+	return OutboxLimits{
+		ChatMessages: orInt(l.ChatMessages, DefaultOutboxChatMessages),
+		ChatBytes:    orInt(l.ChatBytes, DefaultOutboxChatBytes),
+		Messages:     orInt(l.Messages, DefaultOutboxMessages),
+		Bytes:        orInt(l.Bytes, DefaultOutboxBytes),
+	}
+}
+
+// errFull is the error of a message refused because the outbox, or its
+// chat's share, is at a limit.
+var errFull = errors.New("telegram: outbox full; message not sent")
+
+// maxNotice bounds the size of a notice, which may go over the limits.
+const maxNotice = 1024
+
+// outClock is the outbox's time: the real one, or a test's.
+type outClock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // errClosed is the error of a message that was still queued when the
 // outbox stopped.
@@ -44,6 +88,11 @@ type outMsg struct {
 	// delivered, otherwise the last error. It runs without the outbox's
 	// lock and may enqueue.
 	done func(error)
+	// keyboard, if not nil, is an inline keyboard under the message.
+	keyboard *models.InlineKeyboardMarkup
+	// notice marks a short text telling the user that the outbox is full:
+	// it goes over the limits, one at a time per chat.
+	notice bool
 
 	seq   uint64 // order of enqueueing, for fairness between chats
 	tries int    // failed attempts other than 429s
@@ -52,31 +101,50 @@ type outMsg struct {
 
 // chatOut is the queue of one chat.
 type chatOut struct {
-	queue []*outMsg
-	busy  bool      // a message of the chat is in flight
-	next  time.Time // earliest start of the chat's next send
+	queue  []*outMsg
+	busy   bool      // a message of the chat is in flight
+	next   time.Time // earliest start of the chat's next send
+	n      int       // messages not yet settled, notices left out
+	bytes  int       // their sizes
+	notice bool      // a notice is queued or in flight
 }
+
+func (m *outMsg) size() int { return len(m.text) + len(m.photo) }
 
 // outbox sends messages under Telegram's flood limits: per chat in order,
 // at most one message per chatEvery to a chat and one per every overall,
-// and after a 429 no message to the chat before its retry_after has passed.
-// Messages are never dropped for pacing; a message fails only when the Bot
-// API refuses it (4xx other than 429), after maxTries transient errors, or
-// at close.
+// and after a 429 no message at all before its retry_after has passed
+// (Telegram's flood limits are per bot). Of the chats that may send, the
+// one whose first message is oldest goes first, so that a busy chat cannot
+// starve the others.
+//
+// The messages not yet settled are bounded by limits, per chat and overall,
+// in number and bytes: so its memory is at most limits.Bytes plus one
+// notice of maxNotice per chat. A message over a limit is refused at once
+// (errFull); a notice (a short text saying so) goes over the limits, one at
+// a time per chat.
+//
+// Messages are never dropped for pacing; a message fails only when it does
+// not fit, when the Bot API refuses it (4xx other than 429), after maxTries
+// transient errors, or at close.
 //
 // Its methods are safe for concurrent use.
 type outbox struct {
 	send      func(ctx context.Context, m *outMsg) error
 	chatEvery time.Duration
 	every     time.Duration
+	limits    OutboxLimits
 	backoff   time.Duration // pause after a transient error, doubled per try
 	logger    *slog.Logger
+	clock     outClock
 
 	mu       sync.Mutex // guards everything below
 	chats    map[int64]*chatOut
 	seq      uint64
 	queued   int // messages in queues, not in flight
 	inflight int
+	n, bytes int           // messages not yet settled and their sizes, notices left out
+	paused   time.Time     // no send starts before: a 429's retry_after
 	wake     chan struct{} // capacity 1: the loop has something to look at
 	stopped  bool
 
@@ -85,9 +153,13 @@ type outbox struct {
 	sends  sync.WaitGroup
 }
 
-func newOutbox(send func(context.Context, *outMsg) error, chatEvery, every time.Duration, logger *slog.Logger) *outbox {
+func newOutbox(send func(context.Context, *outMsg) error, chatEvery, every time.Duration, limits OutboxLimits, clock outClock, logger *slog.Logger) *outbox {
+	if clock == nil {
+		clock = realClock{}
+	}
 	o := &outbox{
-		send: send, chatEvery: chatEvery, every: every, backoff: time.Second, logger: logger,
+		send: send, chatEvery: chatEvery, every: every, limits: limits.withDefaults(), clock: clock,
+		backoff: time.Second, logger: logger,
 		chats: make(map[int64]*chatOut),
 		wake:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
@@ -98,28 +170,78 @@ func newOutbox(send func(context.Context, *outMsg) error, chatEvery, every time.
 	return o
 }
 
-// enqueue queues m behind the chat's earlier messages. After stop, m fails
-// at once with errClosed.
-func (o *outbox) enqueue(m *outMsg) {
+// enqueue queues m behind the chat's earlier messages, and returns nil. A
+// message that does not fit fails at once with errFull, after stop with
+// errClosed: its done is called, and the error returned.
+func (o *outbox) enqueue(m *outMsg) error {
 	o.mu.Lock()
-	if o.stopped {
+	c := o.chats[m.chatID]
+	var err error
+	switch {
+	case o.stopped:
+		err = errClosed
+	case m.notice:
+		if c != nil && c.notice || m.size() > maxNotice {
+			err = errFull // the user is being told already
+		}
+	case !o.fitsLocked(c, m.size()):
+		err = errFull
+	}
+	if err != nil {
 		o.mu.Unlock()
 		if m.done != nil {
-			m.done(errClosed)
+			m.done(err)
 		}
-		return
+		return err
 	}
 	o.seq++
 	m.seq = o.seq
-	c := o.chats[m.chatID]
 	if c == nil {
 		c = &chatOut{}
 		o.chats[m.chatID] = c
+	}
+	if m.notice {
+		c.notice = true
+	} else {
+		c.n++
+		c.bytes += m.size()
+		o.n++
+		o.bytes += m.size()
 	}
 	c.queue = append(c.queue, m)
 	o.queued++
 	o.mu.Unlock()
 	o.poke()
+	return nil
+}
+
+// fits reports whether a message of size bytes to the chat would be
+// taken now.
+func (o *outbox) fits(chat int64, size int) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.fitsLocked(o.chats[chat], size)
+}
+
+func (o *outbox) fitsLocked(c *chatOut, size int) bool {
+	l := &o.limits
+	if o.n+1 > l.Messages || o.bytes+size > l.Bytes {
+		return false
+	}
+	return c == nil || c.n+1 <= l.ChatMessages && c.bytes+size <= l.ChatBytes
+}
+
+// settleLocked forgets m, done with (delivered or failed), from the
+// bounds.
+func (o *outbox) settleLocked(c *chatOut, m *outMsg) {
+	if m.notice {
+		c.notice = false
+		return
+	}
+	c.n--
+	c.bytes -= m.size()
+	o.n--
+	o.bytes -= m.size()
 }
 
 func (o *outbox) poke() {
@@ -134,11 +256,9 @@ func (o *outbox) poke() {
 func (o *outbox) loop(ctx context.Context) {
 	defer close(o.done)
 	var nextAny time.Time // earliest start of any send
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
 	for {
 		o.mu.Lock()
-		now := time.Now()
+		now := o.clock.Now()
 		var (
 			best   *chatOut
 			bestAt time.Time
@@ -166,6 +286,9 @@ func (o *outbox) loop(ctx context.Context) {
 			if bestAt.Before(nextAny) {
 				bestAt = nextAny
 			}
+			if bestAt.Before(o.paused) {
+				bestAt = o.paused
+			}
 			if wait = bestAt.Sub(now); wait <= 0 {
 				m := best.queue[0]
 				best.queue[0] = nil
@@ -185,20 +308,13 @@ func (o *outbox) loop(ctx context.Context) {
 
 		var tc <-chan time.Time
 		if wait > 0 {
-			timer.Reset(wait)
-			tc = timer.C
+			tc = o.clock.After(wait)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-o.wake:
 		case <-tc:
-		}
-		if tc != nil && !timer.Stop() {
-			select { // drain a fire that raced with the wake
-			case <-timer.C:
-			default:
-			}
 		}
 	}
 }
@@ -212,12 +328,14 @@ func (o *outbox) deliver(ctx context.Context, c *chatOut, m *outMsg) {
 
 	var tooMany *tgbot.TooManyRequestsError
 	retry := time.Duration(0)
+	flood := false
 	switch {
 	case err == nil, ctx.Err() != nil:
 	case errors.As(err, &tooMany) && m.n429 < max429:
 		m.n429++
+		flood = true
 		retry = time.Duration(max(tooMany.RetryAfter, 1)) * time.Second
-		o.logger.LogAttrs(ctx, slog.LevelWarn, "telegram: flood control; pausing the chat",
+		o.logger.LogAttrs(ctx, slog.LevelWarn, "telegram: flood control; pausing every send",
 			slog.Int64("chat_id", m.chatID), slog.Int("retry_after", tooMany.RetryAfter))
 	case transient(err) && m.tries+1 < maxTries:
 		m.tries++
@@ -234,8 +352,14 @@ func (o *outbox) deliver(ctx context.Context, c *chatOut, m *outMsg) {
 	o.inflight--
 	if retry > 0 {
 		c.queue = append([]*outMsg{m}, c.queue...)
-		c.next = time.Now().Add(retry)
+		c.next = o.clock.Now().Add(retry)
+		if flood && c.next.After(o.paused) {
+			// Flood limits are per bot: every chat waits.
+			o.paused = c.next
+		}
 		o.queued++
+	} else {
+		o.settleLocked(c, m)
 	}
 	o.mu.Unlock()
 	o.poke()
@@ -289,7 +413,7 @@ func (o *outbox) stop(ctx context.Context) {
 		left = append(left, c.queue...)
 		delete(o.chats, id)
 	}
-	o.queued = 0
+	o.queued, o.n, o.bytes = 0, 0, 0
 	o.mu.Unlock()
 	for _, m := range left {
 		if m.done != nil {

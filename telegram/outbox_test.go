@@ -39,7 +39,7 @@ func (r *recorder) send(ctx context.Context, m *outMsg) error {
 
 func newTestOutbox(t *testing.T, r *recorder) *outbox {
 	r.got, r.try = map[int64][]string{}, map[string]int{}
-	o := newOutbox(r.send, time.Millisecond, time.Millisecond/10, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	o := newOutbox(r.send, time.Millisecond, time.Millisecond/10, OutboxLimits{}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	o.backoff = time.Millisecond
 	t.Cleanup(func() { o.stop(context.Background()) })
 	return o

@@ -146,7 +146,7 @@ func usageText(p *sluice.Plan, a *sluice.Account, d *sluice.Decision) string {
 		if w.Remaining < int64(w.Limit) && w.Reset.After(d.Time) {
 			fmt.Fprintf(&b, "; one more %s", when(d.Time, w.Reset.Sub(d.Time)))
 		}
-		b.WriteString(".")
+		b.WriteString(".\n" + usageBar(w.Used(), w.Limit))
 	}
 	if a.Override != nil {
 		b.WriteString("\n(Your account has limits of its own, set by an administrator.)")
@@ -216,7 +216,7 @@ func modelsText(models []sluice.Model, p *sluice.Plan, chosen string) string {
 			b.WriteString(" (yours)")
 		}
 	}
-	b.WriteString("\n\nChoose one with /model <id>.")
+	b.WriteString("\n\nChoose one with the buttons below, or with /model <id>.")
 	return b.String()
 }
 

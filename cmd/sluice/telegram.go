@@ -11,6 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/postgres"
+	"github.com/sluicehq/sluice/redis"
 	"github.com/sluicehq/sluice/telegram"
 )
 
@@ -41,8 +44,27 @@ func (m *Main) newBot(images sluice.ImageGenerator, log *slog.Logger) error {
 		APIURL:        t.APIURL,
 		WebhookURL:    t.WebhookURL,
 		WebhookSecret: t.WebhookSecret,
-		Logger:        log.With("channel", "telegram"),
-		Usage:         m.Server.Usage,
+		UpgradeURL:    t.UpgradeURL,
+		Outbox: telegram.OutboxLimits{
+			ChatMessages: t.Outbox.ChatMessages, ChatBytes: int(t.Outbox.ChatBytes),
+			Messages: t.Outbox.Messages, Bytes: int(t.Outbox.Bytes),
+		},
+		Logger: log.With("channel", "telegram"),
+		Usage:  m.Server.Usage,
+	}
+	// With a shared store the instances elect one poller and share the
+	// updates already handled (CONTRACT.md §7): Redis if the counters are
+	// there (its lease expires on its own, even for a paused holder), else
+	// the shared PostgreSQL. Embedded storage is one instance: no election.
+	switch {
+	case cfg.Quota.Store == config.StoreRedis:
+		if s, ok := m.Quota.Store.(*redis.Store); ok {
+			m.Bot.Leases, m.Bot.Seen = s, s
+		}
+	case cfg.Database.URL != "":
+		if db, ok := m.Audit.(*postgres.DB); ok {
+			m.Bot.Leases, m.Bot.Seen = db, db
+		}
 	}
 	if t.WebhookURL != "" {
 		u, err := url.Parse(t.WebhookURL)
@@ -69,6 +91,9 @@ func (m *Main) startBot(ctx context.Context) error {
 		return err
 	}
 	mode := "long polling"
+	if m.Bot.Leases != nil {
+		mode = "long polling by the elected instance"
+	}
 	if m.Config.Telegram.WebhookURL != "" {
 		mode = "webhook"
 	}

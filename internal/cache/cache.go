@@ -221,6 +221,12 @@ func (c *Accounts) LinkTelegram(ctx context.Context, id, telegramID int64) error
 	return c.changed(ctx, c.AccountService.LinkTelegram(ctx, id, telegramID), account(id))
 }
 
+// SetTelegramModel passes through, empties the cache and publishes the
+// change.
+func (c *Accounts) SetTelegramModel(ctx context.Context, id int64, model string) error {
+	return c.changed(ctx, c.AccountService.SetTelegramModel(ctx, id, model), account(id))
+}
+
 // SetMailAlerts passes through, empties the cache and publishes the change.
 func (c *Accounts) SetMailAlerts(ctx context.Context, id int64, on bool) error {
 	return c.changed(ctx, c.AccountService.SetMailAlerts(ctx, id, on), account(id))

@@ -213,6 +213,26 @@ type Telegram struct {
 	// WebhookSecret is the secret_token Telegram sends in the
 	// X-Telegram-Bot-Api-Secret-Token header of every webhook delivery.
 	WebhookSecret string `yaml:"webhook_secret" secret:"true"`
+	// UpgradeURL, if set, is the link of the "Upgrade" button under the
+	// bot's over-quota reply (a pricing page).
+	UpgradeURL string `yaml:"upgrade_url"`
+	// Outbox bounds the bot's replies waiting to be sent.
+	Outbox TelegramOutbox `yaml:"outbox"`
+}
+
+// defaultTelegramOutbox is the default of telegram.outbox (the telegram
+// package's DefaultOutbox* constants).
+var defaultTelegramOutbox = TelegramOutbox{ChatMessages: 20, ChatBytes: 8 * MiB, Messages: 2000, Bytes: 64 * MiB}
+
+// TelegramOutbox bounds the bot's replies waiting to be sent (queued or in
+// flight), per chat and overall, in number and in bytes (text and image).
+// At a bound, a prompt is refused with a message to the user, and an image
+// that cannot be queued is refunded.
+type TelegramOutbox struct {
+	ChatMessages int  `yaml:"chat_messages"`
+	ChatBytes    Size `yaml:"chat_bytes"`
+	Messages     int  `yaml:"messages"`
+	Bytes        Size `yaml:"bytes"`
 }
 
 // Mail is the mailer. An empty SMTPHost means mail goes to the log and the
@@ -300,7 +320,7 @@ func Default() Config {
 		},
 		Redis:    Redis{Prefix: "sluice:"},
 		Usage:    Usage{Record: true, FlushInterval: 10 * time.Second, Retention: Retention{Minute: 48 * time.Hour, Hour: 2160 * time.Hour, Day: 17520 * time.Hour}},
-		Telegram: Telegram{APIURL: DefaultTelegramAPI},
+		Telegram: Telegram{APIURL: DefaultTelegramAPI, Outbox: defaultTelegramOutbox},
 		Mail:     Mail{SMTPPort: 587},
 		Log:      Log{Level: slog.LevelInfo, Format: LogText},
 		Alerts:   Alerts{Thresholds: Ints{80, 100}},

@@ -29,6 +29,7 @@ func FuzzLoad(f *testing.F) {
 		"limits: {windows: {hour: 1.5s, day: 7d}, auth: {login: 10/m}}",
 		"quota: {store: redis}\nredis: {url: 'redis://:x@h:1'}",
 		"telegram: {token: '1:x', webhook_url: 'https://h/x', webhook_secret: s}",
+		"telegram: {upgrade_url: 'https://e.com/p', outbox: {chat_messages: 3, chat_bytes: 1MiB, messages: 9, bytes: 2MiB}}",
 		"mail: {smtp_host: h, smtp_port: 25, from: a@b.c}",
 		"server: [a]",
 		"a: &a [*a]",

@@ -72,6 +72,8 @@ telegram:
   api_url: http://127.0.0.1:8081
   webhook_url: https://bot.example.com/telegram
   webhook_secret: s3cr3t_-
+  upgrade_url: https://example.com/pricing
+  outbox: {chat_messages: 5, chat_bytes: 4MiB, messages: 500, bytes: 32MiB}
 mail:
   smtp_host: smtp.example.com
   smtp_port: 465
@@ -144,6 +146,8 @@ func fullConfig(t *testing.T) Config {
 			APIURL:        "http://127.0.0.1:8081",
 			WebhookURL:    "https://bot.example.com/telegram",
 			WebhookSecret: "s3cr3t_-",
+			UpgradeURL:    "https://example.com/pricing",
+			Outbox:        TelegramOutbox{ChatMessages: 5, ChatBytes: 4 * MiB, Messages: 500, Bytes: 32 * MiB},
 		},
 		Mail: Mail{SMTPHost: "smtp.example.com", SMTPPort: 465, Username: "mailer", Password: "pw", From: "Sluice <noreply@example.com>",
 			ResetURL: "https://app.example.com/reset-password"},
@@ -493,6 +497,14 @@ func TestValidate(t *testing.T) {
 		{"telegram: {webhook_url: 'https://bot.example.com/hook', token: '1:x'}", "telegram.webhook_secret"},
 		{"telegram: {webhook_url: 'bot.example.com', token: '1:x', webhook_secret: abc}", "telegram.webhook_url"},
 		{"telegram: {webhook_secret: 'has space'}", "telegram.webhook_secret"},
+		{"telegram: {upgrade_url: 'example.com/pricing'}", "telegram.upgrade_url"},
+		{"telegram: {outbox: {chat_messages: 0}}", "telegram.outbox.chat_messages"},
+		{"telegram: {outbox: {chat_messages: 30, messages: 20}}", "telegram.outbox.chat_messages"},
+		{"telegram: {outbox: {messages: 0}}", "telegram.outbox.messages"},
+		{"telegram: {outbox: {chat_bytes: 1KiB}}", "telegram.outbox.chat_bytes"},
+		{"telegram: {outbox: {chat_bytes: 128MiB}}", "telegram.outbox.chat_bytes"},
+		{"telegram: {outbox: {bytes: 32GiB}}", "telegram.outbox.bytes"},
+		{"telegram: {outbox: {bytes: 10}}", "telegram.outbox.bytes"},
 		{"mail: {smtp_host: smtp.example.com, from: a@example.com, smtp_port: 0}", "mail.smtp_port"},
 		{"mail: {smtp_host: smtp.example.com, from: a@example.com, smtp_port: 65536}", "mail.smtp_port"},
 		{"mail: {smtp_host: smtp.example.com}", "mail.from"},

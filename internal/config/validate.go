@@ -273,6 +273,22 @@ func (c *Config) validateTelegram(p *problems) {
 			p.add("telegram.webhook_secret", "must be set when telegram.webhook_url is, so that forged deliveries are refused")
 		}
 	}
+	if t.UpgradeURL != "" && !isURL(t.UpgradeURL, true, "http", "https") {
+		p.add("telegram.upgrade_url", "must be empty or an http:// or https:// URL, like https://example.com/pricing")
+	}
+	o := &t.Outbox
+	if o.ChatMessages < 1 || o.ChatMessages > o.Messages {
+		p.add("telegram.outbox.chat_messages", "must be from 1 to telegram.outbox.messages (%d), got %d", o.Messages, o.ChatMessages)
+	}
+	if o.Messages < 1 || o.Messages > 1_000_000 {
+		p.add("telegram.outbox.messages", "must be from 1 to 1000000, got %d", o.Messages)
+	}
+	if o.ChatBytes < 64*KiB || o.ChatBytes > o.Bytes {
+		p.add("telegram.outbox.chat_bytes", "must be from 64KiB (an image) to telegram.outbox.bytes (%d bytes), got %d bytes", int64(o.Bytes), int64(o.ChatBytes))
+	}
+	if o.Bytes < 64*KiB || o.Bytes > 16*GiB {
+		p.add("telegram.outbox.bytes", "must be from 64KiB to 16GiB, got %d bytes", int64(o.Bytes))
+	}
 	if t.WebhookSecret != "" && !validWebhookSecret(t.WebhookSecret) {
 		p.add("telegram.webhook_secret", "must be 1 to 256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule; the value is not shown)")
 	}

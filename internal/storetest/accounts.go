@@ -34,6 +34,7 @@ func RunAccountService(t *testing.T, open func(t *testing.T) sluice.AccountServi
 	t.Run("SetPassword", func(t *testing.T) { testSetPassword(t, open(t)) })
 	t.Run("LinkTelegram", func(t *testing.T) { testLinkTelegram(t, open(t)) })
 	t.Run("SetMailAlerts", func(t *testing.T) { testSetMailAlerts(t, open(t)) })
+	t.Run("SetTelegramModel", func(t *testing.T) { testSetTelegramModel(t, open(t)) })
 	t.Run("APIKeys", func(t *testing.T) { testAPIKeys(t, open(t)) })
 	t.Run("RevokeAPIKey", func(t *testing.T) { testRevokeAPIKey(t, open(t)) })
 	t.Run("TouchAPIKey", func(t *testing.T) { testTouchAPIKey(t, open(t)) })

@@ -114,3 +114,25 @@ func testAlertMarkConcurrent(t *testing.T, s sluice.AlertMarks) {
 		}
 	}
 }
+
+// testSetTelegramModel: an account has no Telegram model until one is set
+// (at creation or by SetTelegramModel), which changes that account only.
+func testSetTelegramModel(t *testing.T, s sluice.AccountService) {
+	ctx := t.Context()
+	a := createAccount(t, s, sluice.Account{Plan: "starter", TelegramID: 7101})
+	b := createAccount(t, s, sluice.Account{Plan: "vip", TelegramID: 7102, TelegramModel: "sluice-ultra"})
+	wantAccount(t, s, a)
+	wantAccount(t, s, b)
+	for _, m := range []string{"sluice-mosaic", "sluice-mosaic", "sluice-sketch", ""} {
+		if err := s.SetTelegramModel(ctx, a.ID, m); err != nil {
+			t.Fatalf("SetTelegramModel(%q): %v", m, err)
+		}
+		a.TelegramModel = m
+		wantAccount(t, s, a)
+		if got, err := s.FindAccountByTelegram(ctx, 7101); err != nil || got.TelegramModel != m {
+			t.Fatalf("FindAccountByTelegram after SetTelegramModel(%q): %+v, %v", m, got, err)
+		}
+	}
+	wantAccount(t, s, b)
+	wantCode(t, "SetTelegramModel", s.SetTelegramModel(ctx, b.ID+1000, "x"), sluice.ENOTFOUND)
+}

@@ -3,9 +3,12 @@
 // with form or multipart parameters, answers {"ok":true,"result":…} or
 // {"ok":false,"error_code":…,"description":…,"parameters":{"retry_after":…}})
 // for the methods the bot uses: getMe, getUpdates (long polling, with
-// offsets and timeouts), setWebhook, deleteWebhook, sendMessage and
-// sendPhoto. It records what the bot sends, can answer sends with 429, and
-// delivers updates by long polling or to a webhook.
+// offsets and timeouts), setWebhook, deleteWebhook, setMyCommands,
+// sendMessage and sendPhoto (with inline keyboards) and
+// answerCallbackQuery. It records what the bot sends, can answer sends with
+// 429, and delivers updates (messages and callback queries) by long polling
+// or to a webhook. As Telegram does, it answers 409 to a getUpdates that
+// comes while another is held, and counts these conflicts.
 package telegramtest
 
 import (
@@ -26,6 +29,10 @@ import (
 // the client asks for.
 const maxHold = 5 * time.Second
 
+// conflictGrace is how long a getUpdates waits for one held before it to
+// end (its client gone) before the fake answers 409.
+const conflictGrace = 250 * time.Millisecond
+
 // Sent is a message the bot sent.
 type Sent struct {
 	Method  string // "sendMessage" or "sendPhoto"
@@ -33,14 +40,46 @@ type Sent struct {
 	Text    string // the text, or the photo's caption
 	Photo   []byte // the uploaded photo of a sendPhoto
 	ReplyTo int    // reply_parameters.message_id; 0: none
-	At      time.Time
+	// ReplyMarkup is the reply_markup JSON (an inline keyboard); "" if
+	// none.
+	ReplyMarkup string
+	At          time.Time
+}
+
+// Button is a button of an inline keyboard.
+type Button struct {
+	Text         string `json:"text"`
+	CallbackData string `json:"callback_data,omitempty"`
+	URL          string `json:"url,omitempty"`
+}
+
+// Buttons returns the buttons of the message's inline keyboard, row by
+// row; nil without one.
+func (m Sent) Buttons() [][]Button {
+	if m.ReplyMarkup == "" {
+		return nil
+	}
+	var k struct {
+		InlineKeyboard [][]Button `json:"inline_keyboard"`
+	}
+	if err := json.Unmarshal([]byte(m.ReplyMarkup), &k); err != nil {
+		return nil
+	}
+	return k.InlineKeyboard
+}
+
+// Answer is an answerCallbackQuery call.
+type Answer struct {
+	CallbackQueryID string
+	Text            string
 }
 
 // Call is a call of a Bot API method.
 type Call struct {
 	Method string
-	At     time.Time
-	Status int // the error_code answered, 200 when ok
+	Start  time.Time // when the call came
+	At     time.Time // when it was answered
+	Status int       // the error_code answered, 200 when ok
 }
 
 // Server is the fake Bot API. Its methods are safe for concurrent use.
@@ -62,6 +101,11 @@ type Server struct {
 	webhookURL    string
 	webhookSecret string
 	tooMany       []int // retry_after of the next sends to answer with 429
+	polling       int   // getUpdates calls being held
+	conflicts     int   // getUpdates calls answered 409
+	commands      string
+	answers       []Answer
+	nextCallback  int
 }
 
 // NewServer starts a fake Bot API for the token; it stops with the test.
@@ -217,6 +261,49 @@ func (s *Server) WaitSentTo(chat int64, n int) []Sent {
 	}
 }
 
+// Conflicts returns the number of getUpdates calls answered 409 because
+// another was being held: two instances polling at once.
+func (s *Server) Conflicts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conflicts
+}
+
+// Commands returns the commands JSON of the last setMyCommands.
+func (s *Server) Commands() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.commands
+}
+
+// Answers returns the answerCallbackQuery calls so far.
+func (s *Server) Answers() []Answer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Answer(nil), s.answers...)
+}
+
+// Callback returns the JSON of an update carrying a callback query: the
+// user pressed the button with data under the bot's message msg in their
+// private chat. It takes the next update id; the query's id is
+// "cb<n>".
+func (s *Server) Callback(user int64, msg Sent, messageID int, data string) []byte {
+	s.mu.Lock()
+	s.nextUpdate++
+	s.nextCallback++
+	uid, cid := s.nextUpdate, s.nextCallback
+	s.mu.Unlock()
+	from := map[string]any{"id": user, "is_bot": false, "first_name": "User" + strconv.FormatInt(user, 10)}
+	m := map[string]any{"message_id": messageID, "date": time.Now().Unix(), "text": msg.Text,
+		"chat": map[string]any{"id": msg.ChatID, "type": "private"}, "from": map[string]any{"id": 1, "is_bot": true, "first_name": "Sluice"}}
+	b, err := json.Marshal(map[string]any{"update_id": uid, "callback_query": map[string]any{
+		"id": "cb" + strconv.Itoa(cid), "from": from, "message": m, "chat_instance": "ci", "data": data}})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return b
+}
+
 func (s *Server) changedLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})
@@ -252,6 +339,17 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.write(w, method, answer{OK: true, Result: map[string]any{"id": 1, "is_bot": true, "first_name": "Sluice", "username": "sluice_bot"}})
 	case "getUpdates":
 		s.getUpdates(w, r)
+	case "setMyCommands":
+		s.mu.Lock()
+		s.commands = r.FormValue("commands")
+		s.mu.Unlock()
+		s.write(w, method, answer{OK: true, Result: true})
+	case "answerCallbackQuery":
+		s.mu.Lock()
+		s.answers = append(s.answers, Answer{CallbackQueryID: r.FormValue("callback_query_id"), Text: r.FormValue("text")})
+		s.changedLocked()
+		s.mu.Unlock()
+		s.write(w, method, answer{OK: true, Result: true})
 	case "setWebhook":
 		s.mu.Lock()
 		s.webhookURL, s.webhookSecret = r.FormValue("url"), r.FormValue("secret_token")
@@ -270,6 +368,29 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getUpdates(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	// Telegram lets one getUpdates run at a time per bot. A call whose
+	// client has just hung up may take the server a moment to notice: a
+	// new call waits up to conflictGrace for it before it is a conflict.
+	s.mu.Lock()
+	for grace := time.Now().Add(conflictGrace); s.polling > 0 && time.Now().Before(grace); {
+		s.mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+		s.mu.Lock()
+	}
+	if s.polling > 0 {
+		s.conflicts++
+		s.mu.Unlock()
+		s.write(w, "getUpdates", answer{ErrorCode: 409, Description: "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"})
+		return
+	}
+	s.polling++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.polling--
+		s.mu.Unlock()
+	}()
 	offset, _ := strconv.ParseInt(r.FormValue("offset"), 10, 64)
 	timeout, _ := strconv.Atoi(r.FormValue("timeout"))
 	hold := min(time.Duration(timeout)*time.Second, maxHold)
@@ -285,13 +406,13 @@ func (s *Server) getUpdates(w http.ResponseWriter, r *http.Request) {
 		ch := s.changed
 		s.mu.Unlock()
 		if len(out) > 0 {
-			s.write(w, "getUpdates", answer{OK: true, Result: out})
+			s.writeStart(w, "getUpdates", answer{OK: true, Result: out}, start)
 			return
 		}
 		select {
 		case <-ch:
 		case <-deadline.C:
-			s.write(w, "getUpdates", answer{OK: true, Result: []any{}})
+			s.writeStart(w, "getUpdates", answer{OK: true, Result: []any{}}, start)
 			return
 		case <-r.Context().Done():
 			return
@@ -305,7 +426,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, method string) {
 		s.write(w, method, answer{ErrorCode: 400, Description: "Bad Request: chat not found"})
 		return
 	}
-	m := Sent{Method: method, ChatID: chat, At: time.Now()}
+	m := Sent{Method: method, ChatID: chat, At: time.Now(), ReplyMarkup: r.FormValue("reply_markup")}
 	if rp := r.FormValue("reply_parameters"); rp != "" {
 		var p struct {
 			MessageID int `json:"message_id"`
@@ -360,12 +481,16 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, method string) {
 }
 
 func (s *Server) write(w http.ResponseWriter, method string, a answer) {
+	s.writeStart(w, method, a, time.Now())
+}
+
+func (s *Server) writeStart(w http.ResponseWriter, method string, a answer, start time.Time) {
 	status := http.StatusOK
 	if !a.OK {
 		status = a.ErrorCode
 	}
 	s.mu.Lock()
-	s.calls = append(s.calls, Call{Method: method, At: time.Now(), Status: status})
+	s.calls = append(s.calls, Call{Method: method, Start: start, At: time.Now(), Status: status})
 	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
