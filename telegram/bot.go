@@ -169,6 +169,8 @@ type Bot struct {
 
 	workers sync.WaitGroup // per-chat workers
 	poller  sync.WaitGroup // the long-polling loop
+
+	username atomic.Pointer[string] // learnt by Start (getMe)
 }
 
 // chatQueue is the updates of one chat waiting for its worker: messages

@@ -247,6 +247,23 @@ func TestPendingBound(t *testing.T) {
 // creating one; after it the user draws from that account's counters and
 // plan. A user with an account of the bot's own moves to the linked one,
 // and the old account is left without a Telegram user.
+// TestStartLink: "/start CODE", what a t.me/<bot>?start=CODE link sends,
+// links like "/link CODE" and creates no account of its own.
+func TestStartLink(t *testing.T) {
+	e := newEnv(t, nil)
+	e.start()
+	owner := &sluice.Account{Email: "ada@example.com", Plan: "basic"}
+	if err := e.accounts.CreateAccount(context.Background(), owner); err != nil {
+		t.Fatal(err)
+	}
+	const user = 300
+	wantText(t, e.say(user, "/start "+e.linkCode(owner.ID), 1), "Linked", "ada@example.com")
+	if a := e.accountOf(user); a.ID != owner.ID {
+		t.Fatalf("telegram user bound to account %d, want %d", a.ID, owner.ID)
+	}
+	wantText(t, e.say(user, "/start", 2), "Hi!") // a plain /start greets
+}
+
 func TestLink(t *testing.T) {
 	e := newEnv(t, nil)
 	e.start()

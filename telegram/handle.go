@@ -54,9 +54,10 @@ func (b *Bot) handle(ctx context.Context, m *models.Message) {
 		return
 	}
 	cmd, arg := parseCommand(text)
-	if cmd == "link" {
+	if cmd == "link" || cmd == "start" && arg != "" {
 		// Before any lookup: /link as a first message must not create an
-		// account of its own.
+		// account of its own. "/start CODE" is what Telegram sends for
+		// the console's t.me/<bot>?start=CODE link.
 		b.link(ctx, m, arg)
 		return
 	}

@@ -23,9 +23,24 @@ var commands = []models.BotCommand{
 	{Command: "help", Description: "What I do, and the commands"},
 }
 
-// setCommands registers the command menu. A failure only loses the menu:
-// it is logged.
+// Username is the bot's username, without "@", as Start learnt it from
+// getMe; "" before Start or if getMe failed. It is safe for concurrent use.
+func (b *Bot) Username() string {
+	if p := b.username.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// setCommands learns the bot's username and registers the command menu.
+// A failure only loses the menu or the name (the console's t.me link): it
+// is logged.
 func (b *Bot) setCommands(ctx context.Context) {
+	if me, err := b.api.GetMe(ctx); err != nil {
+		b.logger().Warn("telegram: getMe", slog.String("error", err.Error()))
+	} else if me.Username != "" {
+		b.username.Store(&me.Username)
+	}
 	if _, err := b.api.SetMyCommands(ctx, &tgbot.SetMyCommandsParams{Commands: commands}); err != nil {
 		b.logger().Warn("telegram: set the commands menu", slog.String("error", err.Error()))
 	}

@@ -338,8 +338,8 @@ func (s *Server) handleTelegram(w http.ResponseWriter, r *http.Request) {
 	}
 	s.renderAccount(w, r, http.StatusOK, func(v *accountView) {
 		v.TelegramCode, v.TelegramExpires = code, expires
-		if s.TelegramBot != "" {
-			v.TelegramLink = "https://t.me/" + s.TelegramBot + "?start=" + code
+		if bot := s.telegramBot(); bot != "" {
+			v.TelegramLink = "https://t.me/" + bot + "?start=" + code
 		}
 	}, "")
 }

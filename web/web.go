@@ -100,6 +100,7 @@ type Server struct {
 	csrfKey []byte
 	opsKey  []byte // nil: no operator sign-in
 	cat     atomic.Pointer[catalog]
+	botName atomic.Pointer[string] // SetTelegramBot's; nil: TelegramBot
 	secure  bool
 }
 
@@ -178,6 +179,19 @@ func newCatalog(plans []sluice.Plan, w sluice.WindowConfig) *catalog {
 func (s *Server) SetPlans(plans []sluice.Plan, w sluice.WindowConfig) {
 	s.init()
 	s.cat.Store(newCatalog(plans, w))
+}
+
+// SetTelegramBot sets the bot's username (without "@") for the t.me link
+// of the Telegram section, once the bot knows it. It is safe for
+// concurrent use.
+func (s *Server) SetTelegramBot(name string) { s.botName.Store(&name) }
+
+// telegramBot is the bot's username: SetTelegramBot's, else TelegramBot.
+func (s *Server) telegramBot() string {
+	if p := s.botName.Load(); p != nil {
+		return *p
+	}
+	return s.TelegramBot
 }
 
 // catalog returns the plans and windows in force.

@@ -90,6 +90,9 @@ func (m *Main) startBot(ctx context.Context) error {
 	if err := m.Bot.Start(ctx); err != nil {
 		return err
 	}
+	if name := m.Bot.Username(); name != "" && m.Console != nil {
+		m.Console.SetTelegramBot(name)
+	}
 	mode := "long polling"
 	if m.Bot.Leases != nil {
 		mode = "long polling by the elected instance"

@@ -98,6 +98,10 @@ func TestMainTelegramSharedQuota(t *testing.T) {
 	if g.m.Bot == nil {
 		t.Fatal("no bot with telegram.token set")
 	}
+	// The console links to the bot by the name getMe gave.
+	if got := g.m.Bot.Username(); got != "sluice_bot" {
+		t.Errorf("bot username %q, want sluice_bot (getMe)", got)
+	}
 	const hourly = `"message":"Hourly limit reached: 5 requests/hour on Starter plan"`
 	const botHourly = "Hourly limit reached: 5 images/hour on the Starter plan. You can go on in 1 min, at 17:48 UTC."
 
