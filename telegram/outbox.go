@@ -97,6 +97,9 @@ type outMsg struct {
 	seq   uint64 // order of enqueueing, for fairness between chats
 	tries int    // failed attempts other than 429s
 	n429  int    // 429s received
+	// started is when the loop started the latest attempt to send it, by
+	// the outbox's clock: the pacing holds between these instants.
+	started time.Time
 }
 
 // chatOut is the queue of one chat.
@@ -228,7 +231,11 @@ func (o *outbox) fitsLocked(c *chatOut, size int) bool {
 	if o.n+1 > l.Messages || o.bytes+size > l.Bytes {
 		return false
 	}
-	return c == nil || c.n+1 <= l.ChatMessages && c.bytes+size <= l.ChatBytes
+	var n, bytes int // of the chat: none if it has nothing queued
+	if c != nil {
+		n, bytes = c.n, c.bytes
+	}
+	return n+1 <= l.ChatMessages && bytes+size <= l.ChatBytes
 }
 
 // settleLocked forgets m, done with (delivered or failed), from the
@@ -294,6 +301,7 @@ func (o *outbox) loop(ctx context.Context) {
 				best.queue[0] = nil
 				best.queue = best.queue[1:]
 				best.busy = true
+				m.started = now
 				best.next = now.Add(o.chatEvery)
 				nextAny = now.Add(o.every)
 				o.queued--

@@ -67,7 +67,9 @@ func (l *sendLog) send(_ context.Context, m *outMsg) error {
 			return err
 		}
 	}
-	l.at = append(l.at, l.clock.Now())
+	// The pacing is the loop's: the instants it started the sends (this
+	// goroutine may run a step of the clock later).
+	l.at = append(l.at, m.started)
 	l.chats = append(l.chats, m.chatID)
 	return nil
 }
@@ -229,6 +231,7 @@ func TestOutboxLimits(t *testing.T) {
 		m    *outMsg
 		want error
 	}{
+		{msg(9, "big", 998), errFull}, // over a chat's 1000 bytes, though it has nothing queued
 		{msg(1, "a1", 0), nil},
 		{msg(1, "a2", 0), nil},
 		{msg(1, "a3", 0), nil},
@@ -247,7 +250,7 @@ func TestOutboxLimits(t *testing.T) {
 		}
 	}
 	mu.Lock()
-	want := []string{"a4", "b2", "c1", "d1"}
+	want := []string{"big", "a4", "b2", "c1", "d1"}
 	if fmt.Sprint(failed) != fmt.Sprint(want) {
 		t.Errorf("failed %v, want %v", failed, want)
 	}
@@ -266,7 +269,7 @@ func TestOutboxLimits(t *testing.T) {
 	if n != 0 || b != 0 {
 		t.Fatalf("after sending: %d messages, %d bytes counted", n, b)
 	}
-	if err := o.enqueue(msg(1, "again", 999)); err != nil {
+	if err := o.enqueue(msg(1, "again", 995)); err != nil { // 1000 bytes: the chat's whole room
 		t.Fatalf("after sending: %v", err)
 	}
 }

@@ -269,8 +269,19 @@ func TestOutboxFullRefunds(t *testing.T) {
 		return e.gen.demo.Generate(ctx, req)
 	})
 	wantText(t, e.say(user, "/help", 1), "/usage") // the chat's next message waits a second
+	// The fake has the reply before the outbox has settled it: wait for
+	// its place to be free, or the prompt is refused as the outbox is full.
+	for deadline := time.Now().Add(10 * time.Second); e.bot.Pending() > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the reply to /help never settled")
+		}
+	}
 	e.api.Say(user, "a kite")
-	<-started
+	select {
+	case <-started:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the prompt was not generated; sent: %v", e.api.SentTo(user))
+	}
 	if err := e.bot.SendText(user, "an alert"); err != nil { // takes the chat's one place
 		t.Fatal(err)
 	}
