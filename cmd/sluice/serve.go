@@ -224,6 +224,9 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.AuthQuota, err = newLimiter(authMode, "quota.on_store_error_auth", cfg.Quota.OnStoreErrorAuth); err != nil {
 		return err
 	}
+	if err := m.testClockOffset(); err != nil {
+		return err
+	}
 	if err := m.openBus(pg, log); err != nil {
 		return err
 	}
@@ -555,5 +558,27 @@ func (m *Main) openBus(pg *postgres.DB, log *slog.Logger) error {
 		m.AuthQuota.Invalidate(inv)
 	})
 	m.closers = append(m.closers, func() error { stop(); return nil })
+	return nil
+}
+
+// testClockOffsetEnv is for testing only, and undocumented for users: a
+// duration ("10m", "-10m") added to this process's clock wherever the
+// limiters read it, so that scripts/accuracy can run gateways whose clocks
+// disagree as separate processes (the in-process tests set Quota.Now
+// instead). With the Redis store in its default mode Redis's clock decides,
+// so the offset must change no decision.
+const testClockOffsetEnv = "SLUICE_TEST_CLOCK_OFFSET"
+
+func (m *Main) testClockOffset() error {
+	v := m.Getenv(testClockOffsetEnv)
+	if v == "" {
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("%s: %w", testClockOffsetEnv, err)
+	}
+	now := func() time.Time { return time.Now().Add(d) }
+	m.Quota.Now, m.AuthQuota.Now = now, now
 	return nil
 }
