@@ -74,10 +74,10 @@ conservative in that uncertainty, so that a non-zero cell is a real fault, not j
 - **requests**: first requests (retries not counted); **admitted**: answers 200 that were not replays, i.e. charges.
 - **allowed**: the most the rules allow for requests arriving when these did: the reference model (sliding: any W
   consecutive seconds; calendar: windows aligned to multiples of W; token bucket: capacity L, refilled L per W, in
-  microseconds) replayed greedily over every request that reached a decision (200, 429, 5xx, no answer), each at the instant its
-  answer came (the latest it can have been decided). It moves with timing by a few units (a burst that straddles a
-  second is counted in the later second); it shows that a row admitted about what the rules allow, and where open or
-  local admitted far more.
+  microseconds) replayed greedily over every request that reached a decision (200, 429, 5xx, no answer), all at their sends, all
+  at the middles of their intervals, all at their answers: the most of the three. It is an estimate that moves with
+  timing by a few units (a burst that straddles a second boundary, a slow answer); it shows that a row admitted about
+  what the rules allow, and where open or local admitted far more. **over** is the strict check.
 - **over**: over-admissions: the largest excess of charges over a limit in any one window (token bucket: in any span
   [x, y], which may hold L + L·(y−x)/W), counting only charges that lie in it wherever in their intervals they were decided.
 - **false**: false refusals, out of the 429s: a 429 for a request that fits every window even if every request that
@@ -118,6 +118,7 @@ conservative in that uncertainty, so that a non-zero cell is a real fault, not j
 			r.falseRefusals, r.refusals, fmtSeconds(r.retryErr), r.double, r.retries,
 			r.p50.Round(time.Millisecond), r.p99.Round(time.Millisecond), r.statuses)
 	}
+	b.WriteString(notes(rows))
 	b.WriteString(`
 ## What is left out
 
@@ -140,4 +141,55 @@ func fmtSeconds(s float64) string {
 		return "–"
 	}
 	return fmt.Sprintf("%.1f s", s)
+}
+
+// notes explains every row with a non-zero over, false, retry_after or
+// double cell, or that admitted more than the estimate of allowed.
+func notes(rows []result) string {
+	var b strings.Builder
+	b.WriteString("\n## Notes on the non-zero cells\n\n")
+	n := 0
+	for _, r := range rows {
+		if r.err != nil {
+			continue
+		}
+		var why []string
+		degraded := r.policy == "open" || r.policy == "local"
+		switch {
+		case r.over > 0 && r.policy == "open":
+			why = append(why, fmt.Sprintf("over %d: expected. While Redis was down (1.5 s, plus the breaker's cooldown and the "+
+				"timeouts) quota.on_store_error open admitted every request unchecked: %d admitted against %d allowed.", r.over, r.admitted, r.allowed))
+		case r.over > 0 && r.policy == "local":
+			why = append(why, fmt.Sprintf("over %d: expected. While Redis was down each of the %d instances counted in its own "+
+				"memory (up to its own full limit), and those charges never reached Redis: up to %d× the limit in a window.", r.over, r.instances, r.instances+1))
+		case r.over > 0:
+			why = append(why, fmt.Sprintf("over %d: NOT EXPECTED under the closed policy.", r.over))
+		}
+		if r.retryErr > 0 && degraded {
+			why = append(why, fmt.Sprintf("retry_after ± %.1f s: expected with %s: Redis does not know the admissions made "+
+				"without it, so its retry_after (right by its own counts) is earlier than the model's, which counts every 200.", r.retryErr, r.policy))
+		} else if r.retryErr > 0 {
+			why = append(why, fmt.Sprintf("retry_after ± %.1f s: not expected.", r.retryErr))
+		}
+		if r.falseRefusals > 0 {
+			why = append(why, fmt.Sprintf("false refusals %d: not expected (the check is conservative).", r.falseRefusals))
+		}
+		if r.double > 0 {
+			why = append(why, fmt.Sprintf("double charges %d: NOT EXPECTED.", r.double))
+		}
+		if r.admitted > r.allowed && !degraded {
+			why = append(why, fmt.Sprintf("admitted %d > allowed %d with over 0: the estimate of allowed places every request at "+
+				"one point of its interval (p99 latency %s in this row); the strict check finds no window over its limit.",
+				r.admitted, r.allowed, r.p99.Round(time.Millisecond)))
+		}
+		if len(why) == 0 {
+			continue
+		}
+		n++
+		fmt.Fprintf(&b, "- %s %s %d × %d, %s / %s: %s\n", r.store, r.algo, r.instances, r.clients, r.fault, r.policy, strings.Join(why, " "))
+	}
+	if n == 0 {
+		b.WriteString("None.\n")
+	}
+	return b.String()
 }

@@ -355,7 +355,7 @@ func analyze(r *result, events []event) {
 	var (
 		charges  []span  // definite: a 200 that was not a replay
 		possible []event // charged or perhaps charged (no answer, 5xx)
-		attempts []int64 // answers of requests that reached a decision
+		attempts []span  // requests that reached a decision
 		lat      []time.Duration
 		perKey   = map[string]int{}
 		lost     = map[string]bool{}
@@ -391,11 +391,24 @@ func analyze(r *result, events []event) {
 			possible = append(possible, e)
 		}
 		if charged || e.status == 429 || e.status == 0 || e.status >= 500 {
-			attempts = append(attempts, e.recv)
+			attempts = append(attempts, e.span())
 		}
 	}
 	r.admitted = len(charges)
-	r.allowed = greedy(r.algo, windows, attempts)
+	// The most the rules allow: the model's greedy replay with every
+	// request decided at its send, at the middle of its interval, at its
+	// answer; the most of the three.
+	for _, at := range []func(span) int64{
+		func(s span) int64 { return s.lo },
+		func(s span) int64 { return (s.lo + s.hi) / 2 },
+		func(s span) int64 { return s.hi },
+	} {
+		var times []int64
+		for _, a := range attempts {
+			times = append(times, at(a))
+		}
+		r.allowed = max(r.allowed, greedy(r.algo, windows, times))
+	}
 	for _, w := range windows {
 		r.over = max(r.over, overAdmission(r.algo, w, charges))
 	}
