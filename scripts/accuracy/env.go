@@ -235,7 +235,7 @@ func (e *env) clusterURL(ctx context.Context) (string, error) {
 type gateway struct {
 	url    string
 	cmd    *exec.Cmd
-	out    *bytes.Buffer
+	out    *lockedBuffer // stderr
 	done   chan struct{}
 	offset time.Duration
 	dead   bool
@@ -251,7 +251,7 @@ func (e *env) startGateways(ctx context.Context, vars map[string]string, offsets
 			return gws, err
 		}
 		data, _ := os.MkdirTemp(e.dir, "data")
-		g := &gateway{url: "http://127.0.0.1:" + strconv.Itoa(port), out: &bytes.Buffer{}, done: make(chan struct{}), offset: off}
+		g := &gateway{url: "http://127.0.0.1:" + strconv.Itoa(port), out: &lockedBuffer{}, done: make(chan struct{}), offset: off}
 		g.cmd = exec.Command(e.bin, "serve", "--addr", "127.0.0.1:"+strconv.Itoa(port), "--data", data)
 		var environ []string
 		for _, kv := range os.Environ() {
@@ -266,7 +266,7 @@ func (e *env) startGateways(ctx context.Context, vars map[string]string, offsets
 			environ = append(environ, "SLUICE_TEST_CLOCK_OFFSET="+off.String())
 		}
 		g.cmd.Env = environ
-		g.cmd.Stdout, g.cmd.Stderr = io.Discard, &lockedWriter{w: g.out}
+		g.cmd.Stdout, g.cmd.Stderr = io.Discard, g.out
 		if err := g.cmd.Start(); err != nil {
 			return gws, err
 		}
@@ -284,7 +284,7 @@ func (e *env) startGateways(ctx context.Context, vars map[string]string, offsets
 			}
 			select {
 			case <-g.done:
-				return gws, fmt.Errorf("gateway %d exited at start:\n%s", i, g.out)
+				return gws, fmt.Errorf("gateway %d exited at start:\n%s", i, g.out.bytes())
 			case <-ctx.Done():
 				return gws, ctx.Err()
 			case <-time.After(50 * time.Millisecond):
@@ -312,21 +312,28 @@ func stopGateways(gws []*gateway) {
 	}
 }
 
-type lockedWriter struct {
+// lockedBuffer is a bytes.Buffer safe for a process's output and a reader.
+type lockedBuffer struct {
 	mu sync.Mutex
-	w  io.Writer
+	b  bytes.Buffer
 }
 
-func (l *lockedWriter) Write(p []byte) (int, error) {
+func (l *lockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.w.Write(p)
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Clone(l.b.Bytes())
 }
 
 // warnings returns the first n WARN or ERROR lines of a gateway's output.
 func (g *gateway) warnings(n int) []string {
 	var lines []string
-	sc := bufio.NewScanner(bytes.NewReader(g.out.Bytes()))
+	sc := bufio.NewScanner(bytes.NewReader(g.out.bytes()))
 	for sc.Scan() && len(lines) < n {
 		if l := sc.Text(); strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
 			lines = append(lines, l)

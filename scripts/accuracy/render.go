@@ -28,25 +28,27 @@ func render(rows []result, o options, cmd string, begin time.Time, took time.Dur
 		runtime.NumCPU(), host, goVersion)
 
 	var over, falseRef, dbl, maybeDbl, overExpected int64
-	var raErr float64 = -1
+	var raErr, raErrDegraded float64 = -1, -1
 	for _, r := range rows {
 		if r.err != nil {
 			continue
 		}
 		if r.policy == "open" || r.policy == "local" {
 			overExpected = max(overExpected, r.over)
+			raErrDegraded = max(raErrDegraded, r.retryErr)
 		} else {
 			over = max(over, r.over)
+			raErr = max(raErr, r.retryErr)
 		}
 		falseRef += int64(r.falseRefusals)
 		dbl += int64(r.double)
 		maybeDbl += int64(r.maybeDouble)
-		raErr = max(raErr, r.retryErr)
 	}
 	fmt.Fprintf(&b, "**Headline**: %d rows. Over-admissions where the policy is closed: **%d** (worst window). "+
 		"Where quota.on_store_error is open or local: up to **%d** over a limit during a Redis restart, by design. "+
-		"False refusals: **%d**. Worst retry_after error: **%s**. Double charges: **%d** (and %d keys whose first try got no answer and whose retry was charged).\n\n",
-		len(rows), over, overExpected, falseRef, fmtSeconds(raErr), dbl, maybeDbl)
+		"False refusals: **%d**. Worst retry_after error: **%s** where the policy is closed (%s with open or local, whose "+
+		"admissions Redis never saw). Double charges: **%d** (and %d keys whose first try got no answer and whose retry was charged).\n\n",
+		len(rows), over, overExpected, falseRef, fmtSeconds(raErr), fmtSeconds(raErrDegraded), dbl, maybeDbl)
 
 	fmt.Fprintf(&b, "## How it runs\n\n")
 	fmt.Fprintf(&b, "Every row starts fresh gateways (`sluice serve`, built once) on 127.0.0.1 and a new account whose limits are "+
@@ -137,8 +139,13 @@ instances × concurrency in full for Redis, concurrency 64 and 300 for the clust
 }
 
 func fmtSeconds(s float64) string {
-	if s < 0 {
+	switch {
+	case s < 0:
 		return "–"
+	case s == 0:
+		return "0 s"
+	case s < 1:
+		return fmt.Sprintf("%.3f s", s)
 	}
 	return fmt.Sprintf("%.1f s", s)
 }
@@ -168,8 +175,13 @@ func notes(rows []result) string {
 		if r.retryErr > 0 && degraded {
 			why = append(why, fmt.Sprintf("retry_after ± %.1f s: expected with %s: Redis does not know the admissions made "+
 				"without it, so its retry_after (right by its own counts) is earlier than the model's, which counts every 200.", r.retryErr, r.policy))
+		} else if r.retryErr > 0 && r.retryErr < 0.1 && r.store != "embedded" {
+			why = append(why, fmt.Sprintf("retry_after ± %s: a few milliseconds, consistent with the rejection cache: it "+
+				"remembers a refusal until the gateway's clock at the start of the decision plus Redis's RetryAfter, which "+
+				"Redis counted from its own (later) instant of decision, so a cached retry_after can come out a round trip "+
+				"early, and its whole-second rounding then one second low (quota/rejections.go put).", fmtSeconds(r.retryErr)))
 		} else if r.retryErr > 0 {
-			why = append(why, fmt.Sprintf("retry_after ± %.1f s: not expected.", r.retryErr))
+			why = append(why, fmt.Sprintf("retry_after ± %s: not expected.", fmtSeconds(r.retryErr)))
 		}
 		if r.falseRefusals > 0 {
 			why = append(why, fmt.Sprintf("false refusals %d: not expected (the check is conservative).", r.falseRefusals))

@@ -123,6 +123,7 @@ type result struct {
 	falseRefusals int
 	refusals      int
 	retryErr      float64 // s; -1 when no refusal told one
+	worstRetry    string  // the refusal of retryErr, when not 0
 	retries       int
 	double        int // keys charged twice
 	maybeDouble   int // keys whose first try went unanswered and whose retry was charged
@@ -158,6 +159,12 @@ func run(ctx context.Context, o options) ([]result, error) {
 		} else {
 			o.log.Printf("%-52s req %5d adm %4d allow %4d over %d false %d/%d ra±%.1fs dbl %d/%d %s", s.name(), r.requests, r.admitted,
 				r.allowed, r.over, r.falseRefusals, r.refusals, r.retryErr, r.double, r.retries, r.statuses)
+			for _, w := range r.warnings {
+				o.log.Printf("  gateway: %s", w)
+			}
+			if r.worstRetry != "" {
+				o.log.Printf("  worst retry_after: %s", r.worstRetry)
+			}
 		}
 		rows = append(rows, r)
 	}
@@ -453,7 +460,17 @@ func analyze(r *result, events []event) {
 		// is in [send + (s-1), recv + s].
 		toldLo, toldHi := e.send+(e.retryAfter-1)*second, e.recv+e.retryAfter*second
 		gap := max(0, tLo-toldHi, toldLo-tHi)
-		r.retryErr = max(r.retryErr, float64(gap)/float64(second))
+		if g := float64(gap) / float64(second); g > r.retryErr {
+			r.retryErr = g
+			if g > 0 {
+				dir := "told early"
+				if toldLo-tHi > tLo-toldHi {
+					dir = "told late"
+				}
+				r.worstRetry = fmt.Sprintf("%s by %.3fs: gateway %d, Retry-After %d, answered in %dµs, fits in [%.3f, %.3f]s after send",
+					dir, g, e.gateway, e.retryAfter, e.recv-e.send, float64(tLo-e.send)/1e6, float64(tHi-e.send)/1e6)
+			}
+		}
 	}
 	slices.Sort(lat)
 	if len(lat) > 0 {
