@@ -237,6 +237,9 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.AuthQuota, err = newLimiter(authMode, "quota.on_store_error_auth", cfg.Quota.OnStoreErrorAuth); err != nil {
 		return err
 	}
+	if err := m.testClockOffset(); err != nil {
+		return err
+	}
 	if err := m.openBus(pg, log); err != nil {
 		return err
 	}
@@ -615,4 +618,26 @@ func b2f(b bool) float64 {
 func windowConfig(c *config.Config) sluice.WindowConfig {
 	return sluice.WindowConfig{Algorithm: c.Limits.Algorithm, Hour: c.Limits.Windows.Hour,
 		Day: c.Limits.Windows.Day, Location: c.Limits.Timezone}
+}
+
+// testClockOffsetEnv is for testing only, and undocumented for users: a
+// duration ("10m", "-10m") added to this process's clock wherever the
+// limiters read it, so that scripts/accuracy can run gateways whose clocks
+// disagree as separate processes (the in-process tests set Quota.Now
+// instead). With the Redis store in its default mode Redis's clock decides,
+// so the offset must change no decision.
+const testClockOffsetEnv = "SLUICE_TEST_CLOCK_OFFSET"
+
+func (m *Main) testClockOffset() error {
+	v := m.Getenv(testClockOffsetEnv)
+	if v == "" {
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("%s: %w", testClockOffsetEnv, err)
+	}
+	now := func() time.Time { return time.Now().Add(d) }
+	m.Quota.Now, m.AuthQuota.Now = now, now
+	return nil
 }
