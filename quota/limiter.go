@@ -87,8 +87,9 @@ func ParseFailurePolicy(s string) (FailurePolicy, error) {
 // # Rejection cache
 //
 // With RejectionCacheSize set, a rejection by Store is remembered, keyed by key, policy and n, until the
-// instant it says the request could fit (by this process's clock: now plus
-// RetryAfter); the same request until then is rejected locally with the
+// instant it says the request could fit (by this process's clock: the
+// answer's receipt plus RetryAfter, so one round trip late rather than
+// early); the same request until then is rejected locally with the
 // same figures (which may lag: another window's Remaining may have grown
 // meanwhile) and a RetryAfter counted down, without a round trip.
 // Admissions are never cached and always go to Store, so no instance can
@@ -211,7 +212,10 @@ func (l *Limiter) Take(ctx context.Context, key string, p *sluice.Policy, n int6
 			return err
 		})
 		if err == nil {
-			l.rejected.put(key, req, d, now, gen)
+			// Counted from its receipt, not from before the call: a
+			// cached rejection may then say one round trip late, never
+			// early (a retry at the time it gives succeeds).
+			l.rejected.put(key, req, d, l.now(), gen)
 		} else if sluice.ErrorCode(err) == sluice.EINVALID {
 			return d, err
 		} else if p.Unlimited() {

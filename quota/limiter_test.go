@@ -362,3 +362,43 @@ func TestRejectionDuringInvalidation(t *testing.T) {
 		t.Fatalf("the take after the invalidation was answered from the cache (store calls %d, want 4)", got)
 	}
 }
+
+// slowStore answers every Take a round trip after it was asked, by the
+// test's clock, with a rejection whose RetryAfter counts from its answer.
+type slowStore struct {
+	sluice.QuotaStore
+	clock *time.Time
+	rtt   time.Duration
+	retry time.Duration
+}
+
+func (s *slowStore) Take(ctx context.Context, key string, p *sluice.Policy, n int64, now time.Time) (sluice.Decision, error) {
+	*s.clock = s.clock.Add(s.rtt)
+	return sluice.Decision{Time: *s.clock, RetryAfter: s.retry, Blocking: 0, N: 1,
+		Windows: [sluice.MaxWindows]sluice.WindowStatus{{Name: "hour", Length: time.Hour, Limit: 2, Reset: s.clock.Add(s.retry)}}}, nil
+}
+
+// TestRejectionCacheNeverEarly: a cached rejection counts its wait from
+// when the store's answer came, so the retry_after it tells later is never
+// shorter than the store's (a retry at the time it gives succeeds). Before,
+// it counted from before the call: one round trip early, which a whole
+// second of rounding did not always cover (scripts/accuracy saw 18 ms).
+func TestRejectionCacheNeverEarly(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 3, 8, 12, 0, 0, 0, time.UTC)
+	s := &slowStore{clock: &now, rtt: 100 * time.Millisecond, retry: 2 * time.Second}
+	l := &quota.Limiter{Store: s, RejectionCacheSize: 10, Now: func() time.Time { return now }}
+	d, err := l.Take(ctx, "k", &twoPerHour, 1)
+	if err != nil || d.Allowed {
+		t.Fatalf("first: %+v, %v", d, err)
+	}
+	fits := now.Add(s.retry) // the store's answer came at now
+	now = now.Add(900 * time.Millisecond)
+	d, err = l.Take(ctx, "k", &twoPerHour, 1) // from the cache
+	if err != nil || d.Allowed {
+		t.Fatalf("cached: %+v, %v", d, err)
+	}
+	if told := now.Add(time.Duration(d.RetryAfterSeconds()) * time.Second); told.Before(fits) {
+		t.Fatalf("cached rejection says retry at %v, %v before the request fits", told.Format("15:04:05.000"), fits.Sub(told))
+	}
+}
