@@ -109,7 +109,9 @@ RETURNING id`,
 
 const accountColumns = `id, email, password_hash, plan, override_hour, override_day, telegram_id, created_at, mail_alerts, telegram_model`
 
-func scanAccount(row *sql.Row) (*sluice.Account, error) {
+// scanAccount reads the accountColumns of one row (a *sql.Row or the
+// current row of *sql.Rows).
+func scanAccount(row interface{ Scan(...any) error }) (*sluice.Account, error) {
 	var (
 		a       sluice.Account
 		email   sql.NullString

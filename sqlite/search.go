@@ -10,41 +10,28 @@ import (
 var _ sluice.AccountSearcher = (*DB)(nil)
 
 // SearchAccounts finds the accounts whose email contains q.Text
-// (case-insensitively) or whose ID is q.Text, lowest ID first. It selects
-// the IDs, then reads each account as FindAccountByID does, so that an
-// account looks the same whichever way it was found: at most
-// sluice.MaxAccountSearchLimit lookups, for the operator's pages only.
+// (case-insensitively) or whose ID is q.Text, lowest ID first, in one
+// query read by scanAccount, as FindAccountByID reads an account.
 func (db *DB) SearchAccounts(ctx context.Context, q sluice.AccountQuery) ([]*sluice.Account, error) {
 	text, pattern, id, limit := sluice.SearchTerms(q)
 	rows, err := db.r.QueryContext(ctx, `
-SELECT id FROM accounts
+SELECT `+accountColumns+` FROM accounts
 WHERE id > ? AND (? = '' OR email_key LIKE ? ESCAPE '\' OR id = ?)
 ORDER BY id LIMIT ?`, q.After, text, pattern, id, limit)
 	if err != nil {
 		return nil, fmt.Errorf("search accounts: %w", err)
 	}
-	var ids []int64
+	defer rows.Close()
+	var out []*sluice.Account
 	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("search accounts: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("search accounts: %w", err)
-	}
-	out := make([]*sluice.Account, 0, len(ids))
-	for _, id := range ids {
-		a, err := db.FindAccountByID(ctx, id)
-		if sluice.ErrorCode(err) == sluice.ENOTFOUND {
-			continue // deleted in between
-		} else if err != nil {
+		a, err := scanAccount(rows)
+		if err != nil {
 			return nil, fmt.Errorf("search accounts: %w", err)
 		}
 		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("search accounts: %w", err)
 	}
 	return out, nil
 }
