@@ -3,6 +3,7 @@ package sluice
 import (
 	"context"
 	"strings"
+	"sync"
 )
 
 // InvalidationKind names what an Invalidation is about.
@@ -96,4 +97,39 @@ func DecodeInvalidation(msg string) (origin string, inv Invalidation, valid bool
 		inv = Invalidation{Kind: InvalidateAll}
 	}
 	return f[1], inv, true
+}
+
+// InvalidationSubscribers are the callbacks of an InvalidationBus's
+// Subscribe. The zero value is ready for use; it is safe for concurrent
+// use, and a callback may not subscribe or cancel while it runs.
+type InvalidationSubscribers struct {
+	mu   sync.RWMutex // held for reading while the callbacks run
+	fns  map[uint64]func(Invalidation)
+	next uint64
+}
+
+// Subscribe adds fn, until the returned cancel is called.
+func (s *InvalidationSubscribers) Subscribe(fn func(Invalidation)) (cancel func()) {
+	s.mu.Lock()
+	if s.fns == nil {
+		s.fns = make(map[uint64]func(Invalidation))
+	}
+	id := s.next
+	s.next++
+	s.fns[id] = fn
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		delete(s.fns, id)
+		s.mu.Unlock()
+	}
+}
+
+// Deliver calls every callback with inv.
+func (s *InvalidationSubscribers) Deliver(inv Invalidation) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, fn := range s.fns {
+		fn(inv)
+	}
 }

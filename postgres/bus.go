@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -33,9 +32,7 @@ type Bus struct {
 	origin string
 	log    *slog.Logger
 
-	mu   sync.RWMutex // held for reading while a callback runs
-	subs map[uint64]func(sluice.Invalidation)
-	next uint64
+	subs sluice.InvalidationSubscribers
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -53,8 +50,7 @@ func NewBus(db *DB, logger *slog.Logger) *Bus {
 		logger = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Bus{db: db, origin: sluice.RandomString(16), log: logger,
-		subs: make(map[uint64]func(sluice.Invalidation)), cancel: cancel, done: make(chan struct{})}
+	b := &Bus{db: db, origin: sluice.RandomString(16), log: logger, cancel: cancel, done: make(chan struct{})}
 	go b.run(ctx)
 	return b
 }
@@ -85,25 +81,10 @@ func (b *Bus) Publish(ctx context.Context, inv sluice.Invalidation) error {
 
 // Subscribe implements sluice.InvalidationBus.
 func (b *Bus) Subscribe(fn func(sluice.Invalidation)) (cancel func()) {
-	b.mu.Lock()
-	id := b.next
-	b.next++
-	b.subs[id] = fn
-	b.mu.Unlock()
-	return func() {
-		b.mu.Lock()
-		delete(b.subs, id)
-		b.mu.Unlock()
-	}
+	return b.subs.Subscribe(fn)
 }
 
-func (b *Bus) deliver(inv sluice.Invalidation) {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	for _, fn := range b.subs {
-		fn(inv)
-	}
-}
+func (b *Bus) deliver(inv sluice.Invalidation) { b.subs.Deliver(inv) }
 
 // run listens, and listens again whenever the connection is lost, until
 // ctx ends.

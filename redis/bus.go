@@ -43,9 +43,7 @@ type Bus struct {
 
 	client atomic.Pointer[rueidis.Client] // nil until the first dial succeeds
 
-	mu   sync.RWMutex // held for reading while a callback runs
-	subs map[uint64]func(sluice.Invalidation)
-	next uint64
+	subs sluice.InvalidationSubscribers
 
 	stop chan struct{}
 	done chan struct{}
@@ -85,7 +83,6 @@ func OpenBus(url string, opts BusOptions) (*Bus, error) {
 		origin:  sluice.RandomString(16),
 		timeout: opts.Timeout,
 		log:     opts.Logger,
-		subs:    make(map[uint64]func(sluice.Invalidation)),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -132,27 +129,12 @@ func (b *Bus) Publish(ctx context.Context, inv sluice.Invalidation) error {
 
 // Subscribe implements sluice.InvalidationBus.
 func (b *Bus) Subscribe(fn func(sluice.Invalidation)) (cancel func()) {
-	b.mu.Lock()
-	id := b.next
-	b.next++
-	b.subs[id] = fn
-	b.mu.Unlock()
-	return func() {
-		b.mu.Lock()
-		delete(b.subs, id)
-		b.mu.Unlock()
-	}
+	return b.subs.Subscribe(fn)
 }
 
 // deliver calls every subscriber with inv. rueidis calls it from the one
 // goroutine that reads the subscribed connection, so calls are in order.
-func (b *Bus) deliver(inv sluice.Invalidation) {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	for _, fn := range b.subs {
-		fn(inv)
-	}
-}
+func (b *Bus) deliver(inv sluice.Invalidation) { b.subs.Deliver(inv) }
 
 // run subscribes, and subscribes again whenever the subscription is lost,
 // until Close.
