@@ -134,7 +134,7 @@ func (s *Store) shard(key string) (*shard, uint64) {
 
 // Take implements sluice.QuotaStore. It allocates only when a key is new or
 // its state outgrows its capacity.
-func (s *Store) Take(ctx context.Context, key string, p *sluice.Policy, n int64, now time.Time) (sluice.Decision, error) {
+func (s *Store) Take(ctx context.Context, key string, p *sluice.Policy, n int64, now time.Time) (d sluice.Decision, err error) {
 	if n < 0 {
 		return sluice.Decision{}, sluice.FieldError("n", "The number of units must not be negative.")
 	}
@@ -152,7 +152,7 @@ func (s *Store) Take(ctx context.Context, key string, p *sluice.Policy, n int64,
 	}
 	var arr [sluice.MaxWindows][]uint64
 	st := sh.t.state(ks, &arr)
-	d := quota.Take(p, st, n, now)
+	quota.TakeTo(&d, p, st, n, now)
 	sh.t.keep(ks, st)
 	ks.expires = clampExpiry(quota.Expiry(p, st))
 	charged := d.Allowed && n > 0
@@ -287,7 +287,7 @@ func (s *Store) Len() int {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		n += sh.t.count
+		n += sh.t.count()
 		sh.mu.Unlock()
 	}
 	return n

@@ -5,7 +5,11 @@
 //	cd bench/peers && go test -run '^$' -bench . -benchtime 1s -count 5
 //
 // (add -benchmem for B/op; every case reports allocs/op). It is a module of
-// its own so that the peers never enter sluice's go.mod.
+// its own so that the peers never enter sluice's go.mod. Serial cases also
+// report cpu-ns/op, the CPU time of the benchmark's thread per take (Linux:
+// getrusage), which the other work of a shared machine disturbs far less
+// than the wall clock's ns/op; compare implementations by it when the load
+// is high (uptime).
 //
 // The peers, each with its in-memory store:
 //
@@ -282,14 +286,18 @@ func BenchmarkTake(b *testing.B) {
 						t := setup()
 						defer t.close()
 						key, now := next(1), start
+						runtime.LockOSThread()
+						defer runtime.UnlockOSThread()
 						b.ReportAllocs()
 						b.ResetTimer()
+						cpu := threadCPU()
 						for b.Loop() {
 							now = now.Add(clock.step)
 							if !t.take(key(), now) {
 								b.Fatal("rejected")
 							}
 						}
+						b.ReportMetric(float64(threadCPU()-cpu)/float64(b.N), "cpu-ns/op")
 					})
 					b.Run(name+"/parallel", func(b *testing.B) {
 						t := setup()
