@@ -34,6 +34,7 @@ const DefaultSweepInterval = 10 * time.Second
 type Store struct {
 	seed   maphash.Seed
 	shards [numShards]shard
+	arena  arena // the shards' slots
 	logger *slog.Logger
 
 	p *persister // nil: not persistent
@@ -85,6 +86,9 @@ func newStore(opts Options, p *persister) *Store {
 	}
 	if s.wall == nil {
 		s.wall = time.Now
+	}
+	for i := range s.shards {
+		s.shards[i].t.arena = &s.arena
 	}
 	every := opts.SweepInterval
 	if every <= 0 {
@@ -143,7 +147,7 @@ func (s *Store) Take(ctx context.Context, key string, p *sluice.Policy, n int64,
 	sh.seen(now)
 	ks := sh.t.find(h, key)
 	if ks == nil {
-		ks = sh.t.insert(h, strings.Clone(key))
+		ks = sh.t.insert(h, key)
 		ks.alg, ks.nwin = p.Algorithm, uint8(len(p.Windows))
 	} else if ks.alg != p.Algorithm || int(ks.nwin) != len(p.Windows) {
 		// A state kept under another algorithm or number of windows
@@ -199,7 +203,7 @@ func (s *Store) Synchronous() bool { return s.p != nil && s.p.sync }
 func (s *Store) markDirty(sh *shard, ks *slot, key string) {
 	if s.p != nil && !s.p.sync && ks.flags&flagDirty == 0 {
 		ks.flags |= flagDirty
-		sh.dirty = append(sh.dirty, ks.key)
+		sh.dirty = append(sh.dirty, strings.Clone(key))
 	}
 }
 
@@ -287,7 +291,7 @@ func (s *Store) Len() int {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		n += sh.t.count()
+		n += sh.t.count
 		sh.mu.Unlock()
 	}
 	return n

@@ -2,29 +2,40 @@ package inmem
 
 import (
 	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/sluicehq/sluice"
 )
 
-// A table is one shard's keys: their slots, dense and in the order the keys
-// came (so that keys that arrive together sit together), and an
-// open-addressing hash index of them (linear probing, backward-shift
-// deletion) whose entries hold 32 bits of the key's hash and the slot's
-// position. A slot is one cache line and holds a small key's state. Why not
-// a Go map of pointers: a take on a cold key then touches the map's control
-// word, its slot, the key and the state, where here it touches one index
-// entry (8 bytes: the index of 100,000 keys is 1.3 MB and stays in cache
-// better than a map of them) and one slot; and a key costs its map entry, a
-// pointer and a 128-byte state allocation on top of its key, 200 B a key
-// against about 100 B here. Its methods expect the shard's lock held.
+// A table is one shard's keys: an open-addressing hash index (linear
+// probing, backward-shift deletion) whose entries hold 32 bits of the key's
+// hash and the key's slot in the store's arena. A slot is one cache line and
+// holds a small key's state.
+//
+// Why not a Go map of pointers: a key would cost its map entry, a pointer
+// and a 128-byte state allocation on top of its key (200 B a key against
+// about 100 B here). Why an arena shared by the shards rather than slots in
+// each table: slots are handed out in the order keys come, across shards,
+// so that keys that come together (an account's keys, a batch, a walk in
+// order) sit together and the hardware prefetches them; a take then misses
+// the cache at most on its index entry (8 bytes: the index of 100,000 keys
+// is 1.3 MB) and its slot, which holds the key's bytes too when the key is
+// short, as account keys are ("{acct:123456789}" is 16 bytes). Its methods
+// expect the shard's lock held.
 type table struct {
-	index  []uint64 // 0: empty; else the hash's high 32 bits << 32 | slot+1
-	slots  []slot
-	spills []spill // states too big for a slot; indexed by slot.words[0]
-	free   []uint32
+	arena  *arena
+	index  []uint64 // 0: empty; else the hash's high 32 bits << 32 | slot id+1
+	count  int      // keys
+	free   []uint32 // ids of slots this table freed, to reuse
+	spills []spill  // states too big for a slot; indexed by slot.words[0]
+	freeSp []uint32
+	long   map[uint32]string // keys longer than shortKey, by slot id
 }
 
-// slot is one key and its state: 64 bytes.
+// slot is one key and its state: 64 bytes. A key of up to shortKey bytes
+// is in kb; a longer one in the table's long keys.
 //
 // A state of up to two windows whose words fit in inlineWords (sliding
 // windows holding one second of charges, calendar windows, a token bucket
@@ -35,23 +46,77 @@ type table struct {
 // nothing once its windows reach their size).
 type slot struct {
 	hash    uint64 // the key's hash
-	key     string
+	kb      [shortKey]byte
 	words   [inlineWords]uint64
 	expires uint32 // Unix second from which the state counts nothing (clamped)
 	alg     sluice.Algorithm
 	nwin    uint8 // windows of the state
 	lens    uint8 // inline: the windows' word counts, 4 bits each
-	flags   uint8
+	flags   uint8 // flagSpilled, flagDirty, and the key's length << klenShift
 }
 
-const inlineWords = 4
+const (
+	inlineWords = 4
+	shortKey    = 16
+)
 
 const (
 	flagSpilled = 1 << iota // the state is in spills[words[0]]
 	flagDirty               // listed in the shard's dirty keys
+
+	klenShift = 3
+	klenLong  = 31 // the key is in the table's long keys
 )
 
+// is reports whether s, the slot of id, holds key.
+func (t *table) is(s *slot, id uint32, key string) bool {
+	if len(key) <= shortKey {
+		return int(s.flags>>klenShift) == len(key) && string(s.kb[:len(key)]) == key
+	}
+	return s.flags>>klenShift == klenLong && t.long[id] == key
+}
+
 type spill [sluice.MaxWindows][]uint64
+
+// The arena holds the slots of every shard in chunks that never move. A
+// slot belongs to the table that took it, which alone reads and writes it,
+// under its shard's lock; a freed slot goes back to its table. Chunks are
+// never freed: a store keeps the slots of the most keys it held at once,
+// as a Go map keeps its buckets.
+type arena struct {
+	mu   sync.Mutex
+	dir  atomic.Pointer[[]*chunk] // grows by copy under mu; read without it
+	next uint32                   // slots handed out; guarded by mu
+}
+
+const chunkBits = 8
+
+type chunk [1 << chunkBits]slot
+
+// slot returns the slot of id.
+func (a *arena) slot(id uint32) *slot {
+	return &(*a.dir.Load())[id>>chunkBits][id&(1<<chunkBits-1)]
+}
+
+// take returns the id of a new slot.
+func (a *arena) take() uint32 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	id := a.next
+	var dir []*chunk
+	if p := a.dir.Load(); p != nil {
+		dir = *p
+	}
+	if int(id>>chunkBits) == len(dir) {
+		if id>>chunkBits == 1<<(32-chunkBits) {
+			panic("inmem: more than 2^32 keys")
+		}
+		grown := append(dir[:len(dir):len(dir)], new(chunk))
+		a.dir.Store(&grown)
+	}
+	a.next++
+	return id
+}
 
 // minIndex is the smallest index; the index grows by a half past 3/4 full
 // and shrinks when under 1/8.
@@ -62,16 +127,32 @@ const minIndex = 16
 // choose the shard).
 func home(tag uint64, n int) int { return int(tag * uint64(n) >> 32) }
 
-// count returns the number of keys.
-func (t *table) count() int { return len(t.slots) }
+// slotOf returns the slot of index entry e.
+func (t *table) slotOf(e uint64) *slot { return t.arena.slot(uint32(e) - 1) }
 
-// find returns the slot of key (hash h), or nil. The slot stays valid until
-// the next insert or delete.
+// find returns the slot of key (hash h), or nil.
 func (t *table) find(h uint64, key string) *slot {
-	if e := t.lookup(h, key); e >= 0 {
-		return &t.slots[uint32(t.index[e])-1]
+	n := len(t.index)
+	if n == 0 {
+		return nil
 	}
-	return nil
+	tag := h >> 32
+	dir := *t.arena.dir.Load()
+	for i := home(tag, n); ; {
+		e := t.index[i]
+		if e == 0 {
+			return nil
+		}
+		if e>>32 == tag {
+			id := uint32(e) - 1
+			if s := &dir[id>>chunkBits][id&(1<<chunkBits-1)]; s.hash == h && t.is(s, id, key) {
+				return s
+			}
+		}
+		if i++; i == n {
+			i = 0
+		}
+	}
 }
 
 // lookup returns the index entry of key (hash h), or -1.
@@ -87,7 +168,7 @@ func (t *table) lookup(h uint64, key string) int {
 			return -1
 		}
 		if e>>32 == tag {
-			if s := &t.slots[uint32(e)-1]; s.hash == h && s.key == key {
+			if s := t.slotOf(e); s.hash == h && t.is(s, uint32(e)-1, key) {
 				return i
 			}
 		}
@@ -97,56 +178,71 @@ func (t *table) lookup(h uint64, key string) int {
 	}
 }
 
-// entryOf returns the index entry of slot j.
-func (t *table) entryOf(j int) int {
-	n := len(t.index)
-	for i := home(t.slots[j].hash>>32, n); ; {
-		if uint32(t.index[i]) == uint32(j+1) {
-			return i
-		}
-		if i++; i == n {
-			i = 0
-		}
-	}
-}
-
 // insert adds key (hash h, not in the table) with an empty state and
-// returns its slot, valid until the next insert or delete. The table keeps
-// key as given: the caller clones it.
+// returns its slot.
 func (t *table) insert(h uint64, key string) *slot {
-	if (len(t.slots)+1)*4 > len(t.index)*3 {
+	if (t.count+1)*4 > len(t.index)*3 {
 		t.reindex(max(minIndex, len(t.index)+len(t.index)/2))
 	}
-	t.slots = append(t.slots, slot{hash: h, key: key})
-	t.place(h>>32, len(t.slots)-1)
-	return &t.slots[len(t.slots)-1]
+	var id uint32
+	if n := len(t.free); n > 0 {
+		id, t.free = t.free[n-1], t.free[:n-1]
+	} else {
+		id = t.arena.take()
+	}
+	t.place(t.index, h>>32, id)
+	t.count++
+	s := t.arena.slot(id)
+	*s = slot{hash: h}
+	if len(key) <= shortKey {
+		copy(s.kb[:], key)
+		s.flags = uint8(len(key)) << klenShift
+	} else {
+		if t.long == nil {
+			t.long = make(map[uint32]string)
+		}
+		t.long[id] = strings.Clone(key)
+		s.flags = klenLong << klenShift
+	}
+	return s
 }
 
-// place adds the index entry of slot j, whose hash's high bits are tag.
-func (t *table) place(tag uint64, j int) {
-	n := len(t.index)
+// place adds to index the entry of slot id, whose hash's high bits are tag.
+func (t *table) place(index []uint64, tag uint64, id uint32) {
+	n := len(index)
 	i := home(tag, n)
-	for t.index[i] != 0 {
+	for index[i] != 0 {
 		if i++; i == n {
 			i = 0
 		}
 	}
-	t.index[i] = tag<<32 | uint64(j+1)
+	index[i] = tag<<32 | uint64(id+1)
 }
 
 // reindex rebuilds the index with n entries.
 func (t *table) reindex(n int) {
+	old := t.index
 	t.index = make([]uint64, n)
-	for j := range t.slots {
-		t.place(t.slots[j].hash>>32, j)
+	for _, e := range old {
+		if e != 0 {
+			t.place(t.index, e>>32, uint32(e)-1)
+		}
 	}
 }
 
-// deleteAt removes the key of index entry i: it empties the entry, moving
-// back the entries after it that probing would no longer find, and moves
-// the last slot into the key's slot.
+// deleteAt removes the key of index entry i: it frees the key's slot, and
+// empties the entry, moving back the entries after it that probing would
+// no longer find.
 func (t *table) deleteAt(i int) {
-	j := int(uint32(t.index[i]) - 1)
+	id := uint32(t.index[i]) - 1
+	s := t.arena.slot(id)
+	t.release(s)
+	if s.flags>>klenShift == klenLong {
+		delete(t.long, id)
+	}
+	*s = slot{}
+	t.free = append(t.free, id)
+	t.count--
 	n := len(t.index)
 	k := i
 	for {
@@ -171,14 +267,6 @@ func (t *table) deleteAt(i int) {
 		i = k
 	}
 	t.index[i] = 0
-	t.release(&t.slots[j])
-	last := len(t.slots) - 1
-	if j != last {
-		t.index[t.entryOf(last)] = t.slots[last].hash&^(1<<32-1) | uint64(j+1)
-		t.slots[j] = t.slots[last]
-	}
-	t.slots[last] = slot{}
-	t.slots = t.slots[:last]
 }
 
 // delete removes key (hash h) if present.
@@ -189,23 +277,22 @@ func (t *table) delete(h uint64, key string) {
 	}
 }
 
-// shrink makes a mostly empty table smaller.
+// shrink makes a mostly empty index smaller.
 func (t *table) shrink() {
-	if len(t.index) > minIndex && len(t.slots)*8 < len(t.index) {
-		t.slots = append([]slot(nil), t.slots...)
-		t.reindex(max(minIndex, len(t.slots)*2))
+	if len(t.index) > minIndex && t.count*8 < len(t.index) {
+		t.reindex(max(minIndex, t.count*2))
 	}
 }
 
 // sweep deletes every key whose state counts nothing at the Unix second
 // sec.
 func (t *table) sweep(sec int64) {
-	for j := 0; j < len(t.slots); {
-		if int64(t.slots[j].expires) <= sec {
-			t.deleteAt(t.entryOf(j)) // the last slot moves into j: look again
+	for i := 0; i < len(t.index); {
+		if e := t.index[i]; e != 0 && int64(t.slotOf(e).expires) <= sec {
+			t.deleteAt(i) // another entry may move into i: look again
 			continue
 		}
-		j++
+		i++
 	}
 	t.shrink()
 }
@@ -215,7 +302,7 @@ func (t *table) release(s *slot) {
 	if s.flags&flagSpilled != 0 {
 		k := uint32(s.words[0])
 		t.spills[k] = spill{}
-		t.free = append(t.free, k)
+		t.freeSp = append(t.freeSp, k)
 		s.flags &^= flagSpilled
 	}
 }
@@ -301,8 +388,8 @@ func (t *table) set(s *slot, st [][]uint64) {
 	var k uint32
 	if s.flags&flagSpilled != 0 {
 		k = uint32(s.words[0])
-	} else if n := len(t.free); n > 0 {
-		k, t.free = t.free[n-1], t.free[:n-1]
+	} else if n := len(t.freeSp); n > 0 {
+		k, t.freeSp = t.freeSp[n-1], t.freeSp[:n-1]
 	} else {
 		k = uint32(len(t.spills))
 		t.spills = append(t.spills, spill{})
