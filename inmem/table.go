@@ -78,6 +78,10 @@ func (t *table) is(s *slot, id uint32, key string) bool {
 
 type spill [sluice.MaxWindows][]uint64
 
+// minSpill is the least capacity of a window moved out of its slot, which
+// then grows by append: a window that outgrew its slot is a busy one.
+const minSpill = 8
+
 // The arena holds the slots of every shard in chunks that never move. A
 // slot belongs to the table that took it, which alone reads and writes it,
 // under its shard's lock; a freed slot goes back to its table. Chunks are
@@ -380,8 +384,12 @@ func (t *table) set(s *slot, st [][]uint64) {
 	}
 	var sp spill
 	for i, w := range st {
-		if s.flags&flagSpilled == 0 && len(w) > 0 && inWords(s, w) {
-			w = append(make([]uint64, 0, 2*len(w)), w...)
+		switch {
+		case s.flags&flagSpilled != 0:
+		case len(w) == 0:
+			w = nil // not the slot's words, which will hold the spill's index
+		case inWords(s, w):
+			w = append(make([]uint64, 0, max(2*len(w), minSpill)), w...)
 		}
 		sp[i] = w
 	}

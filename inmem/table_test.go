@@ -116,3 +116,23 @@ func TestTableModel(t *testing.T) {
 	}
 	check(-1)
 }
+
+// TestTableSpillEmptyWindow spills a state whose other window is empty in
+// the slot: growing that window later must not write over the slot's
+// words, which hold the spill's index.
+func TestTableSpillEmptyWindow(t *testing.T) {
+	tab := &table{arena: &arena{}}
+	s := tab.insert(1<<40, "k")
+	s.nwin = 2
+	var arr [sluice.MaxWindows][]uint64
+	st := tab.state(s, &arr)
+	st[1] = append(st[1], 1, 2, 3) // outgrows the slot: spills
+	tab.keep(s, st)
+	st = tab.state(s, &arr)
+	st[0] = append(st[0], 7, 8)
+	tab.keep(s, st)
+	st = tab.state(tab.find(1<<40, "k"), &arr)
+	if got, want := fmt.Sprint(st[0], st[1]), "[7 8] [1 2 3]"; got != want {
+		t.Fatalf("state %s, want %s", got, want)
+	}
+}
