@@ -130,9 +130,6 @@ func (s *Store) loop(every time.Duration, f func()) {
 // shard returns the shard of key and the key's hash in its table.
 func (s *Store) shard(key string) (*shard, uint64) {
 	h := maphash.String(s.seed, key)
-	if h == 0 {
-		h = 1 // 0 marks an empty slot
-	}
 	return &s.shards[h&(numShards-1)], h
 }
 

@@ -25,13 +25,11 @@ import (
 // short, as account keys are ("{acct:123456789}" is 16 bytes). Its methods
 // expect the shard's lock held.
 type table struct {
-	arena  *arena
-	index  []uint64 // 0: empty; else the hash's high 32 bits << 32 | slot id+1
-	count  int      // keys
-	free   []uint32 // ids of slots this table freed, to reuse
-	spills []spill  // states too big for a slot; indexed by slot.words[0]
-	freeSp []uint32
-	long   map[uint32]string // keys longer than shortKey, by slot id
+	arena *arena
+	index []uint64          // 0: empty; else the hash's high 32 bits << 32 | slot id+1
+	count int               // keys
+	free  []uint32          // ids of slots this table freed, to reuse
+	long  map[uint32]string // keys longer than shortKey, by slot id
 }
 
 // slot is one key and its state: 64 bytes. A key of up to shortKey bytes
@@ -41,13 +39,12 @@ type table struct {
 // windows holding one second of charges, calendar windows, a token bucket
 // of one window) lives in words: with one window, words[:lens&15]; with
 // two, window i in words[2i:2i+(lens>>4i&15)]. A bigger state is spilled:
-// words[0] indexes the table's spills, which hold it as the quota package's
-// slices (which grow by append and then stay, so that a busy key allocates
+// sp holds it as the quota package's slices (which grow by append and then stay, so that a busy key allocates
 // nothing once its windows reach their size).
 type slot struct {
-	hash    uint64 // the key's hash
 	kb      [shortKey]byte
 	words   [inlineWords]uint64
+	sp      *spill // the state, if spilled
 	expires uint32 // Unix second from which the state counts nothing (clamped)
 	alg     sluice.Algorithm
 	nwin    uint8 // windows of the state
@@ -61,7 +58,7 @@ const (
 )
 
 const (
-	flagSpilled = 1 << iota // the state is in spills[words[0]]
+	flagSpilled = 1 << iota // the state is in sp
 	flagDirty               // listed in the shard's dirty keys
 
 	klenShift = 3
@@ -149,7 +146,7 @@ func (t *table) find(h uint64, key string) *slot {
 		}
 		if e>>32 == tag {
 			id := uint32(e) - 1
-			if s := &dir[id>>chunkBits][id&(1<<chunkBits-1)]; s.hash == h && t.is(s, id, key) {
+			if s := &dir[id>>chunkBits][id&(1<<chunkBits-1)]; t.is(s, id, key) {
 				return s
 			}
 		}
@@ -172,7 +169,7 @@ func (t *table) lookup(h uint64, key string) int {
 			return -1
 		}
 		if e>>32 == tag {
-			if s := t.slotOf(e); s.hash == h && t.is(s, uint32(e)-1, key) {
+			if s := t.slotOf(e); t.is(s, uint32(e)-1, key) {
 				return i
 			}
 		}
@@ -197,7 +194,7 @@ func (t *table) insert(h uint64, key string) *slot {
 	t.place(t.index, h>>32, id)
 	t.count++
 	s := t.arena.slot(id)
-	*s = slot{hash: h}
+	*s = slot{}
 	if len(key) <= shortKey {
 		copy(s.kb[:], key)
 		s.flags = uint8(len(key)) << klenShift
@@ -304,9 +301,7 @@ func (t *table) sweep(sec int64) {
 // release frees the spilled state of s, if any.
 func (t *table) release(s *slot) {
 	if s.flags&flagSpilled != 0 {
-		k := uint32(s.words[0])
-		t.spills[k] = spill{}
-		t.freeSp = append(t.freeSp, k)
+		s.sp = nil
 		s.flags &^= flagSpilled
 	}
 }
@@ -329,7 +324,7 @@ func inline(nwin uint8, i int) (off, size int) {
 func (t *table) state(s *slot, arr *[sluice.MaxWindows][]uint64) [][]uint64 {
 	st := arr[:s.nwin]
 	if s.flags&flagSpilled != 0 {
-		copy(st, t.spills[s.words[0]][:s.nwin])
+		copy(st, s.sp[:s.nwin])
 		return st
 	}
 	for i := range st {
@@ -343,7 +338,7 @@ func (t *table) state(s *slot, arr *[sluice.MaxWindows][]uint64) [][]uint64 {
 // keep records st, the state of s returned by state and then updated.
 func (t *table) keep(s *slot, st [][]uint64) {
 	if s.flags&flagSpilled != 0 {
-		copy(t.spills[s.words[0]][:], st)
+		copy(s.sp[:], st)
 		return
 	}
 	var lens uint8
@@ -387,23 +382,17 @@ func (t *table) set(s *slot, st [][]uint64) {
 		switch {
 		case s.flags&flagSpilled != 0:
 		case len(w) == 0:
-			w = nil // not the slot's words, which will hold the spill's index
+			w = nil // not the slot's words, which a spilled state leaves unused
 		case inWords(s, w):
 			w = append(make([]uint64, 0, max(2*len(w), minSpill)), w...)
 		}
 		sp[i] = w
 	}
-	var k uint32
-	if s.flags&flagSpilled != 0 {
-		k = uint32(s.words[0])
-	} else if n := len(t.freeSp); n > 0 {
-		k, t.freeSp = t.freeSp[n-1], t.freeSp[:n-1]
-	} else {
-		k = uint32(len(t.spills))
-		t.spills = append(t.spills, spill{})
+	if s.sp == nil {
+		s.sp = new(spill)
 	}
-	t.spills[k] = sp
-	s.words = [inlineWords]uint64{uint64(k)}
+	*s.sp = sp
+	s.words = [inlineWords]uint64{}
 	s.lens = 0
 	s.flags |= flagSpilled
 }

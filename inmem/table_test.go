@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 
 	"github.com/sluicehq/sluice"
 )
@@ -134,5 +135,12 @@ func TestTableSpillEmptyWindow(t *testing.T) {
 	st = tab.state(tab.find(1<<40, "k"), &arr)
 	if got, want := fmt.Sprint(st[0], st[1]), "[7 8] [1 2 3]"; got != want {
 		t.Fatalf("state %s, want %s", got, want)
+	}
+}
+
+// TestSlotSize: a slot is one cache line.
+func TestSlotSize(t *testing.T) {
+	if got := unsafe.Sizeof(slot{}); got != 64 {
+		t.Fatalf("slot is %d bytes, want 64", got)
 	}
 }
