@@ -7,7 +7,6 @@ import (
 	"context"
 	"hash/maphash"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -200,7 +199,7 @@ func (s *Store) Synchronous() bool { return s.p != nil && s.p.sync }
 func (s *Store) markDirty(sh *shard, ks *slot, key string) {
 	if s.p != nil && !s.p.sync && ks.flags&flagDirty == 0 {
 		ks.flags |= flagDirty
-		sh.dirty = append(sh.dirty, strings.Clone(key))
+		sh.dirty = append(sh.dirty, key)
 	}
 }
 
