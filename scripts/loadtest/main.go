@@ -11,14 +11,18 @@
 //	-connections  wrk connections; a comma-separated list runs the rounds
 //	              once per count
 //	-rounds       rounds per connection count; each round runs every target
-//	              once, starting with the next one each round
+//	              once, starting with the next one each round; as many
+//	              rounds of the latency runs
 //	-rate         requests/s of the open-loop latency runs; 0 means half of
 //	              the plain proxy's best throughput at the last count
 //
 // For each wrk run it prints the throughput and the CPU time the server's
 // processes used per request (from /proc: a figure that the other load on
 // a shared machine disturbs less than the throughput), and for each count
-// the ratios of sluice to each peer per round, min–max.
+// the ratios of sluice to each peer per round (throughput, and CPU time per
+// request), min–max and median. The latency runs send requests at a fixed
+// rate whatever the answers' latency, to the upstream directly, through the
+// proxy and through sluice, and give what sluice adds to the p50 and p99.
 //
 // It needs wrk (apt-get install wrk); nginx (apt-get install nginx) is
 // measured when it is installed. Every server runs on 127.0.0.1 in a
@@ -228,11 +232,12 @@ func run(duration time.Duration, connsList []int, rounds int, rate float64) erro
 	for _, conns := range connsList {
 		best = map[string]float64{}
 		ratios := map[string][]float64{}
+		cpuRatios := map[string][]float64{}
 		fmt.Printf("\n%d connections, %d rounds of %v (CPU: of the server's processes, per request)\n", conns, rounds, duration)
 		for r := range rounds {
 			// Each round starts with the next target, so that none always
 			// runs first (or right after the same neighbour).
-			got := map[string]float64{}
+			got, cpuPer := map[string]float64{}, map[string]float64{}
 			for i := range targets {
 				tg := targets[(r+i)%len(targets)]
 				cpu0 := cpuTime(tg.pid)
@@ -241,51 +246,72 @@ func run(duration time.Duration, connsList []int, rounds int, rate float64) erro
 					return err
 				}
 				cpu := cpuTime(tg.pid) - cpu0
+				cpuPer[tg.name] = float64(cpu.Microseconds()) / float64(max(res.requests, 1))
 				fmt.Printf("round %d  %-18s %9.0f req/s   CPU %5.1f µs/req   (wrk latency %s)\n", r+1, tg.name, res.rps,
-					float64(cpu.Microseconds())/float64(max(res.requests, 1)), res.latency)
+					cpuPer[tg.name], res.latency)
 				got[tg.name] = res.rps
 				best[tg.name] = max(best[tg.name], res.rps)
 			}
 			for _, peer := range []string{"reverse proxy", "nginx", "sluice, no history"} {
 				if got[peer] > 0 {
 					ratios[peer] = append(ratios[peer], got["sluice"]/got[peer])
+					if cpuPer["sluice"] > 0 {
+						cpuRatios[peer] = append(cpuRatios[peer], cpuPer[peer]/cpuPer["sluice"])
+					}
 				}
 			}
 		}
-		fmt.Printf("sluice / reverse proxy, per round: %s\n", spread(ratios["reverse proxy"]))
+		fmt.Printf("throughput, sluice / peer, per round: min–max, median (rounds)\n")
+		fmt.Printf("  / reverse proxy            %s\n", spread(ratios["reverse proxy"]))
 		if len(ratios["nginx"]) > 0 {
-			fmt.Printf("sluice / nginx, per round:         %s\n", spread(ratios["nginx"]))
+			fmt.Printf("  / nginx                    %s\n", spread(ratios["nginx"]))
 		}
-		fmt.Printf("sluice / sluice without history:   %s\n", spread(ratios["sluice, no history"]))
+		fmt.Printf("  / sluice without history   %s\n", spread(ratios["sluice, no history"]))
+		fmt.Printf("CPU per request, peer / sluice (above 1: sluice costs less), per round\n")
+		fmt.Printf("  reverse proxy /            %s\n", spread(cpuRatios["reverse proxy"]))
+		if len(cpuRatios["nginx"]) > 0 {
+			fmt.Printf("  nginx /                    %s\n", spread(cpuRatios["nginx"]))
+		}
 		fmt.Printf("best: sluice %.0f req/s, reverse proxy %.0f req/s, nginx %.0f req/s, sluice without history %.0f req/s\n",
 			best["sluice"], best["reverse proxy"], best["nginx"], best["sluice, no history"])
 	}
 
 	// Latency at half of the plain proxy's best throughput (of the last
 	// connection count), open loop, against the upstream directly,
-	// through the proxy and through sluice.
+	// through the proxy and through sluice, in rounds whose order rotates
+	// like the throughput's.
 	if rate == 0 {
 		rate = best["reverse proxy"] / 2
 	}
 	n := int(rate * duration.Seconds())
-	direct, err := openLoop("http://"+upAddr+"/images/generations", "", rate, n)
-	if err != nil {
-		return err
-	}
-	proxied, err := openLoop(targets[0].url, key, rate, n)
-	if err != nil {
-		return err
-	}
-	through, err := openLoop(targets[1].url, key, rate, n)
-	if err != nil {
-		return err
-	}
 	fmt.Printf("\nlatency at %.0f req/s (%d requests each, open loop):\n", rate, n)
-	fmt.Printf("  upstream direct      p50 %8v  p99 %8v\n", pct(direct, 50), pct(direct, 99))
-	fmt.Printf("  through the proxy    p50 %8v  p99 %8v\n", pct(proxied, 50), pct(proxied, 99))
-	fmt.Printf("  through sluice       p50 %8v  p99 %8v\n", pct(through, 50), pct(through, 99))
-	fmt.Printf("  added by sluice      p50 %8v  p99 %8v  (vs direct)\n", pct(through, 50)-pct(direct, 50), pct(through, 99)-pct(direct, 99))
-	fmt.Printf("  sluice vs the proxy  p50 %8v  p99 %8v\n", pct(through, 50)-pct(proxied, 50), pct(through, 99)-pct(proxied, 99))
+	paths := []struct{ name, url, key string }{
+		{"upstream direct", "http://" + upAddr + "/images/generations", ""},
+		{"through the proxy", targets[0].url, key},
+		{"through sluice", targets[1].url, key},
+	}
+	var added50, added99, vsProxy99 []float64
+	for r := range rounds {
+		p50, p99 := map[string]time.Duration{}, map[string]time.Duration{}
+		for i := range paths {
+			p := paths[(r+i)%len(paths)]
+			lat, err := openLoop(p.url, p.key, rate, n)
+			if err != nil {
+				return err
+			}
+			p50[p.name], p99[p.name] = pct(lat, 50), pct(lat, 99)
+		}
+		for _, p := range paths {
+			fmt.Printf("round %d  %-18s p50 %8v  p99 %8v\n", r+1, p.name, p50[p.name], p99[p.name])
+		}
+		ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+		added50 = append(added50, ms(p50["through sluice"]-p50["upstream direct"]))
+		added99 = append(added99, ms(p99["through sluice"]-p99["upstream direct"]))
+		vsProxy99 = append(vsProxy99, ms(p99["through sluice"]-p99["through the proxy"]))
+	}
+	fmt.Printf("added by sluice vs direct, ms, per round: p50 %s\n", spreadOf(added50, "%.3f", ""))
+	fmt.Printf("                                          p99 %s\n", spreadOf(added99, "%.3f", ""))
+	fmt.Printf("sluice vs the proxy, p99, ms, per round:      %s\n", spreadOf(vsProxy99, "%.3f", ""))
 	return nil
 }
 
@@ -297,16 +323,24 @@ type target struct {
 	pid               int
 }
 
-// spread formats per-round ratios as "min–max (a, b, ...)".
-func spread(r []float64) string {
+// spread formats per-round ratios as "min–max, median m (a, b, ...)".
+func spread(r []float64) string { return spreadOf(r, "%.2f", "x") }
+
+func spreadOf(r []float64, format, unit string) string {
 	if len(r) == 0 {
 		return "-"
 	}
 	parts := make([]string, len(r))
 	for i, v := range r {
-		parts[i] = fmt.Sprintf("%.2f", v)
+		parts[i] = fmt.Sprintf(format, v)
 	}
-	return fmt.Sprintf("%.2f–%.2fx (%s)", slices.Min(r), slices.Max(r), strings.Join(parts, ", "))
+	s := slices.Sorted(slices.Values(r))
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	f := func(v float64) string { return fmt.Sprintf(format, v) }
+	return fmt.Sprintf("%s–%s%s, median %s%s (%s)", f(s[0]), f(s[len(s)-1]), unit, f(med), unit, strings.Join(parts, ", "))
 }
 
 // nginxConf is the configuration of the nginx target: a plain proxy_pass
