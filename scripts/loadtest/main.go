@@ -9,7 +9,7 @@
 //
 //	-duration     length of each wrk run (and of the open-loop latency runs)
 //	-connections  wrk connections; a comma-separated list runs the rounds
-//	              once per count
+//	              once per count; "" runs the latency rounds only
 //	-rounds       rounds per connection count; each round runs every target
 //	              once, starting with the next one each round; as many
 //	              rounds of the latency runs
@@ -81,12 +81,15 @@ func main() {
 	rate := flag.Float64("rate", 0, "requests/s of the latency runs; 0: half of the plain proxy's best throughput")
 	flag.Parse()
 	var conns []int
-	for _, c := range strings.Split(*connsFlag, ",") {
+	for _, c := range strings.FieldsFunc(*connsFlag, func(r rune) bool { return r == ',' }) {
 		n, err := strconv.Atoi(strings.TrimSpace(c))
 		if err != nil || n < 1 {
 			log.Fatalf("-connections: %q is not a positive number", c)
 		}
 		conns = append(conns, n)
+	}
+	if len(conns) == 0 && *rate == 0 {
+		log.Fatal("-connections '' (latency only) needs a -rate")
 	}
 	if _, err := exec.LookPath("wrk"); err != nil {
 		log.Fatal("wrk not found: apt-get install wrk")
