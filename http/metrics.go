@@ -68,7 +68,7 @@ func (c *children[K, M]) get(k K) M {
 			return v
 		}
 	}
-	m := make(map[K]M, 1)
+	m := map[K]M{}
 	if old != nil {
 		m = maps.Clone(*old)
 	}

@@ -36,7 +36,8 @@ type Upstream struct {
 	timeout time.Duration
 	client  *http.Client
 	// target is url parsed once, or nil with parseErr; header holds the
-	// request's headers, which every request shares (see Generate).
+	// request's headers, whose values every request shares (see
+	// newRequest).
 	target   *url.URL
 	parseErr error
 	header   http.Header
