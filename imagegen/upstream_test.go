@@ -129,6 +129,83 @@ func TestUpstreamRelay(t *testing.T) {
 	}
 }
 
+// TestUpstreamRequestOnTheWire checks that the request reaches the
+// upstream as http.NewRequestWithContext with the four headers set would
+// send it (Generate builds it without parsing the URL each time), and that
+// a transport that adds to the request's headers changes no other request.
+func TestUpstreamRequestOnTheWire(t *testing.T) {
+	verifyNoLeaks(t)
+	type seen struct {
+		Method, RequestURI, Host, Proto string
+		ContentLength                   int64
+		TransferEncoding                []string
+		Header                          http.Header
+		Body                            string
+	}
+	var (
+		mu   sync.Mutex
+		got  []seen
+		body = []byte(`{"created":1,"data":[]}`)
+	)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got = append(got, seen{r.Method, r.RequestURI, r.Host, r.Proto, r.ContentLength, r.TransferEncoding, r.Header, string(b)})
+		mu.Unlock()
+		w.Write(body)
+	})
+	tr := imagegen.NewTransport()
+	t.Cleanup(tr.CloseIdleConnections)
+	// A careless wrapper that adds a header to the request it is given.
+	adding := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		r.Header.Add("User-Agent", "wrapper")
+		r.Header.Add("X-Added", "1")
+		return tr.RoundTrip(r)
+	})
+	u := imagegen.NewUpstream(srv.URL+"/v1", testKey, time.Second, &http.Client{Transport: tr})
+	uw := imagegen.NewUpstream(srv.URL+"/v1", testKey, time.Second, &http.Client{Transport: adding})
+	for _, up := range []*imagegen.Upstream{u, uw, u} {
+		res, err := up.Generate(context.Background(), testReq)
+		if err != nil {
+			t.Fatalf("Generate: %v", err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+	}
+	// The reference: what the code before this one sent.
+	reqBody, _ := json.Marshal(testReq)
+	ref, _ := http.NewRequestWithContext(context.Background(), "POST", srv.URL+"/v1/images/generations", bytes.NewReader(reqBody))
+	ref.Header.Set("Content-Type", "application/json")
+	ref.Header.Set("Accept", "application/json")
+	ref.Header.Set("User-Agent", "sluice")
+	ref.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err := (&http.Client{Transport: tr}).Do(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+
+	if len(got) != 4 {
+		t.Fatalf("upstream saw %d requests, want 4", len(got))
+	}
+	want := got[3]
+	for i, g := range got[:3] {
+		w := want
+		if i == 1 {
+			w.Header = want.Header.Clone()
+			w.Header["X-Added"] = []string{"1"} // (a User-Agent goes once)
+		}
+		if diff := cmp.Diff(w, g); diff != "" {
+			t.Errorf("request %d (-want +got):\n%s", i, diff)
+		}
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
 // TestUpstreamStreams checks that the body is relayed as it arrives: the
 // test reads the first half before the upstream has written the second.
 func TestUpstreamStreams(t *testing.T) {
