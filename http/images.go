@@ -54,7 +54,7 @@ type imageRequest struct {
 // fills in the defaults.
 func (s *Server) readImageRequest(w http.ResponseWriter, r *http.Request) (*sluice.ImageRequest, error) {
 	var body imageRequest
-	if err := s.decodeImageRequest(w, r, &body); err != nil {
+	if err := s.decodeJSON(w, r, &body); err != nil {
 		return nil, err
 	}
 	return body.validate(s.cfg(r).limits.MaxN)
