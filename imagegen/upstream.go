@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -35,12 +34,6 @@ type Upstream struct {
 	apiKey  string
 	timeout time.Duration
 	client  *http.Client
-	// target is url parsed once, or nil with parseErr; header holds the
-	// request's headers, whose values every request shares (see
-	// newRequest).
-	target   *url.URL
-	parseErr error
-	header   http.Header
 }
 
 var _ sluice.ImageGenerator = (*Upstream)(nil)
@@ -63,24 +56,12 @@ func NewUpstream(baseURL, apiKey string, timeout time.Duration, client *http.Cli
 	if client == nil {
 		client = &http.Client{Transport: NewTransport()}
 	}
-	u := &Upstream{
+	return &Upstream{
 		url:     strings.TrimRight(baseURL, "/") + "/images/generations",
 		apiKey:  apiKey,
 		timeout: timeout,
 		client:  client,
 	}
-	// Parsed once as http.NewRequest parses it; a malformed URL fails
-	// each request, as it did when every request parsed it.
-	u.target, u.parseErr = url.Parse(u.url)
-	u.header = http.Header{
-		"Content-Type": {"application/json"},
-		"Accept":       {"application/json"},
-		"User-Agent":   {"sluice"},
-	}
-	if apiKey != "" {
-		u.header["Authorization"] = []string{"Bearer " + apiKey}
-	}
-	return u
 }
 
 // NewTransport returns the transport of NewUpstream's own client: it bounds
@@ -117,11 +98,20 @@ func (u *Upstream) Generate(ctx context.Context, req *sluice.ImageRequest) (*slu
 	if err != nil {
 		return nil, fmt.Errorf("encode image request: %w", err)
 	}
-	if u.target == nil {
-		return nil, &UpstreamError{Err: u.parseErr} // a malformed base URL
-	}
 	rctx, cancel := context.WithTimeout(ctx, u.timeout)
-	resp, err := u.client.Do(u.newRequest(rctx, body))
+	hreq, err := http.NewRequestWithContext(rctx, http.MethodPost, u.url, bytes.NewReader(body))
+	if err != nil {
+		cancel()
+		return nil, &UpstreamError{Err: err} // a malformed base URL
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Accept", "application/json")
+	hreq.Header.Set("User-Agent", "sluice")
+	if u.apiKey != "" {
+		hreq.Header.Set("Authorization", "Bearer "+u.apiKey)
+	}
+
+	resp, err := u.client.Do(hreq)
 	if err != nil {
 		cancel()
 		return nil, failure(ctx, err)
@@ -139,36 +129,6 @@ func (u *Upstream) Generate(ctx context.Context, req *sluice.ImageRequest) (*slu
 		Body:        &upstreamBody{rc: resp.Body, ctx: ctx, cancel: cancel},
 		ContentType: ct,
 	}, nil
-}
-
-// newRequest is what http.NewRequestWithContext(ctx, "POST", u.url, body)
-// returns, with the headers set, less its work per request: the URL is
-// parsed once, and the header map, whose values every request shares, is
-// copied rather than built value by value. A RoundTripper must not change
-// its request (otel's clones it before it adds a header), so sharing the
-// values is safe; each request gets a map and a URL of its own all the
-// same, for callers' code that would.
-func (u *Upstream) newRequest(ctx context.Context, body []byte) *http.Request {
-	target := *u.target
-	h := make(http.Header, len(u.header)+1) // room for a traceparent
-	for k, v := range u.header {
-		h[k] = v // each of length and capacity 1: an Add copies
-	}
-	r := &http.Request{
-		Method:        http.MethodPost,
-		URL:           &target,
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        h,
-		Body:          io.NopCloser(bytes.NewReader(body)),
-		ContentLength: int64(len(body)),
-		GetBody: func() (io.ReadCloser, error) {
-			return io.NopCloser(bytes.NewReader(body)), nil
-		},
-		Host: strings.TrimSuffix(target.Host, ":"), // as NewRequest has it
-	}
-	return r.WithContext(ctx)
 }
 
 // statusError reads the start of a failed answer's body for the log, drains
