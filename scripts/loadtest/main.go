@@ -187,7 +187,7 @@ func run(duration time.Duration, connsList []int, rounds int, rate float64) erro
 	// directory (and so a key) of its own.
 	keys := map[string]string{}
 	for _, g := range []struct{ addr, record string }{{sluiceAddr, "true"}, {bareAddr, "false"}} {
-		p, err := start(bin, []string{"SLUICE_ADMIN_TOKEN=" + admin, "SLUICE_UPSTREAM_URL=http://" + upAddr, "SLUICE_LOG_LEVEL=warn",
+		p, err := start(bin, []string{"SLUICE_ADMIN_TOKEN=" + admin, "SLUICE_UPSTREAM_URL=http://" + upAddr, "SLUICE_LOG_LEVEL=error",
 			"SLUICE_USAGE_RECORD=" + g.record}, "serve", "--addr", g.addr, "--data", filepath.Join(dir, "data-"+g.record))
 		if err != nil {
 			return err
