@@ -122,19 +122,11 @@ func Refund(p *sluice.Policy, st [][]uint64, n int64, at, now time.Time) {
 			if len(s) == 0 {
 				continue
 			}
-			sec, left := chargeSecond(w, at.Unix()), uint64(n)
-			// Newest first: a refund follows its charge closely.
-			for j := len(s) - 1; j >= 1 && left > 0; j-- {
-				if s[j]>>countBits < sec {
-					break
-				}
-				if s[j]>>countBits > sec {
-					continue
-				}
-				c := min(s[j]&countMask, left)
-				s[j] -= c
-				s[0] -= c
-				left -= c
+			sec := chargeSecond(w, at.Unix())
+			if !refundSecond(s, sec, uint64(n)) && !w.Limit.IsUnlimited() {
+				// No word of that second: the charge may have been
+				// moved to the end of its cell (coarsen).
+				refundSecond(s, cellEnd(w, sec), uint64(n))
 			}
 			st[i] = compact(s)
 		case sluice.Calendar:
@@ -330,6 +322,9 @@ func charge(p *sluice.Policy, w *sluice.Window, s []uint64, n int64, now time.Ti
 		}
 		s[0] += uint64(n)
 		sec := chargeSecond(w, now.Unix())
+		if len(s) > maxCharges && !w.Limit.IsUnlimited() && s[len(s)-1]>>countBits < sec {
+			s = coarsen(w, s)
+		}
 		last := len(s) - 1
 		if last >= 1 && s[last]>>countBits > sec {
 			// The clock went back: keep the charges in order, and
@@ -359,6 +354,69 @@ func charge(p *sluice.Policy, w *sluice.Window, s []uint64, n int64, now time.Ti
 		}
 		return s
 	}
+}
+
+// maxCharges is the most charge words a limited sliding window keeps: a
+// window that would need more coarsens its oldest charges (coarsen), so that
+// a busy key's state, and what a decision on it costs, is bounded by the
+// window and not by its limit. A window whose limit is at most maxCharges
+// never coarsens.
+const maxCharges = 128
+
+// cells is the number of cells coarsen divides a limited sliding window
+// into: at most cells+1 of them hold charges that count, half of
+// maxCharges, so that coarsening the oldest charges always frees a word
+// long before it reaches the newest.
+const cells = 64
+
+// cellEnd returns t rounded up to the end of its cell, a multiple of
+// ceil(length/cells) seconds.
+func cellEnd(w *sluice.Window, t uint64) uint64 {
+	g := uint64((seconds(w.Length) + cells - 1) / cells)
+	return (t + g - 1) / g * g
+}
+
+// coarsen frees at least one word of a limited sliding state s that holds
+// maxCharges words, oldest first: each charge word moves to the end of its
+// cell (cellEnd) and absorbs the words after it in the same cell, until
+// fewer than maxCharges words are left. A moved charge counts until the end
+// of its cell plus the window's length: later than it would exactly, never
+// earlier, so that coarsening never admits more than the limit, and every
+// answer (room, retry_after, Reset) is still computed from the words as
+// they are, which a retry then finds. The newest words keep their second.
+func coarsen(w *sluice.Window, s []uint64) []uint64 {
+	k, j := 1, 1 // s[1:k] is coarsened, s[j:] still to read
+	for j < len(s) && k-1+len(s)-j >= maxCharges {
+		c := cellEnd(w, s[j]>>countBits)
+		units := s[j] & countMask
+		for j++; j < len(s) && s[j]>>countBits <= c && units+s[j]&countMask <= countMask; j++ {
+			units += s[j] & countMask
+		}
+		s[k] = c<<countBits | units
+		k++
+	}
+	return s[:k+copy(s[k:], s[j:])]
+}
+
+// refundSecond takes up to n units out of the charge words of second sec,
+// newest first (a refund follows its charge closely), and reports whether
+// s has any word of that second.
+func refundSecond(s []uint64, sec, n uint64) bool {
+	found := false
+	for j := len(s) - 1; j >= 1 && n > 0; j-- {
+		if s[j]>>countBits < sec {
+			break
+		}
+		if s[j]>>countBits > sec {
+			continue
+		}
+		found = true
+		c := min(s[j]&countMask, n)
+		s[j] -= c
+		s[0] -= c
+		n -= c
+	}
+	return found
 }
 
 // chargeSecond returns the Unix second a sliding window counts a charge

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"math/big"
+	"slices"
 	"time"
 
 	"github.com/sluicehq/sluice"
@@ -21,7 +22,19 @@ type model struct {
 type charge struct {
 	sec int64
 	n   int64
+	// moved: the charge was coarsened to the end of its cell (sec), and
+	// counts from when it was made.
+	moved bool
 }
+
+// maxWords and cellCount are the contract of a bounded sliding window: a
+// limited window that would need more than maxWords distinct charge
+// seconds moves its oldest charges to the end of their cell of
+// ceil(length/cellCount) seconds, oldest cell first, until it needs fewer.
+const (
+	maxWords  = 128
+	cellCount = 64
+)
 
 func newModel(p sluice.Policy) *model {
 	m := &model{p: p, charges: make([][]charge, len(p.Windows))}
@@ -65,7 +78,7 @@ func (m *model) usedAt(i int, t int64) int64 {
 		case sluice.Sliding:
 			// A window without a limit counts a charge from the second
 			// it was rounded up to (chargeSecond) but already at t.
-			if (c.sec <= t || w.Limit.IsUnlimited()) && c.sec > t-int64(w.Length/time.Second) {
+			if (c.sec <= t || w.Limit.IsUnlimited() || c.moved) && c.sec > t-int64(w.Length/time.Second) {
 				u += c.n
 			}
 		case sluice.Calendar, sluice.TokenBucket: // a token bucket: unlimited windows only
@@ -193,7 +206,8 @@ func (m *model) take(n int64, now time.Time) sluice.Decision {
 				if m.p.Algorithm == sluice.TokenBucket && !w.Limit.IsUnlimited() {
 					m.tokens[i].Sub(m.tokens[i], big.NewRat(n, 1))
 				} else {
-					m.charges[i] = append(m.charges[i], charge{m.chargeSecond(i, now.Unix()), n})
+					m.charges[i] = append(m.charges[i], m.place(i, now))
+					m.charges[i][len(m.charges[i])-1].n = n
 				}
 			}
 		}
@@ -215,6 +229,57 @@ func (m *model) take(n int64, now time.Time) sluice.Decision {
 	return d
 }
 
+// place returns the charge (without units) that a take at now adds to
+// window i, coarsening the window's older charges first if it would hold
+// more than maxWords distinct seconds.
+func (m *model) place(i int, now time.Time) charge {
+	w := m.p.Windows[i]
+	sec := m.chargeSecond(i, now.Unix())
+	if m.p.Algorithm != sluice.Sliding || w.Limit.IsUnlimited() {
+		return charge{sec: sec}
+	}
+	wsec := int64(w.Length / time.Second)
+	// The distinct seconds of the charges that count, oldest first.
+	var secs []int64
+	newest := int64(0)
+	for _, c := range m.charges[i] {
+		if c.n > 0 && c.sec > now.Unix()-wsec {
+			secs = append(secs, c.sec)
+			newest = max(newest, c.sec)
+		}
+	}
+	slices.Sort(secs)
+	secs = slices.Compact(secs)
+	if newest >= sec {
+		// The newest charge was moved past now: this one counts with it.
+		return charge{sec: newest, moved: newest > sec}
+	}
+	if len(secs) < maxWords {
+		return charge{sec: sec}
+	}
+	g := (wsec + cellCount - 1) / cellCount
+	// Distinct seconds after coarsening the oldest cells, one cell at a
+	// time, until fewer than maxWords remain.
+	left := len(secs)
+	for j := 0; j < len(secs) && left >= maxWords; {
+		end := (secs[j] + g - 1) / g * g
+		k := j
+		for k < len(secs) && secs[k] <= end {
+			k++
+		}
+		for ci := range m.charges[i] {
+			c := &m.charges[i][ci]
+			if c.n > 0 && c.sec >= secs[j] && c.sec <= end && c.sec > now.Unix()-wsec {
+				c.moved = c.moved || c.sec != end
+				c.sec = end
+			}
+		}
+		left -= k - j - 1
+		j = k
+	}
+	return charge{sec: sec}
+}
+
 func (m *model) refund(n int64, at, now time.Time) {
 	for i, w := range m.p.Windows {
 		alg := m.p.Algorithm
@@ -230,6 +295,11 @@ func (m *model) refund(n int64, at, now time.Time) {
 			}
 		case sluice.Sliding, sluice.Calendar:
 			atSec := m.chargeSecond(i, at.Unix())
+			if alg == sluice.Sliding && !w.Limit.IsUnlimited() && !m.hasSecond(i, atSec, now) {
+				// Coarsened: the charge counts at the end of its cell.
+				g := (int64(w.Length/time.Second) + cellCount - 1) / cellCount
+				atSec = (atSec + g - 1) / g * g
+			}
 			counts := alg == sluice.Sliding && atSec > now.Unix()-int64(w.Length/time.Second) ||
 				alg == sluice.Calendar && m.start(i, at.Unix()) == m.start(i, now.Unix())
 			left := n
@@ -243,4 +313,16 @@ func (m *model) refund(n int64, at, now time.Time) {
 			}
 		}
 	}
+}
+
+// hasSecond reports whether window i holds units charged at second sec that
+// still count at now.
+func (m *model) hasSecond(i int, sec int64, now time.Time) bool {
+	wsec := int64(m.p.Windows[i].Length / time.Second)
+	for _, c := range m.charges[i] {
+		if c.sec == sec && c.n > 0 && c.sec > now.Unix()-wsec {
+			return true
+		}
+	}
+	return false
 }
