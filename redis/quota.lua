@@ -3,19 +3,22 @@
 -- (or refunds) all windows, atomically.
 --
 -- KEYS[1]  the state key
--- ARGV[1]  "take" (a peek is a take of 0 units) or "refund"
--- ARGV[2]  now in Unix microseconds, or "" for the server's TIME
--- ARGV[3]  n
--- ARGV[4]  algorithm: 0 sliding, 1 calendar, 2 token bucket
--- ARGV[5]  number of windows
--- ARGV[6]  refund: the Unix second of the charge being refunded
--- then per window: limit (-1 unlimited), length (seconds; microseconds for
--- the token bucket), calendar table (see calinfo), refund: the start of the
--- calendar window the charge was made in.
+-- ARGV[1]  the call, packed (struct): ">BBBddd" operation (0 take, a peek
+--          being a take of 0 units; 1 refund), algorithm (0 sliding, 1
+--          calendar, 2 token bucket), number of windows, now in Unix
+--          microseconds (-1: the server's TIME), n, and for a refund the
+--          Unix second of the charge; then per window ">ddd": limit (-1
+--          unlimited), length (seconds; microseconds for the token
+--          bucket), and for a refund the start of the calendar window the
+--          charge was made in
+-- ARGV[1+i] calendar: the calendar table of window i (see calwindow)
 --
--- Reply of a take: allowed, now in microseconds, then per window remaining,
--- reset, short, wait and used (the units the window counts; windows without
--- a limit count too, and never reject).
+-- Numbers travel packed, not as decimal strings: tonumber's strtod was a
+-- tenth of a decision's cost, and a reply of one string costs Redis far
+-- less than a table of integers. Reply of a take, packed as doubles:
+-- allowed, now in microseconds, then per window remaining, reset, short,
+-- wait and used (the units the window counts; windows without a limit
+-- count too, and never reject). A refund replies now alone.
 --
 -- Numbers are Lua doubles: every figure here stays below 2^53 (the Go side
 -- refuses token buckets whose limit times length in microseconds does not),
@@ -44,19 +47,26 @@ local function grain(limit, len, t)
 end
 
 local key = KEYS[1]
-local op = ARGV[1]
-local nowus
-if ARGV[2] == '' then
+local hdr = ARGV[1]
+local op, alg, nw, nowus, n, atsec, hpos = struct.unpack('>BBBddd', hdr)
+op = op == 1 and 'refund' or 'take'
+if nowus < 0 then
   local t = redis.call('TIME')
   nowus = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  nowus = tonumber(ARGV[2])
 end
 local nowsec = math.floor(nowus / 1000000)
-local n = tonumber(ARGV[3])
-local alg = tonumber(ARGV[4])
-local nw = tonumber(ARGV[5])
-local atsec = tonumber(ARGV[6])
+
+-- reply formats of a take by number of windows (sluice.MaxWindows is 4)
+local REPLY = nil
+if nw == 2 then
+  REPLY = '>dddddddddddd'
+elseif nw == 1 then
+  REPLY = '>ddddddd'
+elseif nw == 3 then
+  REPLY = '>ddddddddddddddddd'
+else
+  REPLY = '>' .. string.rep('d', 2 + 5 * nw)
+end
 
 -- Load the state; another algorithm or number of windows starts afresh.
 local raw = redis.call('GET', key)
@@ -72,8 +82,8 @@ local raw = redis.call('GET', key)
 -- live in one flat table S, window i at o = (i-1)*14, by the offsets below.
 if alg == 0 then
   -- the library functions as locals: a global and a field lookup less each
-  local unpack, pack, max, min, floor, sub, byte, concat =
-    struct.unpack, struct.pack, math.max, math.min, math.floor, string.sub, string.byte, table.concat
+  local unpack, pack, max, min, floor, sub, byte, concat, unpack_t =
+    struct.unpack, struct.pack, math.max, math.min, math.floor, string.sub, string.byte, table.concat, unpack
   local LIM, LEN, PRESENT, BASE, CNT, FIRST, HI, TOTAL, TAIL, TAILN, LASTSEC =
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
   -- LIM, LEN: the window's limit and length in seconds; PRESENT: whether the
@@ -94,7 +104,8 @@ if alg == 0 then
   local pos = 3
   for i = 1, nw do
     local o, c, pr = (i - 1) * 14, 0, false
-    local b = 6 + (i - 1) * 4
+    local lim, len, _
+    lim, len, _, hpos = unpack('>ddd', hdr, hpos)
     if raw and not stale then
       pr = byte(raw, pos) == 1
       pos = pos + 1
@@ -104,7 +115,7 @@ if alg == 0 then
       end
     end
     S[o + LIM], S[o + LEN], S[o + PRESENT], S[o + BASE], S[o + CNT], S[o + FIRST], S[o + HI], S[o + TOTAL], S[o + TAILN] =
-      tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), pr, pos, c, 1, c, 0, 0
+      lim, len, pr, pos, c, 1, c, 0, 0
     pos = pos + 8 * c
   end
   if raw and not stale then
@@ -124,7 +135,7 @@ if alg == 0 then
   end
 
   if op == 'refund' then
-    if n <= 0 or not raw or stale then return {nowus} end
+    if n <= 0 or not raw or stale then return struct.pack('>d', nowus) end
     -- pair j (FIRST <= j <= CNT) of the window at o as stored: second, units
     local function pair(o, j)
       return unpack('>I4I4', raw, S[o + BASE] + 8 * (j - 1))
@@ -196,14 +207,13 @@ if alg == 0 then
     else
       redis.call('SET', key, concat(parts), 'PX', ttl)
     end
-    return {nowus}
+    return struct.pack('>d', nowus)
   end
 
   -- take, first pass: drop what no longer counts and check room (in limited
   -- windows). out holds allowed, now, then per window remaining, reset,
   -- short, wait and used.
   local out = {1, nowus, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-  for j = 3 + 5 * nw, #out do out[j] = nil end -- the reply ends at the first nil
   for i = 1, nw do
     local o, f = (i - 1) * 14, 2 + (i - 1) * 5
     out[f + 1], out[f + 2], out[f + 3], out[f + 4], out[f + 5] = 0, 0, 0, 0, 0
@@ -325,7 +335,7 @@ if alg == 0 then
     -- peek (n = 0) never writes
     redis.call('DEL', key)
   end
-  return out
+  return pack(REPLY, unpack_t(out, 1, 2 + 5 * nw))
 end
 
 -- s[3] of an unlimited window's count under the token-bucket algorithm
@@ -365,8 +375,9 @@ end
 -- into tables. Another algorithm or number of windows starts afresh.
 local W = {}
 for i = 1, nw do
-  local b = 6 + (i - 1) * 4
-  W[i] = {limit = tonumber(ARGV[b + 1]), len = tonumber(ARGV[b + 2]), cal = ARGV[b + 3], atstart = tonumber(ARGV[b + 4])}
+  local l, len, atstart
+  l, len, atstart, hpos = struct.unpack('>ddd', hdr, hpos)
+  W[i] = {limit = l, len = len, cal = ARGV[1 + i], atstart = atstart}
 end
 local st = {}
 local stale = false
@@ -613,7 +624,7 @@ local function write()
 end
 
 if op == 'refund' then
-  if n <= 0 or not raw or stale then return {nowus} end
+  if n <= 0 or not raw or stale then return struct.pack('>d', nowus) end
   for i = 1, nw do
     local w = W[i]
     do -- every window counts, limited or not
@@ -648,7 +659,7 @@ if op == 'refund' then
     end
   end
   write()
-  return {nowus}
+  return struct.pack('>d', nowus)
 end
 
 -- take
@@ -680,6 +691,7 @@ for i = 1, nw do
   out[#out + 1] = waits[i] or 0
   out[#out + 1] = used(i)
 end
+out = struct.pack(REPLY, unpack(out))
 -- A peek (n = 0) never writes: not a rescaled bucket (a peek under another
 -- window length), not a state kept under another policy shape, which the
 -- next take decides about.
