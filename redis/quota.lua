@@ -46,6 +46,18 @@ local function grain(limit, len, t)
   return t + ((-t) % g)
 end
 
+-- A limited sliding window keeps at most MAXWORDS pairs (quota.maxCharges):
+-- a charge that needs a new pair when it holds that many first coarsens the
+-- oldest ones, each moved to the end of its cell (cellend: the second
+-- rounded up to a multiple of ceil(length/64) seconds, quota.cellEnd) and
+-- summed with the pairs after it in the same cell, until fewer are left.
+local MAXWORDS, CELLS = 128, 64
+
+local function cellend(len, t)
+  local g = math.floor((len + CELLS - 1) / CELLS)
+  return t + ((-t) % g)
+end
+
 local key = KEYS[1]
 local hdr = ARGV[1]
 local op, alg, nw, nowus, n, atsec, hpos = struct.unpack('>BBBddd', hdr)
@@ -158,19 +170,30 @@ if alg == 0 then
         S[o + FIRST], S[o + TOTAL] = j, t
         -- newest first: the pairs lo..CNT are rewritten, without those
         -- whose units fall to zero
+        -- (quota.Refund) from the pair of the charge's second; if the
+        -- window has none, from the pair of the end of its cell: a limited
+        -- window may have coarsened the charge (see cellend)
         local f, left = j, n
         local atsec = grain(S[o + LIM], S[o + LEN], atsec)
         local lo, newc = k + 1, {}
-        for j = k, f, -1 do
-          local sec, c = pair(o, j)
-          if left <= 0 or sec < atsec then break end
-          if sec == atsec then
-            local d = min(c, left)
-            newc[j] = c - d
-            S[o + TOTAL] = S[o + TOTAL] - d
-            left = left - d
+        for try = 1, 2 do
+          local found = false
+          for j = k, f, -1 do
+            local sec, c = pair(o, j)
+            if left <= 0 or sec < atsec then break end
+            if sec == atsec then
+              found = true
+              local d = min(c, left)
+              newc[j] = c - d
+              S[o + TOTAL] = S[o + TOTAL] - d
+              left = left - d
+            end
+            lo = j
           end
-          lo = j
+          if found or S[o + LIM] < 0 then break end
+          local e = cellend(S[o + LEN], atsec)
+          if e == atsec then break end
+          atsec, lo = e, k + 1
         end
         local tp, m = {}, 0
         for j = lo, k do
@@ -261,6 +284,8 @@ if alg == 0 then
     -- the pairs after the charge: first..k as stored (pair k with lastc
     -- units if set), then tn-1 or tn added ones of appsec, appleft units
     local hi, tail, tn, lastc, appsec, appleft = k, '', 0, nil, nowsec, 0
+    -- the coarsened pairs, if the charge coarsened: they come before first
+    local cw, cc, ncw = nil, nil, 0
     if charged then
       t = t + n
       local sec, left = grain(l, wlen, nowsec), n
@@ -281,6 +306,26 @@ if alg == 0 then
         tail, tn = tail .. pack('>I4I4', sec, c), tn + 1
         left = left - c
       end
+      if not lastc and l >= 0 and k - first + 1 >= MAXWORDS then
+        -- a new pair in a full window: coarsen the oldest (quota.coarsen)
+        -- into cw, cc, and keep the pairs from first on as stored
+        cw, cc, ncw = {}, {}, 0
+        local j = first
+        while j <= k and ncw + k - j + 1 >= MAXWORDS do
+          local sj, u = unpack('>I4I4', raw, base + 8 * (j - 1))
+          local e = cellend(wlen, sj)
+          j = j + 1
+          while j <= k do
+            local s2, u2 = unpack('>I4I4', raw, base + 8 * (j - 1))
+            if s2 > e or u + u2 > MAXC then break end
+            u = u + u2
+            j = j + 1
+          end
+          ncw = ncw + 1
+          cw[ncw], cc[ncw] = e, u
+        end
+        first = j
+      end
     end
     out[f + 5] = t
     if l >= 0 then
@@ -290,7 +335,15 @@ if alg == 0 then
       else
         local need = max(t - l + 1, 1)
         local j, sec, c = first
-        while true do
+        for q = 1, ncw do
+          sec = cw[q]
+          need = need - cc[q]
+          if need <= 0 then
+            j = kk + 1 -- found
+            break
+          end
+        end
+        while j <= kk do
           if j <= k then
             sec, c = unpack('>I4I4', raw, base + 8 * (j - 1))
             if j == k and lastc then c = lastc end
@@ -311,7 +364,8 @@ if alg == 0 then
         parts[#parts + 1] = '\0'
       else
         local kept = max(hi - first + 1, 0)
-        parts[#parts + 1] = pack('>BI4', 1, kept + tn)
+        parts[#parts + 1] = pack('>BI4', 1, ncw + kept + tn)
+        for q = 1, ncw do parts[#parts + 1] = pack('>I4I4', cw[q], cc[q]) end
         if kept > 0 then parts[#parts + 1] = sub(raw, base + 8 * (first - 1), base + 8 * hi - 1) end
         if tn > 0 then
           parts[#parts + 1] = tail
