@@ -386,33 +386,35 @@ func (s *Store) Reset(ctx context.Context, key string) error {
 var errReply = errors.New("redis: malformed reply from the quota script")
 
 // decision builds the Decision from the script's figures, packed as
-// big-endian doubles: allowed, now in microseconds, then per window
-// remaining, reset, short, wait and used.
+// big-endian doubles: now in microseconds, then per window the units it
+// counts, its reset and its wait (0 if the request fits in it; -1 never; a
+// Unix second, or microseconds for a token bucket).
 func (s *Store) decision(p *sluice.Policy, v []byte, now time.Time) (sluice.Decision, error) {
-	if len(v) != 8*(2+5*len(p.Windows)) {
+	if len(v) != 8*(1+3*len(p.Windows)) {
 		return sluice.Decision{}, errReply
 	}
 	num := func(i int) int64 { return int64(math.Float64frombits(binary.BigEndian.Uint64(v[8*i:]))) }
 	if !s.caller {
-		now = time.UnixMicro(num(1))
+		now = time.UnixMicro(num(0))
 	}
-	d := sluice.Decision{Allowed: num(0) == 1, Time: now, Blocking: -1, N: len(p.Windows)}
+	d := sluice.Decision{Allowed: true, Time: now, Blocking: -1, N: len(p.Windows)}
 	for i := range p.Windows {
 		w := &p.Windows[i]
 		ws := &d.Windows[i]
 		ws.Name, ws.Length, ws.Limit = w.Name, w.Length, w.Limit
-		f := 2 + 5*i
-		ws.Counted = num(f + 4)
+		f := 1 + 3*i
+		ws.Counted = num(f)
 		if w.Limit.IsUnlimited() {
 			continue
 		}
-		ws.Remaining, ws.Reset = num(f), time.Unix(num(f+1), 0)
-		if num(f+2) == 0 {
+		ws.Remaining, ws.Reset = max(int64(w.Limit)-ws.Counted, 0), time.Unix(num(f+1), 0)
+		x := num(f + 2)
+		if x == 0 {
 			continue
 		}
-		ws.Short = true
+		ws.Short, d.Allowed = true, false
 		var wait time.Duration
-		switch x := num(f + 3); {
+		switch {
 		case x < 0:
 			wait = sluice.InfDuration
 		case p.Algorithm == sluice.TokenBucket:
