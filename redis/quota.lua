@@ -64,7 +64,7 @@ local op, alg, nw, nowus, n, atsec, hpos = struct.unpack('>BBBddd', hdr)
 op = op == 1 and 'refund' or 'take'
 if nowus < 0 then
   local t = redis.call('TIME')
-  nowus = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  nowus = t[1] * 1000000 + t[2]
 end
 local nowsec = math.floor(nowus / 1000000)
 
@@ -240,22 +240,23 @@ end
 -- changed or added. Every call to a C function (struct, string, math) costs
 -- Redis about as much as fifteen Lua operations, and each table slot a few,
 -- so this path keeps both few: the figures of window i live in the flat
--- table S at o = (i-1)*11, the reply's after them at R (now, then per
--- window used, reset, wait).
+-- table S at o = (i-1)*11.
 if alg == 0 then
   local unpack, pack, sub, byte, unpack_t = struct.unpack, struct.pack, string.sub, string.byte, unpack
   local S
   if nw <= 2 then
-    S = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+    S = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
   else
-    S = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+    S = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
   end
   -- per window: 1 limit, 2 length, 3 offset of its first pair in raw, 4
   -- pairs in raw (k), 5 first pair that counts (j), 6 units counted, 7 8
-  -- second and units of pair j, 9 10 of pair k, 11 wait (0: room)
-  local R = 11 * nw
-  S[R + 1] = nowus
+  -- second and units of pair j, 9 10 of pair k, 11 wait (0: room). The
+  -- second pass leaves the reply's figures in 6 (used), 7 (reset) and 11,
+  -- and what the window writes in 3, 8, 9, 10: its kept pairs, their
+  -- number plus one, and the newest pair; or, in 3 alone, its packed
+  -- pairs (8 is then -1).
   local stale = false
   if raw then
     local a, b = byte(raw, 1, 2)
@@ -263,10 +264,17 @@ if alg == 0 then
   end
   local st = raw and not stale
   local pos = 3
+  if nw == 2 then
+    local l1, len1, _, l2, len2 = unpack('>ddddd', hdr, hpos)
+    S[1], S[2], S[12], S[13] = l1, len1, l2, len2
+  else
+    for i = 1, nw do
+      local o, _ = (i - 1) * 11
+      S[o + 1], S[o + 2], _, hpos = unpack('>ddd', hdr, hpos)
+    end
+  end
   for i = 1, nw do
     local o, c = (i - 1) * 11, 0
-    local l, len, _
-    l, len, _, hpos = unpack('>ddd', hdr, hpos)
     if st then
       local pr, b1, b2, b3, b4 = byte(raw, pos, pos + 4)
       if pr == 1 then
@@ -276,7 +284,7 @@ if alg == 0 then
         pos = pos + 1
       end
     end
-    S[o + 1], S[o + 2], S[o + 3], S[o + 4] = l, len, pos, c
+    S[o + 3], S[o + 4] = pos, c
     pos = pos + 8 * c
   end
   if st then
@@ -340,8 +348,7 @@ if alg == 0 then
 
   -- second pass: charge, figures, and the packed state if charged
   local charged = allowed and n > 0
-  local parts, exp = nil, 0
-  if charged then parts = {pack('>BB', 0, nw), false, false, false} end
+  local exp, common = 0, true
   for i = 1, nw do
     local o = (i - 1) * 11
     local l, len, base, k, first, t, fsec, fc, lsec, lc = S[o + 1], S[o + 2], S[o + 3], S[o + 4], S[o + 5], S[o + 6], S[o + 7], S[o + 8], S[o + 9], S[o + 10]
@@ -409,15 +416,16 @@ if alg == 0 then
         end
       end
     end
-    local r = R + 1 + 3 * (i - 1)
-    S[r + 1] = t
-    if l >= 0 then
+    S[o + 6] = t
+    if l < 0 then
+      S[o + 7] = 0
+    else
       local kk = hi + tn -- index of the newest pair, counting from first
       if kk < first and ncw == 0 then
-        S[r + 2] = nowsec
+        S[o + 7] = nowsec
       elseif ncw == 0 and first <= hi and (first == kk or fc >= t - l + 1) then
         -- the common case: the oldest pair, as stored, is the one
-        S[r + 2] = fsec + len
+        S[o + 7] = fsec + len
       else
         -- the pair that brings the count under the limit when it leaves,
         -- the newest at the latest
@@ -445,12 +453,10 @@ if alg == 0 then
           if need <= 0 then break end
           j = j + 1
         end
-        S[r + 2] = sec + len
+        S[o + 7] = sec + len
       end
-      S[r + 3] = S[o + 11]
     end
     if charged then
-      S[o + 6] = t
       local kept = hi - first + 1
       local ks = ''
       if kept > 0 then
@@ -459,36 +465,54 @@ if alg == 0 then
         kept = 0
       end
       if psec and ncw == 0 then
-        parts[i + 1] = pack('>BI4c0I4I4', 1, kept + 1, ks, psec, pc)
+        S[o + 3], S[o + 8], S[o + 9], S[o + 10] = ks, kept + 1, psec, pc
       else
         local cs = ''
         for q = 1, ncw do cs = cs .. pack('>I4I4', cw[q], cc[q]) end
         if psec then tail = pack('>I4I4', psec, pc) end
-        parts[i + 1] = pack('>BI4', 1, ncw + kept + tn) .. cs .. ks .. tail
+        S[o + 3], S[o + 8] = pack('>BI4', 1, ncw + kept + tn) .. cs .. ks .. tail, -1
+        common = false
       end
       if appsec + len > exp then exp = appsec + len end
     end
   end
   if charged then
-    local last = 4
-    if nw == 2 then
-      parts[4] = pack('>dd', S[6], S[17])
+    local v
+    if nw == 2 and common then
+      v = pack('>BBBI4c0I4I4BI4c0I4I4dd', 0, 2, 1, S[8], S[3], S[9], S[10], 1, S[19], S[14], S[20], S[21], S[6], S[17])
     else
+      local parts = {pack('>BB', 0, nw)}
+      for i = 1, nw do
+        local o = (i - 1) * 11
+        if S[o + 8] < 0 then
+          parts[i + 1] = S[o + 3]
+        else
+          parts[i + 1] = pack('>BI4c0I4I4', 1, S[o + 8], S[o + 3], S[o + 9], S[o + 10])
+        end
+      end
       for i = 1, nw do parts[nw + 1 + i] = pack('>d', S[(i - 1) * 11 + 6]) end
-      last = 2 * nw + 1
+      v = table.concat(parts)
     end
     local ttl = exp * 1000 - (nowus - nowus % 1000) / 1000
     if ttl <= 0 then
       redis.call('DEL', key)
     else
-      redis.call('SET', key, table.concat(parts, '', 1, last), 'PX', ttl)
+      redis.call('SET', key, v, 'PX', ttl)
     end
   elseif stale and n > 0 then
     -- a take on state kept under another policy shape starts afresh; a
     -- peek (n = 0) never writes
     redis.call('DEL', key)
   end
-  return pack(REPLY, unpack_t(S, R + 1, R + 1 + 3 * nw))
+  if nw == 2 then
+    return pack('>ddddddd', nowus, S[6], S[7], S[11], S[17], S[18], S[22])
+  end
+  local out = {nowus}
+  for i = 1, nw do
+    local o = (i - 1) * 11
+    out[3 * i - 1], out[3 * i], out[3 * i + 1] = S[o + 6], S[o + 7], S[o + 11]
+  end
+  return pack(REPLY, unpack_t(out))
 end
 
 -- s[3] of an unlimited window's count under the token-bucket algorithm
