@@ -35,28 +35,12 @@
 
 local MAXC = 4294967295
 
--- grain returns the Unix second a sliding window counts a charge made (or
--- refunded) at second t in: t itself in a limited window; in a window
--- without a limit, t rounded up to a multiple of ceil(length/512) seconds,
--- so that the window holds at most about 512 pairs (quota.chargeSecond).
-local function grain(limit, len, t)
-  if limit >= 0 then return t end
-  local g = math.floor((len + 511) / 512)
-  if g <= 1 then return t end
-  return t + ((-t) % g)
-end
-
 -- A limited sliding window keeps at most MAXWORDS pairs (quota.maxCharges):
 -- a charge that needs a new pair when it holds that many first coarsens the
 -- oldest ones, each moved to the end of its cell (cellend: the second
 -- rounded up to a multiple of ceil(length/64) seconds, quota.cellEnd) and
 -- summed with the pairs after it in the same cell, until fewer are left.
 local MAXWORDS, CELLS = 128, 64
-
-local function cellend(len, t)
-  local g = math.floor((len + CELLS - 1) / CELLS)
-  return t + ((-t) % g)
-end
 
 local key = KEYS[1]
 local hdr = ARGV[1]
@@ -146,6 +130,25 @@ if alg == 0 and op == 'refund' then
 
   if op == 'refund' then
     if n <= 0 or not raw or stale then return struct.pack('>d', nowus) end
+    -- grain returns the Unix second a sliding window counts a charge made
+    -- (or refunded) at second t in: t itself in a limited window; in a
+    -- window without a limit, t rounded up to a multiple of
+    -- ceil(length/512) seconds, so that the window holds at most about 512
+    -- pairs (quota.chargeSecond). A take does the same inline: a closure
+    -- is made anew on every run of the script.
+    local function grain(limit, len, t)
+      if limit >= 0 then return t end
+      local g = math.floor((len + 511) / 512)
+      if g <= 1 then return t end
+      return t + ((-t) % g)
+    end
+
+    -- cellend returns t rounded up to the end of its cell (quota.cellEnd).
+    local function cellend(len, t)
+      local g = math.floor((len + CELLS - 1) / CELLS)
+      return t + ((-t) % g)
+    end
+
     -- pair j (FIRST <= j <= CNT) of the window at o as stored: second, units
     local function pair(o, j)
       return unpack('>I4I4', raw, S[o + BASE] + 8 * (j - 1))
