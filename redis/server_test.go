@@ -3,6 +3,7 @@ package redis_test
 import (
 	"context"
 	"encoding/binary"
+	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -114,6 +115,55 @@ func TestTokenBucketTooLarge(t *testing.T) {
 	p := sluice.Policy{Algorithm: sluice.TokenBucket, Windows: []sluice.Window{{Name: "day", Length: 24 * time.Hour, Limit: 1e9}}}
 	if _, err := s.Take(context.Background(), "sluicetest:never", &p, 1, time.Now()); err == nil {
 		t.Fatal("no error for a bucket the script cannot count exactly")
+	}
+}
+
+// TestUnboundedState: a sliding state as the script before the bound wrote
+// it, a limited window with more than 128 pairs (an older gateway, in a
+// rolling upgrade, keeps writing those), counts every unit, and the next
+// charge in a new second coarsens its oldest pairs to fewer than 128, the
+// first moved to the end of its cell.
+func TestUnboundedState(t *testing.T) {
+	ctx := context.Background()
+	c := sharedClient(t)
+	prefix := "sluicetest:" + testenv.Unique(t) + ":"
+	cleanPrefix(t, c, prefix)
+	s := redis.New(storeClient(t), redis.Options{Prefix: prefix, CallerClock: true})
+	p := sluice.Policy{Windows: []sluice.Window{{Name: "hour", Length: time.Hour, Limit: 1000}}}
+	now := time.Now()
+	sec := now.Unix()
+	// ">BB" algorithm, windows; ">BI4" present, pairs; the pairs ">I4I4":
+	// a unit in each of the last 300 seconds; the trailer ">d" total.
+	old := []byte{0, 1, 1}
+	old = binary.BigEndian.AppendUint32(old, 300)
+	for i := range int64(300) {
+		old = binary.BigEndian.AppendUint32(old, uint32(sec-300+i))
+		old = binary.BigEndian.AppendUint32(old, 1)
+	}
+	old = binary.BigEndian.AppendUint64(old, math.Float64bits(300))
+	if err := c.Set(ctx, prefix+"k", old, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.Take(ctx, "k", &p, 1, now)
+	if err != nil || !d.Allowed || d.Windows[0].Counted != 301 || d.Windows[0].Remaining != 699 {
+		t.Fatalf("take on an unbounded state: %+v, %v; want 301 counted", d, err)
+	}
+	first := sec - 300
+	first += (57 - first%57) % 57 // the end of its cell: ceil(3600/64) = 57 s
+	if got, want := d.Windows[0].Reset.Unix(), first+3600; got != want {
+		t.Errorf("reset %d, want %d (the oldest pair moved to the end of its cell)", got, want)
+	}
+	v, err := c.Get(ctx, prefix+"k").Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pairs := binary.BigEndian.Uint32(v[3:])
+	if pairs >= 128 || len(v) != 2+1+4+8*int(pairs)+8 {
+		t.Fatalf("state of %d bytes, %d pairs after the charge; want fewer than 128", len(v), pairs)
+	}
+	d, err = s.Peek(ctx, "k", &p, now)
+	if err != nil || d.Windows[0].Counted != 301 {
+		t.Fatalf("peek: %+v, %v; want 301 counted", d, err)
 	}
 }
 
