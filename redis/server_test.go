@@ -3,6 +3,7 @@ package redis_test
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -269,6 +270,64 @@ func TestClockJumps(t *testing.T) {
 			}
 			ref.Refund(ctx, "k", &p, a.n, a.at, now)
 			wrote = true
+		}
+	}
+}
+
+// TestManyWindows compares the store with the in-process one on policies of
+// one, three and four windows (the script has paths by number of windows),
+// under each algorithm, with takes, peeks and refunds.
+func TestManyWindows(t *testing.T) {
+	ctx := context.Background()
+	c := sharedClient(t)
+	prefix := "sluicetest:" + testenv.Unique(t) + ":"
+	cleanPrefix(t, c, prefix)
+	s := redis.New(storeClient(t), redis.Options{Prefix: prefix, CallerClock: true})
+	all := []sluice.Window{
+		{Name: "a", Length: 5 * time.Second, Limit: 6},
+		{Name: "b", Length: 20 * time.Second, Limit: 15},
+		{Name: "c", Length: 60 * time.Second, Limit: sluice.Unlimited},
+		{Name: "d", Length: 120 * time.Second, Limit: 40},
+	}
+	for _, alg := range []sluice.Algorithm{sluice.Sliding, sluice.Calendar, sluice.TokenBucket} {
+		for _, nw := range []int{1, 3, 4} {
+			p := sluice.Policy{Algorithm: alg, Windows: all[:nw]}
+			key := fmt.Sprintf("k%d-%d", alg, nw)
+			ref := inmem.New(inmem.Options{})
+			defer ref.Close()
+			r := rand.New(rand.NewPCG(uint64(nw), uint64(alg)))
+			now := time.Now().Truncate(time.Second)
+			type charge struct {
+				n  int64
+				at time.Time
+			}
+			var admitted []charge
+			for op := range 400 {
+				now = now.Add(time.Duration(r.IntN(3000)) * time.Millisecond)
+				switch k := r.IntN(10); {
+				case k < 8:
+					n := int64(r.IntN(4))
+					got, err := s.Take(ctx, key, &p, n, now)
+					if err != nil {
+						t.Fatal(err)
+					}
+					want, _ := ref.Take(ctx, key, &p, n, now)
+					if diff := cmp.Diff(want, got); diff != "" {
+						t.Fatalf("%v, %d windows, op %d: take %d: (-inmem +redis):\n%s", alg, nw, op, n, diff)
+					}
+					if got.Allowed && n > 0 {
+						admitted = append(admitted, charge{n, now})
+					}
+				case len(admitted) > 0:
+					j := r.IntN(len(admitted))
+					a := admitted[j]
+					admitted = append(admitted[:j], admitted[j+1:]...)
+					if err := s.Refund(ctx, key, &p, a.n, a.at, now); err != nil {
+						t.Fatal(err)
+					}
+					ref.Refund(ctx, key, &p, a.n, a.at, now)
+				}
+			}
 		}
 	}
 }
