@@ -233,7 +233,7 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 	}
 	s.recordTake(q, m.ID, n, &d)
 	if !d.Allowed {
-		s.metrics.decisions.WithLabelValues(q.plan.ID, "rejected").Inc()
+		s.metrics.decision(q.plan.ID, "rejected")
 		setRateHeaders(w.Header(), &d)
 		if d.RetryAfter == sluice.InfDuration {
 			s.Error(w, r, tooManyError(q, &d, n))
@@ -246,7 +246,7 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 	if d.Shadow {
 		outcome = "shadow"
 	}
-	s.metrics.decisions.WithLabelValues(q.plan.ID, outcome).Inc()
+	s.metrics.decision(q.plan.ID, outcome)
 
 	// From here the units are charged. Every way out that delivers nothing
 	// refunds them, a panic included (deferred calls run before the panic
@@ -301,7 +301,7 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	}
 	settled = true
-	s.metrics.upstream.WithLabelValues("ok").Observe(time.Since(start).Seconds())
+	s.metrics.upstreamOK.Observe(time.Since(start).Seconds())
 	claim.complete(http.StatusOK, ct)
 }
 

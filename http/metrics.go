@@ -2,8 +2,11 @@ package http
 
 import (
 	"errors"
+	"maps"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +25,57 @@ type metrics struct {
 	idem      *prometheus.CounterVec   // outcome
 
 	take, peek, refund, reset prometheus.Observer
+	upstreamOK                prometheus.Observer
+
+	// The children of the vectors that every image request updates,
+	// cached (see children).
+	requestsOf  children[routeCode, prometheus.Counter]
+	durationOf  children[string, prometheus.Observer]
+	decisionsOf children[planOutcome, prometheus.Counter]
+}
+
+type routeCode struct {
+	route string
+	code  int
+}
+
+type planOutcome struct{ plan, outcome string }
+
+// children caches the children of a metric vector by a comparable key. A
+// vector's WithLabelValues checks that each value is valid UTF-8, hashes the
+// values and takes the vector's read lock, on every call; get is one lookup
+// in a map that is never written, without a lock or an allocation. A new
+// key copies the map: the keys are bounded (routes, codes, plans), so that
+// happens a few dozen times in a process's life. The zero value is ready
+// for use once newChild is set; it is safe for concurrent use.
+type children[K comparable, M any] struct {
+	cur      atomic.Pointer[map[K]M]
+	mu       sync.Mutex // serializes adding keys
+	newChild func(K) M
+}
+
+func (c *children[K, M]) get(k K) M {
+	if m := c.cur.Load(); m != nil {
+		if v, ok := (*m)[k]; ok {
+			return v
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.cur.Load()
+	if old != nil {
+		if v, ok := (*old)[k]; ok {
+			return v
+		}
+	}
+	m := map[K]M{}
+	if old != nil {
+		m = maps.Clone(*old)
+	}
+	v := c.newChild(k)
+	m[k] = v
+	c.cur.Store(&m)
+	return v
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -68,6 +122,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.peek = m.store.WithLabelValues("peek")
 	m.refund = m.store.WithLabelValues("refund")
 	m.reset = m.store.WithLabelValues("reset")
+	m.upstreamOK = m.upstream.WithLabelValues("ok")
+	m.requestsOf.newChild = func(k routeCode) prometheus.Counter {
+		return m.requests.WithLabelValues(k.route, statusCode(k.code))
+	}
+	m.durationOf.newChild = func(route string) prometheus.Observer { return m.duration.WithLabelValues(route) }
+	m.decisionsOf.newChild = func(k planOutcome) prometheus.Counter {
+		return m.decisions.WithLabelValues(k.plan, k.outcome)
+	}
 	return m
 }
 
@@ -88,8 +150,13 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 
 // request records one answered request.
 func (m *metrics) request(route string, status int, d time.Duration) {
-	m.requests.WithLabelValues(route, statusCode(status)).Inc()
-	m.duration.WithLabelValues(route).Observe(d.Seconds())
+	m.requestsOf.get(routeCode{route, status}).Inc()
+	m.durationOf.get(route).Observe(d.Seconds())
+}
+
+// decision counts one quota decision of an image request.
+func (m *metrics) decision(plan, outcome string) {
+	m.decisionsOf.get(planOutcome{plan, outcome}).Inc()
 }
 
 // statusCodes holds the decimal form of every status, so that labelling a

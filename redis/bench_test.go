@@ -60,9 +60,9 @@ func BenchmarkDecide(b *testing.B) {
 }
 
 // BenchmarkDecideLongState measures one caller's decisions on an account
-// whose windows each hold one charge per second of the last 2,000 seconds
-// (2,000 pairs per window, what a busy account carries), where the script's
-// cost per call shows if it grows with the state.
+// charged in each of the last 2,000 seconds, what a busy account carries:
+// 2,000 pairs per window before the bound, at most 128 since, where the
+// script's cost per call shows if it grows with the state.
 //
 //	go test -run '^$' -bench DecideLongState -benchtime 5000x ./redis/
 func BenchmarkDecideLongState(b *testing.B) {
@@ -94,7 +94,7 @@ func BenchmarkDecideLongState(b *testing.B) {
 // BenchmarkMemory reports the bytes Redis holds for one account (MEMORY
 // USAGE of its key) under an hour/day sliding policy with 1, 100 and 1,000
 // units charged, each in a second of its own (the worst case: one pair per
-// unit per window).
+// unit per window, up to the bound of 128 pairs).
 //
 //	go test -run '^$' -bench Memory -benchtime 1x ./redis/
 func BenchmarkMemory(b *testing.B) {

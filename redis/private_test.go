@@ -24,7 +24,7 @@ import (
 	"github.com/sluicehq/sluice/redis"
 )
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +35,7 @@ func freePort(t *testing.T) int {
 
 // server is a private redis-server on a free port.
 type server struct {
-	t    *testing.T
+	t    testing.TB
 	bin  string
 	port int
 	dir  string
@@ -43,7 +43,7 @@ type server struct {
 	cmd  *exec.Cmd
 }
 
-func startServer(t *testing.T, args ...string) *server {
+func startServer(t testing.TB, args ...string) *server {
 	s := &server{t: t, bin: testenv.RedisServer(t), port: freePort(t), dir: t.TempDir(), args: args}
 	s.start()
 	t.Cleanup(s.stop)

@@ -3,19 +3,22 @@
 -- (or refunds) all windows, atomically.
 --
 -- KEYS[1]  the state key
--- ARGV[1]  "take" (a peek is a take of 0 units) or "refund"
--- ARGV[2]  now in Unix microseconds, or "" for the server's TIME
--- ARGV[3]  n
--- ARGV[4]  algorithm: 0 sliding, 1 calendar, 2 token bucket
--- ARGV[5]  number of windows
--- ARGV[6]  refund: the Unix second of the charge being refunded
--- then per window: limit (-1 unlimited), length (seconds; microseconds for
--- the token bucket), calendar table (see calinfo), refund: the start of the
--- calendar window the charge was made in.
+-- ARGV[1]  the call, packed (struct): ">BBBddd" operation (0 take, a peek
+--          being a take of 0 units; 1 refund), algorithm (0 sliding, 1
+--          calendar, 2 token bucket), number of windows, now in Unix
+--          microseconds (-1: the server's TIME), n, and for a refund the
+--          Unix second of the charge; then per window ">ddd": limit (-1
+--          unlimited), length (seconds; microseconds for the token
+--          bucket), and for a refund the start of the calendar window the
+--          charge was made in
+-- ARGV[1+i] calendar: the calendar table of window i (see calwindow)
 --
--- Reply of a take: allowed, now in microseconds, then per window remaining,
--- reset, short, wait and used (the units the window counts; windows without
--- a limit count too, and never reject).
+-- Numbers travel packed, not as decimal strings: tonumber's strtod was a
+-- tenth of a decision's cost, and a reply of one string costs Redis far
+-- less than a table of integers. Reply of a take, packed as doubles:
+-- allowed, now in microseconds, then per window remaining, reset, short,
+-- wait and used (the units the window counts; windows without a limit
+-- count too, and never reject). A refund replies now alone.
 --
 -- Numbers are Lua doubles: every figure here stays below 2^53 (the Go side
 -- refuses token buckets whose limit times length in microseconds does not),
@@ -32,31 +35,32 @@
 
 local MAXC = 4294967295
 
--- grain returns the Unix second a sliding window counts a charge made (or
--- refunded) at second t in: t itself in a limited window; in a window
--- without a limit, t rounded up to a multiple of ceil(length/512) seconds,
--- so that the window holds at most about 512 pairs (quota.chargeSecond).
-local function grain(limit, len, t)
-  if limit >= 0 then return t end
-  local g = math.floor((len + 511) / 512)
-  if g <= 1 then return t end
-  return t + ((-t) % g)
-end
+-- A limited sliding window keeps at most MAXWORDS pairs (quota.maxCharges):
+-- a charge that needs a new pair when it holds that many first coarsens the
+-- oldest ones, each moved to the end of its cell (cellend: the second
+-- rounded up to a multiple of ceil(length/64) seconds, quota.cellEnd) and
+-- summed with the pairs after it in the same cell, until fewer are left.
+local MAXWORDS, CELLS = 128, 64
 
 local key = KEYS[1]
-local op = ARGV[1]
-local nowus
-if ARGV[2] == '' then
+local hdr = ARGV[1]
+local op, alg, nw, nowus, n, atsec, hpos = struct.unpack('>BBBddd', hdr)
+op = op == 1 and 'refund' or 'take'
+if nowus < 0 then
   local t = redis.call('TIME')
-  nowus = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  nowus = tonumber(ARGV[2])
+  nowus = t[1] * 1000000 + t[2]
 end
 local nowsec = math.floor(nowus / 1000000)
-local n = tonumber(ARGV[3])
-local alg = tonumber(ARGV[4])
-local nw = tonumber(ARGV[5])
-local atsec = tonumber(ARGV[6])
+
+-- reply formats of a take by number of windows (sluice.MaxWindows is 4)
+local REPLY = nil
+if nw == 2 then
+  REPLY = '>ddddddd'
+elseif nw == 1 then
+  REPLY = '>dddd'
+else
+  REPLY = '>' .. string.rep('d', 1 + 3 * nw)
+end
 
 -- Load the state; another algorithm or number of windows starts afresh.
 local raw = redis.call('GET', key)
@@ -70,10 +74,10 @@ local raw = redis.call('GET', key)
 -- a take makes two passes over the windows with the figures in locals and
 -- creates no closure; the figures kept between passes (and for a refund)
 -- live in one flat table S, window i at o = (i-1)*14, by the offsets below.
-if alg == 0 then
+if alg == 0 and op == 'refund' then
   -- the library functions as locals: a global and a field lookup less each
-  local unpack, pack, max, min, floor, sub, byte, concat =
-    struct.unpack, struct.pack, math.max, math.min, math.floor, string.sub, string.byte, table.concat
+  local unpack, pack, max, min, floor, sub, byte, concat, unpack_t =
+    struct.unpack, struct.pack, math.max, math.min, math.floor, string.sub, string.byte, table.concat, unpack
   local LIM, LEN, PRESENT, BASE, CNT, FIRST, HI, TOTAL, TAIL, TAILN, LASTSEC =
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
   -- LIM, LEN: the window's limit and length in seconds; PRESENT: whether the
@@ -94,7 +98,8 @@ if alg == 0 then
   local pos = 3
   for i = 1, nw do
     local o, c, pr = (i - 1) * 14, 0, false
-    local b = 6 + (i - 1) * 4
+    local lim, len, _
+    lim, len, _, hpos = unpack('>ddd', hdr, hpos)
     if raw and not stale then
       pr = byte(raw, pos) == 1
       pos = pos + 1
@@ -104,7 +109,7 @@ if alg == 0 then
       end
     end
     S[o + LIM], S[o + LEN], S[o + PRESENT], S[o + BASE], S[o + CNT], S[o + FIRST], S[o + HI], S[o + TOTAL], S[o + TAILN] =
-      tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), pr, pos, c, 1, c, 0, 0
+      lim, len, pr, pos, c, 1, c, 0, 0
     pos = pos + 8 * c
   end
   if raw and not stale then
@@ -124,7 +129,26 @@ if alg == 0 then
   end
 
   if op == 'refund' then
-    if n <= 0 or not raw or stale then return {nowus} end
+    if n <= 0 or not raw or stale then return struct.pack('>d', nowus) end
+    -- grain returns the Unix second a sliding window counts a charge made
+    -- (or refunded) at second t in: t itself in a limited window; in a
+    -- window without a limit, t rounded up to a multiple of
+    -- ceil(length/512) seconds, so that the window holds at most about 512
+    -- pairs (quota.chargeSecond). A take does the same inline: a closure
+    -- is made anew on every run of the script.
+    local function grain(limit, len, t)
+      if limit >= 0 then return t end
+      local g = math.floor((len + 511) / 512)
+      if g <= 1 then return t end
+      return t + ((-t) % g)
+    end
+
+    -- cellend returns t rounded up to the end of its cell (quota.cellEnd).
+    local function cellend(len, t)
+      local g = math.floor((len + CELLS - 1) / CELLS)
+      return t + ((-t) % g)
+    end
+
     -- pair j (FIRST <= j <= CNT) of the window at o as stored: second, units
     local function pair(o, j)
       return unpack('>I4I4', raw, S[o + BASE] + 8 * (j - 1))
@@ -147,19 +171,30 @@ if alg == 0 then
         S[o + FIRST], S[o + TOTAL] = j, t
         -- newest first: the pairs lo..CNT are rewritten, without those
         -- whose units fall to zero
+        -- (quota.Refund) from the pair of the charge's second; if the
+        -- window has none, from the pair of the end of its cell: a limited
+        -- window may have coarsened the charge (see cellend)
         local f, left = j, n
         local atsec = grain(S[o + LIM], S[o + LEN], atsec)
         local lo, newc = k + 1, {}
-        for j = k, f, -1 do
-          local sec, c = pair(o, j)
-          if left <= 0 or sec < atsec then break end
-          if sec == atsec then
-            local d = min(c, left)
-            newc[j] = c - d
-            S[o + TOTAL] = S[o + TOTAL] - d
-            left = left - d
+        for try = 1, 2 do
+          local found = false
+          for j = k, f, -1 do
+            local sec, c = pair(o, j)
+            if left <= 0 or sec < atsec then break end
+            if sec == atsec then
+              found = true
+              local d = min(c, left)
+              newc[j] = c - d
+              S[o + TOTAL] = S[o + TOTAL] - d
+              left = left - d
+            end
+            lo = j
           end
-          lo = j
+          if found or S[o + LIM] < 0 then break end
+          local e = cellend(S[o + LEN], atsec)
+          if e == atsec then break end
+          atsec, lo = e, k + 1
         end
         local tp, m = {}, 0
         for j = lo, k do
@@ -196,136 +231,291 @@ if alg == 0 then
     else
       redis.call('SET', key, concat(parts), 'PX', ttl)
     end
-    return {nowus}
+    return struct.pack('>d', nowus)
   end
 
-  -- take, first pass: drop what no longer counts and check room (in limited
-  -- windows). out holds allowed, now, then per window remaining, reset,
-  -- short, wait and used.
-  local out = {1, nowus, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-  for j = 3 + 5 * nw, #out do out[j] = nil end -- the reply ends at the first nil
-  for i = 1, nw do
-    local o, f = (i - 1) * 14, 2 + (i - 1) * 5
-    out[f + 1], out[f + 2], out[f + 3], out[f + 4], out[f + 5] = 0, 0, 0, 0, 0
-    local l = S[o + LIM]
-    do
-      S[o + PRESENT] = true
-      local base, k, t = S[o + BASE], S[o + CNT], S[o + TOTAL]
-      local cut = nowsec - S[o + LEN]
-      local j = 1
-      while j <= k do
-        local sec, c = unpack('>I4I4', raw, base + 8 * (j - 1))
-        if sec > cut then break end
-        t = t - c
-        j = j + 1
-      end
-      S[o + FIRST], S[o + TOTAL] = j, t
-      local wait
-      if l < 0 then
-        -- no limit: counts, never short
-      elseif n > l then
-        wait = -1
-      elseif t + n > l then
-        wait = -1
-        local need = t + n - l
-        for j = j, k do
-          local sec, c = unpack('>I4I4', raw, base + 8 * (j - 1))
-          need = need - c
-          if need <= 0 then
-            wait = sec + S[o + LEN]
-            break
-          end
-        end
-      end
-      if wait then out[1], out[f + 3], out[f + 4] = 0, 1, wait end
+end
+
+-- Sliding windows, a take (or a peek): the same reading of the state, in
+-- two passes over the windows. The first drops what no longer counts and
+-- checks room, the second charges, computes the figures, and writes the
+-- state back: the kept pairs as one substring per window, then the pair it
+-- changed or added. Every call to a C function (struct, string, math) costs
+-- Redis about as much as fifteen Lua operations, and each table slot a few,
+-- so this path keeps both few: the figures of window i live in the flat
+-- table S at o = (i-1)*11.
+if alg == 0 then
+  local unpack, pack, sub, byte, unpack_t = struct.unpack, struct.pack, string.sub, string.byte, unpack
+  local S
+  if nw <= 2 then
+    S = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+  else
+    S = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+  end
+  -- per window: 1 limit, 2 length, 3 offset of its first pair in raw, 4
+  -- pairs in raw (k), 5 first pair that counts (j), 6 units counted, 7 8
+  -- second and units of pair j, 9 10 of pair k, 11 wait (0: room). The
+  -- second pass leaves the reply's figures in 6 (used), 7 (reset) and 11,
+  -- and what the window writes in 3, 8, 9, 10: its kept pairs, their
+  -- number plus one, and the newest pair; or, in 3 alone, its packed
+  -- pairs (8 is then -1).
+  local stale = false
+  if raw then
+    local a, b = byte(raw, 1, 2)
+    stale = a ~= 0 or b ~= nw
+  end
+  local st = raw and not stale
+  local pos = 3
+  if nw == 2 then
+    local l1, len1, _, l2, len2 = unpack('>ddddd', hdr, hpos)
+    S[1], S[2], S[12], S[13] = l1, len1, l2, len2
+  else
+    for i = 1, nw do
+      local o, _ = (i - 1) * 11
+      S[o + 1], S[o + 2], _, hpos = unpack('>ddd', hdr, hpos)
     end
+  end
+  for i = 1, nw do
+    local o, c = (i - 1) * 11, 0
+    if st then
+      local pr, b1, b2, b3, b4 = byte(raw, pos, pos + 4)
+      if pr == 1 then
+        c = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+        pos = pos + 5
+      else
+        pos = pos + 1
+      end
+    end
+    S[o + 3], S[o + 4] = pos, c
+    pos = pos + 8 * c
+  end
+  if st then
+    if pos + 8 * nw - 1 == #raw then
+      if nw == 2 then
+        S[6], S[17] = unpack('>dd', raw, pos)
+      else
+        for i = 1, nw do S[(i - 1) * 11 + 6], pos = unpack('>d', raw, pos) end
+      end
+    else
+      -- no trailer (a state written by an earlier script): sum once
+      for i = 1, nw do
+        local o, t = (i - 1) * 11, 0
+        for j = 1, S[o + 4] do
+          local _, c = unpack('>I4I4', raw, S[o + 3] + 8 * (j - 1))
+          t = t + c
+        end
+        S[o + 6] = t
+      end
+    end
+  end
+
+  -- first pass: drop what no longer counts, check room
+  local allowed = true
+  for i = 1, nw do
+    local o = (i - 1) * 11
+    local l, len, base, k, t = S[o + 1], S[o + 2], S[o + 3], S[o + 4], S[o + 6]
+    local cut = nowsec - len
+    local j, fsec, fc = 1, 0, 0
+    while j <= k do
+      fsec, fc = unpack('>I4I4', raw, base + 8 * (j - 1))
+      if fsec > cut then break end
+      t = t - fc
+      j = j + 1
+    end
+    local lsec, lc = fsec, fc
+    if j < k then lsec, lc = unpack('>I4I4', raw, base + 8 * (k - 1)) end
+    local wait = 0
+    if l < 0 then
+      -- no limit: counts, never short
+    elseif n > l then
+      wait = -1
+    elseif t + n > l then
+      -- the second that frees the last unit needed (t > 0: j <= k)
+      wait = -1
+      local need, jj, sec, c = t + n - l, j, fsec, fc
+      while true do
+        need = need - c
+        if need <= 0 then
+          wait = sec + len
+          break
+        end
+        jj = jj + 1
+        if jj > k then break end
+        sec, c = unpack('>I4I4', raw, base + 8 * (jj - 1))
+      end
+    end
+    if wait ~= 0 then allowed = false end
+    S[o + 5], S[o + 6], S[o + 7], S[o + 8], S[o + 9], S[o + 10], S[o + 11] = j, t, fsec, fc, lsec, lc, wait
   end
 
   -- second pass: charge, figures, and the packed state if charged
-  local charged = out[1] == 1 and n > 0
-  local parts, totals, exp = nil, '', 0
-  if charged then parts = {pack('>BB', 0, nw)} end
+  local charged = allowed and n > 0
+  local exp, common = 0, true
   for i = 1, nw do
-    local o, f = (i - 1) * 14, 2 + (i - 1) * 5
-    local l, wlen, base, k, first, t = S[o + LIM], S[o + LEN], S[o + BASE], S[o + CNT], S[o + FIRST], S[o + TOTAL]
-    -- the pairs after the charge: first..k as stored (pair k with lastc
-    -- units if set), then tn-1 or tn added ones of appsec, appleft units
+    local o = (i - 1) * 11
+    local l, len, base, k, first, t, fsec, fc, lsec, lc = S[o + 1], S[o + 2], S[o + 3], S[o + 4], S[o + 5], S[o + 6], S[o + 7], S[o + 8], S[o + 9], S[o + 10]
+    -- the pairs after the charge: the coarsened ones (cw, cc: ncw), then
+    -- first..hi as stored, then tn packed in tail: the newest pair with
+    -- lastc units if set, and those added, of appsec, appleft units
     local hi, tail, tn, lastc, appsec, appleft = k, '', 0, nil, nowsec, 0
+    local cw, cc, ncw = nil, nil, 0
+    local psec, pc -- the tail is this one pair, not packed yet
     if charged then
       t = t + n
-      local sec, left = grain(l, wlen, nowsec), n
+      local sec, left = nowsec, n
+      if l < 0 then
+        -- no limit: a step of ceil(length/512) s (quota.chargeSecond)
+        local g = len + 511
+        g = (g - g % 512) / 512
+        if g > 1 then sec = sec + (-sec) % g end
+      end
       if k >= first then
-        local ls, lc = unpack('>I4I4', raw, base + 8 * (k - 1))
-        if ls > sec then sec = ls end -- the clock went back
-        if ls == sec then
-          local add = min(left, MAXC - lc)
+        if lsec > sec then sec = lsec end -- the clock went back
+        if lsec == sec then
+          local add = MAXC - lc
+          if left < add then add = left end
           lastc = lc + add
           left = left - add
           hi = k - 1
-          tail, tn = pack('>I4I4', ls, lastc), 1
+          tn = 1
+          if left > 0 then tail = pack('>I4I4', lsec, lastc) else psec, pc = lsec, lastc end
         end
       end
       appsec, appleft = sec, left
-      while left > 0 do
-        local c = min(left, MAXC)
-        tail, tn = tail .. pack('>I4I4', sec, c), tn + 1
-        left = left - c
+      if not lastc and left <= MAXC then
+        psec, pc, tn = sec, left, 1
+      else
+        while left > 0 do
+          local c = left
+          if c > MAXC then c = MAXC end
+          tail, tn = tail .. pack('>I4I4', sec, c), tn + 1
+          left = left - c
+        end
+      end
+      do
+        if not lastc and l >= 0 and k - first + 1 >= MAXWORDS then
+          -- a new pair in a full window: coarsen the oldest (quota.coarsen)
+          -- into cw, cc, and keep the pairs from first on as stored
+          local g = len + CELLS - 1
+          g = (g - g % CELLS) / CELLS
+          cw, cc = {}, {}
+          local j = first
+          while j <= k and ncw + k - j + 1 >= MAXWORDS do
+            local sj, u = unpack('>I4I4', raw, base + 8 * (j - 1))
+            local e = sj + (-sj) % g
+            j = j + 1
+            while j <= k do
+              local s2, u2 = unpack('>I4I4', raw, base + 8 * (j - 1))
+              if s2 > e or u + u2 > MAXC then break end
+              u = u + u2
+              j = j + 1
+            end
+            ncw = ncw + 1
+            cw[ncw], cc[ncw] = e, u
+          end
+          first = j
+          if first <= k then fsec, fc = unpack('>I4I4', raw, base + 8 * (first - 1)) end
+        end
       end
     end
-    out[f + 5] = t
-    if l >= 0 then
-      local kk = hi + tn -- index of the newest pair
-      if kk < first then
-        out[f + 1], out[f + 2] = l, nowsec
+    S[o + 6] = t
+    if l < 0 then
+      S[o + 7] = 0
+    else
+      local kk = hi + tn -- index of the newest pair, counting from first
+      if kk < first and ncw == 0 then
+        S[o + 7] = nowsec
+      elseif ncw == 0 and first <= hi and (first == kk or fc >= t - l + 1) then
+        -- the common case: the oldest pair, as stored, is the one
+        S[o + 7] = fsec + len
       else
-        local need = max(t - l + 1, 1)
-        local j, sec, c = first
-        while true do
+        -- the pair that brings the count under the limit when it leaves,
+        -- the newest at the latest
+        local need = t - l + 1
+        if need < 1 then need = 1 end
+        local j, sec, c = first, 0, 0
+        for q = 1, ncw do
+          sec = cw[q]
+          need = need - cc[q]
+          if need <= 0 then
+            j = kk + 1 -- found
+            break
+          end
+        end
+        while j <= kk do
           if j <= k then
             sec, c = unpack('>I4I4', raw, base + 8 * (j - 1))
             if j == k and lastc then c = lastc end
           else
-            sec, c = appsec, min(appleft - (j - k - 1) * MAXC, MAXC)
+            sec, c = appsec, appleft - (j - k - 1) * MAXC
+            if c > MAXC then c = MAXC end
           end
           if j >= kk then break end
           need = need - c
           if need <= 0 then break end
           j = j + 1
         end
-        out[f + 1], out[f + 2] = max(l - t, 0), sec + wlen
+        S[o + 7] = sec + len
       end
     end
     if charged then
-      totals = totals .. pack('>d', t)
-      if not S[o + PRESENT] then
-        parts[#parts + 1] = '\0'
+      local kept = hi - first + 1
+      local ks = ''
+      if kept > 0 then
+        ks = sub(raw, base + 8 * (first - 1), base + 8 * hi - 1)
       else
-        local kept = max(hi - first + 1, 0)
-        parts[#parts + 1] = pack('>BI4', 1, kept + tn)
-        if kept > 0 then parts[#parts + 1] = sub(raw, base + 8 * (first - 1), base + 8 * hi - 1) end
-        if tn > 0 then
-          parts[#parts + 1] = tail
-          exp = max(exp, appsec + wlen)
-        elseif kept > 0 then
-          exp = max(exp, unpack('>I4', raw, base + 8 * (hi - 1)) + wlen)
-        end
+        kept = 0
       end
+      if psec and ncw == 0 then
+        S[o + 3], S[o + 8], S[o + 9], S[o + 10] = ks, kept + 1, psec, pc
+      else
+        local cs = ''
+        for q = 1, ncw do cs = cs .. pack('>I4I4', cw[q], cc[q]) end
+        if psec then tail = pack('>I4I4', psec, pc) end
+        S[o + 3], S[o + 8] = pack('>BI4', 1, ncw + kept + tn) .. cs .. ks .. tail, -1
+        common = false
+      end
+      if appsec + len > exp then exp = appsec + len end
     end
   end
   if charged then
-    parts[#parts + 1] = totals
-    local ttl = exp * 1000 - floor(nowus / 1000)
+    local v
+    if nw == 2 and common then
+      v = pack('>BBBI4c0I4I4BI4c0I4I4dd', 0, 2, 1, S[8], S[3], S[9], S[10], 1, S[19], S[14], S[20], S[21], S[6], S[17])
+    else
+      local parts = {pack('>BB', 0, nw)}
+      for i = 1, nw do
+        local o = (i - 1) * 11
+        if S[o + 8] < 0 then
+          parts[i + 1] = S[o + 3]
+        else
+          parts[i + 1] = pack('>BI4c0I4I4', 1, S[o + 8], S[o + 3], S[o + 9], S[o + 10])
+        end
+      end
+      for i = 1, nw do parts[nw + 1 + i] = pack('>d', S[(i - 1) * 11 + 6]) end
+      v = table.concat(parts)
+    end
+    local ttl = exp * 1000 - (nowus - nowus % 1000) / 1000
     if ttl <= 0 then
       redis.call('DEL', key)
     else
-      redis.call('SET', key, concat(parts), 'PX', ttl)
+      redis.call('SET', key, v, 'PX', ttl)
     end
   elseif stale and n > 0 then
     -- a take on state kept under another policy shape starts afresh; a
     -- peek (n = 0) never writes
     redis.call('DEL', key)
   end
-  return out
+  if nw == 2 then
+    return pack('>ddddddd', nowus, S[6], S[7], S[11], S[17], S[18], S[22])
+  end
+  local out = {nowus}
+  for i = 1, nw do
+    local o = (i - 1) * 11
+    out[3 * i - 1], out[3 * i], out[3 * i + 1] = S[o + 6], S[o + 7], S[o + 11]
+  end
+  return pack(REPLY, unpack_t(out))
 end
 
 -- s[3] of an unlimited window's count under the token-bucket algorithm
@@ -365,8 +555,9 @@ end
 -- into tables. Another algorithm or number of windows starts afresh.
 local W = {}
 for i = 1, nw do
-  local b = 6 + (i - 1) * 4
-  W[i] = {limit = tonumber(ARGV[b + 1]), len = tonumber(ARGV[b + 2]), cal = ARGV[b + 3], atstart = tonumber(ARGV[b + 4])}
+  local l, len, atstart
+  l, len, atstart, hpos = struct.unpack('>ddd', hdr, hpos)
+  W[i] = {limit = l, len = len, cal = ARGV[1 + i], atstart = atstart}
 end
 local st = {}
 local stale = false
@@ -613,7 +804,7 @@ local function write()
 end
 
 if op == 'refund' then
-  if n <= 0 or not raw or stale then return {nowus} end
+  if n <= 0 or not raw or stale then return struct.pack('>d', nowus) end
   for i = 1, nw do
     local w = W[i]
     do -- every window counts, limited or not
@@ -648,7 +839,7 @@ if op == 'refund' then
     end
   end
   write()
-  return {nowus}
+  return struct.pack('>d', nowus)
 end
 
 -- take
@@ -670,16 +861,19 @@ if charged then
     charge(i)
   end
 end
-local out = {allowed, nowus}
+-- the reply: now, then per window used, reset and wait (0: room)
+local out = {nowus}
 for i = 1, nw do
-  local rem, reset = 0, 0
-  if W[i].limit >= 0 then rem, reset = status(i) end
-  out[#out + 1] = rem
-  out[#out + 1] = reset
-  out[#out + 1] = short[i] or 0
-  out[#out + 1] = waits[i] or 0
+  local reset = 0
+  if W[i].limit >= 0 then
+    local _
+    _, reset = status(i)
+  end
   out[#out + 1] = used(i)
+  out[#out + 1] = reset
+  out[#out + 1] = waits[i] or 0
 end
+out = struct.pack(REPLY, unpack(out))
 -- A peek (n = 0) never writes: not a rescaled bucket (a peek under another
 -- window length), not a state kept under another policy shape, which the
 -- next take decides about.

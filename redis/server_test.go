@@ -3,6 +3,8 @@ package redis_test
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -117,6 +119,55 @@ func TestTokenBucketTooLarge(t *testing.T) {
 	}
 }
 
+// TestUnboundedState: a sliding state as the script before the bound wrote
+// it, a limited window with more than 128 pairs (an older gateway, in a
+// rolling upgrade, keeps writing those), counts every unit, and the next
+// charge in a new second coarsens its oldest pairs to fewer than 128, the
+// first moved to the end of its cell.
+func TestUnboundedState(t *testing.T) {
+	ctx := context.Background()
+	c := sharedClient(t)
+	prefix := "sluicetest:" + testenv.Unique(t) + ":"
+	cleanPrefix(t, c, prefix)
+	s := redis.New(storeClient(t), redis.Options{Prefix: prefix, CallerClock: true})
+	p := sluice.Policy{Windows: []sluice.Window{{Name: "hour", Length: time.Hour, Limit: 1000}}}
+	now := time.Now()
+	sec := now.Unix()
+	// ">BB" algorithm, windows; ">BI4" present, pairs; the pairs ">I4I4":
+	// a unit in each of the last 300 seconds; the trailer ">d" total.
+	old := []byte{0, 1, 1}
+	old = binary.BigEndian.AppendUint32(old, 300)
+	for i := range int64(300) {
+		old = binary.BigEndian.AppendUint32(old, uint32(sec-300+i))
+		old = binary.BigEndian.AppendUint32(old, 1)
+	}
+	old = binary.BigEndian.AppendUint64(old, math.Float64bits(300))
+	if err := c.Set(ctx, prefix+"k", old, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.Take(ctx, "k", &p, 1, now)
+	if err != nil || !d.Allowed || d.Windows[0].Counted != 301 || d.Windows[0].Remaining != 699 {
+		t.Fatalf("take on an unbounded state: %+v, %v; want 301 counted", d, err)
+	}
+	first := sec - 300
+	first += (57 - first%57) % 57 // the end of its cell: ceil(3600/64) = 57 s
+	if got, want := d.Windows[0].Reset.Unix(), first+3600; got != want {
+		t.Errorf("reset %d, want %d (the oldest pair moved to the end of its cell)", got, want)
+	}
+	v, err := c.Get(ctx, prefix+"k").Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pairs := binary.BigEndian.Uint32(v[3:])
+	if pairs >= 128 || len(v) != 2+1+4+8*int(pairs)+8 {
+		t.Fatalf("state of %d bytes, %d pairs after the charge; want fewer than 128", len(v), pairs)
+	}
+	d, err = s.Peek(ctx, "k", &p, now)
+	if err != nil || d.Windows[0].Counted != 301 {
+		t.Fatalf("peek: %+v, %v; want 301 counted", d, err)
+	}
+}
+
 // TestStateWithoutTotals: a sliding state as the script before running
 // totals wrote it (no trailer) is read, its totals summed once, and written
 // back with them.
@@ -219,6 +270,64 @@ func TestClockJumps(t *testing.T) {
 			}
 			ref.Refund(ctx, "k", &p, a.n, a.at, now)
 			wrote = true
+		}
+	}
+}
+
+// TestManyWindows compares the store with the in-process one on policies of
+// one, three and four windows (the script has paths by number of windows),
+// under each algorithm, with takes, peeks and refunds.
+func TestManyWindows(t *testing.T) {
+	ctx := context.Background()
+	c := sharedClient(t)
+	prefix := "sluicetest:" + testenv.Unique(t) + ":"
+	cleanPrefix(t, c, prefix)
+	s := redis.New(storeClient(t), redis.Options{Prefix: prefix, CallerClock: true})
+	all := []sluice.Window{
+		{Name: "a", Length: 5 * time.Second, Limit: 6},
+		{Name: "b", Length: 20 * time.Second, Limit: 15},
+		{Name: "c", Length: 60 * time.Second, Limit: sluice.Unlimited},
+		{Name: "d", Length: 120 * time.Second, Limit: 40},
+	}
+	for _, alg := range []sluice.Algorithm{sluice.Sliding, sluice.Calendar, sluice.TokenBucket} {
+		for _, nw := range []int{1, 3, 4} {
+			p := sluice.Policy{Algorithm: alg, Windows: all[:nw]}
+			key := fmt.Sprintf("k%d-%d", alg, nw)
+			ref := inmem.New(inmem.Options{})
+			defer ref.Close()
+			r := rand.New(rand.NewPCG(uint64(nw), uint64(alg)))
+			now := time.Now().Truncate(time.Second)
+			type charge struct {
+				n  int64
+				at time.Time
+			}
+			var admitted []charge
+			for op := range 400 {
+				now = now.Add(time.Duration(r.IntN(3000)) * time.Millisecond)
+				switch k := r.IntN(10); {
+				case k < 8:
+					n := int64(r.IntN(4))
+					got, err := s.Take(ctx, key, &p, n, now)
+					if err != nil {
+						t.Fatal(err)
+					}
+					want, _ := ref.Take(ctx, key, &p, n, now)
+					if diff := cmp.Diff(want, got); diff != "" {
+						t.Fatalf("%v, %d windows, op %d: take %d: (-inmem +redis):\n%s", alg, nw, op, n, diff)
+					}
+					if got.Allowed && n > 0 {
+						admitted = append(admitted, charge{n, now})
+					}
+				case len(admitted) > 0:
+					j := r.IntN(len(admitted))
+					a := admitted[j]
+					admitted = append(admitted[:j], admitted[j+1:]...)
+					if err := s.Refund(ctx, key, &p, a.n, a.at, now); err != nil {
+						t.Fatal(err)
+					}
+					ref.Refund(ctx, key, &p, a.n, a.at, now)
+				}
+			}
 		}
 	}
 }

@@ -65,7 +65,3 @@ func TestConformance(t *testing.T) {
 		return redis.New(rc, redis.Options{Prefix: prefix, CallerClock: true})
 	})
 }
-
-func init() {
-	storetest.SkipBusyModel = "the Lua script does not bound a limited sliding window's state yet (issue 13)"
-}

@@ -1,16 +1,37 @@
 // Command loadtest measures what sluice costs in front of an image
 // generator: the throughput of POST /v1/images/generations through sluice
-// against a plain httputil.ReverseProxy to the same trivial upstream, and the
-// latency sluice adds at half of its maximum throughput. A second sluice
-// with usage.record false, run in the same rounds, gives the cost of the
-// usage history.
+// against a plain httputil.ReverseProxy and nginx's proxy_pass to the same
+// trivial upstream, and the latency sluice adds at half of the plain proxy's
+// saturation throughput. A second sluice with usage.record false, run in
+// the same rounds, gives the cost of the usage history.
 //
-//	go run ./scripts/loadtest [-duration 10s] [-connections 64] [-rounds 2]
+//	go run ./scripts/loadtest [-duration 10s] [-connections 32,64] [-rounds 3] [-rate 0]
 //
-// It needs wrk (apt-get install wrk). Every server runs on 127.0.0.1 in a
+//	-duration     length of each wrk run (and of the open-loop latency runs)
+//	-connections  wrk connections; a comma-separated list runs the rounds
+//	              once per count; "" runs the latency rounds only
+//	-rounds       rounds per connection count; each round runs every target
+//	              once, starting with the next one each round; as many
+//	              rounds of the latency runs
+//	-rate         requests/s of the open-loop latency runs; 0 means half of
+//	              the plain proxy's best throughput at the last count
+//
+// For each wrk run it prints the throughput and the CPU time the server's
+// processes used per request (from /proc: a figure that the other load on
+// a shared machine disturbs less than the throughput), and for each count
+// the ratios of sluice to each peer per round (throughput, and CPU time per
+// request), min–max and median. The latency runs send requests at a fixed
+// rate whatever the answers' latency, to the upstream directly, through the
+// proxy and through sluice, and give what sluice adds to the p50 and p99.
+//
+// It needs wrk (apt-get install wrk); nginx (apt-get install nginx) is
+// measured when it is installed. Every server runs on 127.0.0.1 in a
 // process of its own: the upstream and the proxy are this program re-run
-// with a role, sluice is built from the repository. All traffic stays on the
-// loopback interface and every run is bounded in time.
+// with a role, sluice is built from the repository, nginx runs on a
+// configuration written into a temporary directory. The proxy's transport
+// is sluice's own (imagegen.NewTransport: 256 idle connections per host),
+// so that both reach the upstream alike. All traffic stays on the loopback
+// interface and every run is bounded in time.
 package main
 
 import (
@@ -34,6 +55,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sluicehq/sluice/imagegen"
 )
 
 // upstreamBody is what the trivial upstream answers: a 1x1 PNG.
@@ -53,14 +76,25 @@ func main() {
 		}
 	}
 	duration := flag.Duration("duration", 10*time.Second, "length of each wrk run")
-	conns := flag.Int("connections", 64, "wrk connections")
-	rounds := flag.Int("rounds", 2, "alternating rounds of proxy and sluice")
-	rate := flag.Float64("rate", 0, "requests/s of the latency run; 0: half of sluice's best throughput")
+	connsFlag := flag.String("connections", "32,64", "wrk connections, a comma-separated list")
+	rounds := flag.Int("rounds", 3, "rounds per connection count, each running every target once")
+	rate := flag.Float64("rate", 0, "requests/s of the latency runs; 0: half of the plain proxy's best throughput")
 	flag.Parse()
+	var conns []int
+	for _, c := range strings.FieldsFunc(*connsFlag, func(r rune) bool { return r == ',' }) {
+		n, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil || n < 1 {
+			log.Fatalf("-connections: %q is not a positive number", c)
+		}
+		conns = append(conns, n)
+	}
+	if len(conns) == 0 && *rate == 0 {
+		log.Fatal("-connections '' (latency only) needs a -rate")
+	}
 	if _, err := exec.LookPath("wrk"); err != nil {
 		log.Fatal("wrk not found: apt-get install wrk")
 	}
-	if err := run(*duration, *conns, *rounds, *rate); err != nil {
+	if err := run(*duration, conns, *rounds, *rate); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -84,7 +118,8 @@ func serveProxy(addr, upstream string) {
 			r.SetURL(u)
 			r.Out.URL.Path = "/images/generations"
 		},
-		Transport: &http.Transport{MaxIdleConnsPerHost: 256},
+		Transport: imagegen.NewTransport(),
+		ErrorLog:  log.New(io.Discard, "", 0), // wrk's closing connections at the end of a run
 	}
 	log.Fatal(http.ListenAndServe(addr, p))
 }
@@ -116,7 +151,7 @@ func waitUp(url string) error {
 	return fmt.Errorf("%s did not come up", url)
 }
 
-func run(duration time.Duration, conns, rounds int, rate float64) error {
+func run(duration time.Duration, connsList []int, rounds int, rate float64) error {
 	dir, err := os.MkdirTemp("", "sluice-loadtest")
 	if err != nil {
 		return err
@@ -138,24 +173,27 @@ func run(duration time.Duration, conns, rounds int, rate float64) error {
 			p.Wait()
 		}
 	}()
+	pids := map[string]int{}
 	for _, args := range [][]string{{"upstream", upAddr}, {"proxy", proxyAddr, "http://" + upAddr}} {
 		p, err := start(self, nil, args...)
 		if err != nil {
 			return err
 		}
 		procs = append(procs, p)
+		pids[args[0]] = p.Process.Pid
 	}
 	const admin = "loadtest-admin"
 	// Two gateways, the same but for the usage history, each with a data
 	// directory (and so a key) of its own.
 	keys := map[string]string{}
 	for _, g := range []struct{ addr, record string }{{sluiceAddr, "true"}, {bareAddr, "false"}} {
-		p, err := start(bin, []string{"SLUICE_ADMIN_TOKEN=" + admin, "SLUICE_UPSTREAM_URL=http://" + upAddr, "SLUICE_LOG_LEVEL=warn",
+		p, err := start(bin, []string{"SLUICE_ADMIN_TOKEN=" + admin, "SLUICE_UPSTREAM_URL=http://" + upAddr, "SLUICE_LOG_LEVEL=error",
 			"SLUICE_USAGE_RECORD=" + g.record}, "serve", "--addr", g.addr, "--data", filepath.Join(dir, "data-"+g.record))
 		if err != nil {
 			return err
 		}
 		procs = append(procs, p)
+		pids[g.addr] = p.Process.Pid
 		if err := waitUp("http://" + g.addr + "/healthz"); err != nil {
 			return err
 		}
@@ -173,56 +211,218 @@ func run(duration time.Duration, conns, rounds int, rate float64) error {
 		return path
 	}
 
-	targets := []struct{ name, url, script string }{
-		{"reverse proxy", "http://" + proxyAddr + "/v1/images/generations", scriptFor("proxy", key)},
-		{"sluice", "http://" + sluiceAddr + "/v1/images/generations", scriptFor("sluice", key)},
-		{"sluice, no history", "http://" + bareAddr + "/v1/images/generations", scriptFor("bare", keys[bareAddr])},
+	targets := []target{
+		{name: "reverse proxy", url: "http://" + proxyAddr + "/v1/images/generations", script: scriptFor("proxy", key), pid: pids["proxy"]},
+		{name: "sluice", url: "http://" + sluiceAddr + "/v1/images/generations", script: scriptFor("sluice", key), pid: pids[sluiceAddr]},
+		{name: "sluice, no history", url: "http://" + bareAddr + "/v1/images/generations", script: scriptFor("bare", keys[bareAddr]), pid: pids[bareAddr]},
 	}
-	best := map[string]float64{}
+	if _, err := exec.LookPath("nginx"); err != nil {
+		fmt.Println("nginx not found (apt-get install nginx): measuring without it")
+	} else {
+		nginxAddr := freeAddr()
+		p, err := startNginx(filepath.Join(dir, "nginx"), nginxAddr, upAddr)
+		if err != nil {
+			return err
+		}
+		procs = append(procs, p)
+		if err := waitUp("http://" + nginxAddr + "/"); err != nil {
+			return err
+		}
+		targets = append(targets, target{name: "nginx", url: "http://" + nginxAddr + "/v1/images/generations", script: scriptFor("nginx", key), pid: p.Process.Pid})
+	}
+
+	var best map[string]float64
+	for _, conns := range connsList {
+		best = map[string]float64{}
+		ratios := map[string][]float64{}
+		cpuRatios := map[string][]float64{}
+		fmt.Printf("\n%d connections, %d rounds of %v (CPU: of the server's processes, per request)\n", conns, rounds, duration)
+		for r := range rounds {
+			// Each round starts with the next target, so that none always
+			// runs first (or right after the same neighbour).
+			got, cpuPer := map[string]float64{}, map[string]float64{}
+			for i := range targets {
+				tg := targets[(r+i)%len(targets)]
+				cpu0 := cpuTime(tg.pid)
+				res, err := wrk(tg.script, tg.url, conns, duration)
+				if err != nil {
+					return err
+				}
+				cpu := cpuTime(tg.pid) - cpu0
+				cpuPer[tg.name] = float64(cpu.Microseconds()) / float64(max(res.requests, 1))
+				fmt.Printf("round %d  %-18s %9.0f req/s   CPU %5.1f µs/req   (wrk latency %s)\n", r+1, tg.name, res.rps,
+					cpuPer[tg.name], res.latency)
+				got[tg.name] = res.rps
+				best[tg.name] = max(best[tg.name], res.rps)
+			}
+			for _, peer := range []string{"reverse proxy", "nginx", "sluice, no history"} {
+				if got[peer] > 0 {
+					ratios[peer] = append(ratios[peer], got["sluice"]/got[peer])
+					if cpuPer["sluice"] > 0 {
+						cpuRatios[peer] = append(cpuRatios[peer], cpuPer[peer]/cpuPer["sluice"])
+					}
+				}
+			}
+		}
+		fmt.Printf("throughput, sluice / peer, per round: min–max, median (rounds)\n")
+		fmt.Printf("  / reverse proxy            %s\n", spread(ratios["reverse proxy"]))
+		if len(ratios["nginx"]) > 0 {
+			fmt.Printf("  / nginx                    %s\n", spread(ratios["nginx"]))
+		}
+		fmt.Printf("  / sluice without history   %s\n", spread(ratios["sluice, no history"]))
+		fmt.Printf("CPU per request, peer / sluice (above 1: sluice costs less), per round\n")
+		fmt.Printf("  reverse proxy /            %s\n", spread(cpuRatios["reverse proxy"]))
+		if len(cpuRatios["nginx"]) > 0 {
+			fmt.Printf("  nginx /                    %s\n", spread(cpuRatios["nginx"]))
+		}
+		fmt.Printf("best: sluice %.0f req/s, reverse proxy %.0f req/s, nginx %.0f req/s, sluice without history %.0f req/s\n",
+			best["sluice"], best["reverse proxy"], best["nginx"], best["sluice, no history"])
+	}
+
+	// Latency at half of the plain proxy's best throughput (of the last
+	// connection count), open loop, against the upstream directly,
+	// through the proxy and through sluice, in rounds whose order rotates
+	// like the throughput's.
+	if rate == 0 {
+		rate = best["reverse proxy"] / 2
+	}
+	n := int(rate * duration.Seconds())
+	fmt.Printf("\nlatency at %.0f req/s (%d requests each, open loop):\n", rate, n)
+	paths := []struct{ name, url, key string }{
+		{"upstream direct", "http://" + upAddr + "/images/generations", ""},
+		{"through the proxy", targets[0].url, key},
+		{"through sluice", targets[1].url, key},
+	}
+	var added50, added99, vsProxy99 []float64
 	for r := range rounds {
-		// Each round starts with the next target, so that none always
-		// runs first (or right after the same neighbour).
-		for i := range targets {
-			tg := targets[(r+i)%len(targets)]
-			rps, lat, err := wrk(tg.script, tg.url, conns, duration)
+		p50, p99 := map[string]time.Duration{}, map[string]time.Duration{}
+		for i := range paths {
+			p := paths[(r+i)%len(paths)]
+			lat, err := openLoop(p.url, p.key, rate, n)
 			if err != nil {
 				return err
 			}
-			fmt.Printf("round %d  %-18s %9.0f req/s   (wrk latency %s)\n", r+1, tg.name, rps, lat)
-			best[tg.name] = max(best[tg.name], rps)
+			p50[p.name], p99[p.name] = pct(lat, 50), pct(lat, 99)
+		}
+		for _, p := range paths {
+			fmt.Printf("round %d  %-18s p50 %8v  p99 %8v\n", r+1, p.name, p50[p.name], p99[p.name])
+		}
+		ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+		added50 = append(added50, ms(p50["through sluice"]-p50["upstream direct"]))
+		added99 = append(added99, ms(p99["through sluice"]-p99["upstream direct"]))
+		vsProxy99 = append(vsProxy99, ms(p99["through sluice"]-p99["through the proxy"]))
+	}
+	fmt.Printf("added by sluice vs direct, ms, per round: p50 %s\n", spreadOf(added50, "%.3f", ""))
+	fmt.Printf("                                          p99 %s\n", spreadOf(added99, "%.3f", ""))
+	fmt.Printf("sluice vs the proxy, p99, ms, per round:      %s\n", spreadOf(vsProxy99, "%.3f", ""))
+	return nil
+}
+
+// A target is a server under test: its URL, the wrk script that posts to
+// it and the process whose CPU time it uses (with its children: nginx's
+// workers).
+type target struct {
+	name, url, script string
+	pid               int
+}
+
+// spread formats per-round ratios as "min–max, median m (a, b, ...)".
+func spread(r []float64) string { return spreadOf(r, "%.2f", "x") }
+
+func spreadOf(r []float64, format, unit string) string {
+	if len(r) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(r))
+	for i, v := range r {
+		parts[i] = fmt.Sprintf(format, v)
+	}
+	s := slices.Sorted(slices.Values(r))
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	f := func(v float64) string { return fmt.Sprintf(format, v) }
+	return fmt.Sprintf("%s–%s%s, median %s%s (%s)", f(s[0]), f(s[len(s)-1]), unit, f(med), unit, strings.Join(parts, ", "))
+}
+
+// nginxConf is the configuration of the nginx target: a plain proxy_pass
+// to the upstream over kept-alive connections, as sluice's and the plain
+// proxy's transports keep them. worker_processes auto is one worker per
+// core, the parallelism the Go servers get (GOMAXPROCS), and what Debian's
+// own nginx.conf sets; the master process stays on, as nginx runs in
+// production (it only supervises). Keep-alive requests are not capped, as
+// Go's servers do not cap them, and nothing is logged per request.
+const nginxConf = `daemon off;
+master_process on;
+worker_processes auto;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 1024; }
+http {
+	access_log off;
+	client_body_temp_path %[1]s/client_body;
+	proxy_temp_path %[1]s/proxy;
+	fastcgi_temp_path %[1]s/fastcgi;
+	uwsgi_temp_path %[1]s/uwsgi;
+	scgi_temp_path %[1]s/scgi;
+	keepalive_requests 1000000;
+	upstream up {
+		server %[3]s;
+		keepalive 64;
+		keepalive_requests 1000000;
+	}
+	server {
+		listen %[2]s;
+		location = /v1/images/generations {
+			proxy_pass http://up/images/generations;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+		}
+		location / { return 200; }
+	}
+}
+`
+
+// startNginx writes nginxConf into dir and runs nginx on it.
+func startNginx(dir, addr, upstream string) (*exec.Cmd, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(nginxConf, dir, addr, upstream)), 0o644); err != nil {
+		return nil, err
+	}
+	return start("nginx", nil, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", conf)
+}
+
+// cpuTime returns the CPU time (user and system) that the process pid and
+// its children have used, from /proc; 0 where there is no /proc.
+func cpuTime(pid int) time.Duration {
+	var ticks int64
+	var walk func(pid int)
+	walk = func(pid int) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return
+		}
+		// The fields after the command name, which is in parentheses:
+		// state is field 3, utime 14, stime 15.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 12 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			s, _ := strconv.ParseInt(f[12], 10, 64)
+			ticks += u + s
+		}
+		children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		for _, c := range strings.Fields(string(children)) {
+			if id, err := strconv.Atoi(c); err == nil {
+				walk(id)
+			}
 		}
 	}
-	fmt.Printf("\nthroughput: sluice %.0f req/s, reverse proxy %.0f req/s: %.2fx\n",
-		best["sluice"], best["reverse proxy"], best["sluice"]/best["reverse proxy"])
-	fmt.Printf("usage history: sluice %.0f req/s with it, %.0f req/s without: %.2fx (cost %.1f%%)\n",
-		best["sluice"], best["sluice, no history"], best["sluice"]/best["sluice, no history"],
-		100*(1-best["sluice"]/best["sluice, no history"]))
-
-	// Latency at half of sluice's best throughput, open loop, against the
-	// upstream directly and through sluice.
-	if rate == 0 {
-		rate = best["sluice"] / 2
-	}
-	n := int(rate * duration.Seconds())
-	direct, err := openLoop("http://"+upAddr+"/images/generations", "", rate, n)
-	if err != nil {
-		return err
-	}
-	proxied, err := openLoop(targets[0].url, key, rate, n)
-	if err != nil {
-		return err
-	}
-	through, err := openLoop(targets[1].url, key, rate, n)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("\nlatency at %.0f req/s (%d requests each, open loop):\n", rate, n)
-	fmt.Printf("  upstream direct      p50 %8v  p99 %8v\n", pct(direct, 50), pct(direct, 99))
-	fmt.Printf("  through the proxy    p50 %8v  p99 %8v\n", pct(proxied, 50), pct(proxied, 99))
-	fmt.Printf("  through sluice       p50 %8v  p99 %8v\n", pct(through, 50), pct(through, 99))
-	fmt.Printf("  added by sluice      p50 %8v  p99 %8v  (vs direct)\n", pct(through, 50)-pct(direct, 50), pct(through, 99)-pct(direct, 99))
-	fmt.Printf("  sluice vs the proxy  p50 %8v  p99 %8v\n", pct(through, 50)-pct(proxied, 50), pct(through, 99)-pct(proxied, 99))
-	return nil
+	walk(pid)
+	return time.Duration(ticks) * (time.Second / 100) // USER_HZ is 100 on Linux
 }
 
 // vipKey creates a VIP account whose limits are never reached (so that
@@ -259,27 +459,39 @@ func vipKey(base, admin string) (string, error) {
 	return k["key"].(string), nil
 }
 
-var rpsRe = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
-var latRe = regexp.MustCompile(`Latency\s+(\S+)`)
+var (
+	rpsRe      = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	latRe      = regexp.MustCompile(`Latency\s+(\S+)`)
+	requestsRe = regexp.MustCompile(`(\d+) requests in`)
+)
 
-func wrk(script, url string, conns int, d time.Duration) (float64, string, error) {
+type wrkResult struct {
+	rps      float64
+	requests int
+	latency  string // wrk's mean
+}
+
+func wrk(script, url string, conns int, d time.Duration) (wrkResult, error) {
+	var res wrkResult
 	out, err := exec.Command("wrk", "-t2", "-c"+strconv.Itoa(conns), "-d"+d.String(), "-s", script, url).CombinedOutput()
 	if err != nil {
-		return 0, "", fmt.Errorf("wrk: %v: %s", err, out)
+		return res, fmt.Errorf("wrk: %v: %s", err, out)
 	}
 	if bytes.Contains(out, []byte("Non-2xx")) {
-		return 0, "", fmt.Errorf("wrk saw errors:\n%s", out)
+		return res, fmt.Errorf("wrk saw errors:\n%s", out)
 	}
 	m := rpsRe.FindSubmatch(out)
 	if m == nil {
-		return 0, "", fmt.Errorf("wrk output:\n%s", out)
+		return res, fmt.Errorf("wrk output:\n%s", out)
 	}
-	rps, _ := strconv.ParseFloat(string(m[1]), 64)
-	lat := ""
+	res.rps, _ = strconv.ParseFloat(string(m[1]), 64)
+	if m := requestsRe.FindSubmatch(out); m != nil {
+		res.requests, _ = strconv.Atoi(string(m[1]))
+	}
 	if l := latRe.FindSubmatch(out); l != nil {
-		lat = string(l[1])
+		res.latency = string(l[1])
 	}
-	return rps, lat, nil
+	return res, nil
 }
 
 // openLoop sends n requests at a fixed rate whatever the answers' latency
