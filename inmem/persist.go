@@ -120,9 +120,15 @@ func (p *persister) load(ctx context.Context, s *Store, now time.Time) error {
 			s.logger.Warn("skipping unreadable quota state", slog.String("key", key))
 			continue
 		}
-		sh := s.shard(key)
+		sh, h := s.shard(key)
 		sh.mu.Lock()
-		sh.m[key] = &keyState{st: st, expires: expires, alg: sluice.Algorithm(alg)}
+		ks := sh.t.find(h, key)
+		if ks == nil {
+			ks = sh.t.insert(h, key)
+		}
+		sh.t.reset(ks, sluice.Algorithm(alg), len(st))
+		sh.t.set(ks, st)
+		ks.expires = clampExpiry(expires)
 		sh.mu.Unlock()
 	}
 	if err := rows.Err(); err != nil {
@@ -141,19 +147,23 @@ type row struct {
 // snapshot returns the row for key as the store holds it now, taking the
 // shard lock.
 func snapshot(s *Store, key string) row {
-	sh := s.shard(key)
+	sh, h := s.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	return snapshotLocked(sh, key)
+	return snapshotLocked(sh, h, key)
 }
 
-func snapshotLocked(sh *shard, key string) row {
-	ks := sh.m[key]
+// snapshotLocked is snapshot for a caller that holds sh.mu and knows the
+// key's hash h.
+func snapshotLocked(sh *shard, h uint64, key string) row {
+	ks := sh.t.find(h, key)
 	if ks == nil {
 		return row{key: key}
 	}
-	ks.dirty = false
-	return row{key: key, alg: ks.alg, state: encodeState(ks.st), expires: ks.expires}
+	ks.flags &^= flagDirty
+	var arr [sluice.MaxWindows][]uint64
+	st := sh.t.state(ks, &arr)
+	return row{key: key, alg: ks.alg, state: encodeState(st), expires: int64(ks.expires)}
 }
 
 // flush writes the changed keys, and every 64th time deletes the rows that
@@ -169,7 +179,8 @@ func (p *persister) flush(s *Store) error {
 		sh.mu.Lock()
 		seen = max(seen, sh.now)
 		for _, key := range sh.dirty {
-			rows = append(rows, snapshotLocked(sh, key))
+			_, h := s.shard(key)
+			rows = append(rows, snapshotLocked(sh, h, key))
 		}
 		clear(sh.dirty)
 		sh.dirty = sh.dirty[:0]
@@ -184,9 +195,9 @@ func (p *persister) flush(s *Store) error {
 	if err != nil {
 		// Mark the keys dirty again so that the next flush retries them.
 		for _, r := range rows {
-			sh := s.shard(r.key)
+			sh, h := s.shard(r.key)
 			sh.mu.Lock()
-			if ks := sh.m[r.key]; ks != nil {
+			if ks := sh.t.find(h, r.key); ks != nil {
 				s.markDirty(sh, ks, r.key)
 			}
 			sh.mu.Unlock()
@@ -236,9 +247,9 @@ func (p *persister) writeKey(s *Store, key string) error {
 func (p *persister) reset(s *Store, key string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	sh := s.shard(key)
+	sh, h := s.shard(key)
 	sh.mu.Lock()
-	delete(sh.m, key)
+	sh.t.delete(h, key)
 	sh.mu.Unlock()
 	return p.write([]row{{key: key}}, false, time.Time{})
 }

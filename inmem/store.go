@@ -7,7 +7,6 @@ import (
 	"context"
 	"hash/maphash"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -26,13 +25,15 @@ const DefaultSweepInterval = 10 * time.Second
 // Close stops its background work (and, when persistent, flushes it).
 //
 // The state of each key is the quota package's []uint64 per window, which
-// stays compact (two words per sliding window holding one second's charges).
+// stays compact (two words per sliding window holding one second's charges),
+// kept in its slot of the shard's table (table.go) when it fits there.
 // A key is forgotten once nothing it holds counts any more (quota.Expiry), so
 // memory is bounded by the keys active within the longest window, not by the
 // keys ever seen.
 type Store struct {
 	seed   maphash.Seed
 	shards [numShards]shard
+	arena  arena // the shards' slots
 	logger *slog.Logger
 
 	p *persister // nil: not persistent
@@ -49,7 +50,7 @@ var _ sluice.QuotaStore = (*Store)(nil)
 
 type shard struct {
 	mu    sync.Mutex
-	m     map[string]*keyState
+	t     table
 	dirty []string // keys changed since the last flush; guarded by mu
 	// now is the latest Unix second a call on this shard decided at; the
 	// background sweep evicts by it, so that eviction follows the callers'
@@ -59,40 +60,6 @@ type shard struct {
 	// idle store from a busy one. Guarded by mu.
 	calls uint64
 	_     [64]byte // keeps neighbouring shards' locks off one cache line
-}
-
-// keyState is the state of one key; guarded by its shard's mutex.
-//
-// A key of up to two windows whose states fit in two words each (sliding
-// windows charged in one second, calendar windows) lives in one 128-byte
-// allocation: st points into arr and arr into buf. Bigger states grow out
-// of it by append. Fewer allocations mean fewer cache misses on a large
-// table, which is what a take on a cold key costs.
-type keyState struct {
-	st      [][]uint64
-	expires int64 // Unix second from which st counts nothing
-	alg     sluice.Algorithm
-	dirty   bool // listed in the shard's dirty keys
-	arr     [2][]uint64
-	buf     [4]uint64
-}
-
-func newKeyState(p *sluice.Policy) *keyState {
-	ks := &keyState{alg: p.Algorithm}
-	ks.init(len(p.Windows))
-	return ks
-}
-
-// init gives ks n fresh windows, in its own storage where they fit.
-func (ks *keyState) init(n int) {
-	if n > len(ks.arr) {
-		ks.st = make([][]uint64, n)
-		return
-	}
-	ks.st = ks.arr[:n]
-	for i := range ks.st {
-		ks.st[i] = ks.buf[2*i : 2*i : 2*i+2]
-	}
 }
 
 // Options configure a Store.
@@ -120,7 +87,7 @@ func newStore(opts Options, p *persister) *Store {
 		s.wall = time.Now
 	}
 	for i := range s.shards {
-		s.shards[i].m = make(map[string]*keyState)
+		s.shards[i].t.arena = &s.arena
 	}
 	every := opts.SweepInterval
 	if every <= 0 {
@@ -159,27 +126,35 @@ func (s *Store) loop(every time.Duration, f func()) {
 	}
 }
 
-func (s *Store) shard(key string) *shard {
-	return &s.shards[maphash.String(s.seed, key)&(numShards-1)]
+// shard returns the shard of key and the key's hash in its table.
+func (s *Store) shard(key string) (*shard, uint64) {
+	h := maphash.String(s.seed, key)
+	return &s.shards[h&(numShards-1)], h
 }
 
 // Take implements sluice.QuotaStore. It allocates only when a key is new or
 // its state outgrows its capacity.
-func (s *Store) Take(ctx context.Context, key string, p *sluice.Policy, n int64, now time.Time) (sluice.Decision, error) {
+func (s *Store) Take(ctx context.Context, key string, p *sluice.Policy, n int64, now time.Time) (d sluice.Decision, err error) {
 	if n < 0 {
 		return sluice.Decision{}, sluice.FieldError("n", "The number of units must not be negative.")
 	}
-	sh := s.shard(key)
+	sh, h := s.shard(key)
 	sh.mu.Lock()
 	sh.seen(now)
-	ks := sh.m[key]
+	ks := sh.t.find(h, key)
 	if ks == nil {
-		ks = newKeyState(p)
-		sh.m[strings.Clone(key)] = ks
+		ks = sh.t.insert(h, key)
+		ks.alg, ks.nwin = p.Algorithm, uint8(len(p.Windows))
+	} else if ks.alg != p.Algorithm || int(ks.nwin) != len(p.Windows) {
+		// A state kept under another algorithm or number of windows
+		// starts afresh.
+		sh.t.reset(ks, p.Algorithm, len(p.Windows))
 	}
-	ks.fit(p)
-	d := quota.Take(p, ks.st, n, now)
-	ks.expires = quota.Expiry(p, ks.st)
+	var arr [sluice.MaxWindows][]uint64
+	st := sh.t.state(ks, &arr)
+	quota.TakeTo(&d, p, st, n, now)
+	sh.t.keep(ks, st)
+	ks.expires = clampExpiry(quota.Expiry(p, st))
 	charged := d.Allowed && n > 0
 	if charged {
 		s.markDirty(sh, ks, key)
@@ -201,15 +176,14 @@ func (s *Store) Take(ctx context.Context, key string, p *sluice.Policy, n int64,
 // fails too, the disk keeps more than memory, which is the safe side: a
 // crash then restores the charge rather than forgetting others.
 func (s *Store) undo(key string, p *sluice.Policy, n int64, at, now time.Time) {
-	sh := s.shard(key)
+	sh, h := s.shard(key)
 	sh.mu.Lock()
-	ks := sh.m[key]
-	if ks == nil || ks.alg != p.Algorithm || len(ks.st) != len(p.Windows) {
+	ks := sh.t.find(h, key)
+	if ks == nil || ks.alg != p.Algorithm || int(ks.nwin) != len(p.Windows) {
 		sh.mu.Unlock()
 		return
 	}
-	quota.Refund(p, ks.st, n, at, now)
-	ks.expires = quota.Expiry(p, ks.st)
+	sh.refund(ks, p, n, at, now)
 	sh.mu.Unlock()
 	if err := s.p.writeKey(s, key); err != nil {
 		s.logger.Warn("quota state: rewrite after a failed write", slog.String("error", err.Error()))
@@ -222,25 +196,34 @@ func (s *Store) Synchronous() bool { return s.p != nil && s.p.sync }
 
 // markDirty lists key for the next flush of a store that flushes
 // periodically. The caller holds sh.mu.
-func (s *Store) markDirty(sh *shard, ks *keyState, key string) {
-	if s.p != nil && !s.p.sync && !ks.dirty {
-		ks.dirty = true
+func (s *Store) markDirty(sh *shard, ks *slot, key string) {
+	if s.p != nil && !s.p.sync && ks.flags&flagDirty == 0 {
+		ks.flags |= flagDirty
 		sh.dirty = append(sh.dirty, key)
 	}
 }
 
+// refund gives back n units charged at `at` in the state of ks. The caller
+// holds sh.mu.
+func (sh *shard) refund(ks *slot, p *sluice.Policy, n int64, at, now time.Time) {
+	var arr [sluice.MaxWindows][]uint64
+	st := sh.t.state(ks, &arr)
+	quota.Refund(p, st, n, at, now)
+	sh.t.keep(ks, st)
+	ks.expires = clampExpiry(quota.Expiry(p, st))
+}
+
 // Refund implements sluice.QuotaStore.
 func (s *Store) Refund(ctx context.Context, key string, p *sluice.Policy, n int64, at, now time.Time) error {
-	sh := s.shard(key)
+	sh, h := s.shard(key)
 	sh.mu.Lock()
 	sh.seen(now)
-	ks := sh.m[key]
-	if ks == nil || ks.alg != p.Algorithm || len(ks.st) != len(p.Windows) {
+	ks := sh.t.find(h, key)
+	if ks == nil || ks.alg != p.Algorithm || int(ks.nwin) != len(p.Windows) {
 		sh.mu.Unlock()
 		return nil // nothing counted that could be refunded
 	}
-	quota.Refund(p, ks.st, n, at, now)
-	ks.expires = quota.Expiry(p, ks.st)
+	sh.refund(ks, p, n, at, now)
 	s.markDirty(sh, ks, key)
 	sh.mu.Unlock()
 	if s.p != nil && s.p.sync {
@@ -251,24 +234,29 @@ func (s *Store) Refund(ctx context.Context, key string, p *sluice.Policy, n int6
 
 // Peek implements sluice.QuotaStore.
 func (s *Store) Peek(ctx context.Context, key string, p *sluice.Policy, now time.Time) (sluice.Decision, error) {
-	sh := s.shard(key)
+	sh, h := s.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.seen(now)
-	ks := sh.m[key]
-	if ks == nil || ks.alg != p.Algorithm || len(ks.st) != len(p.Windows) {
+	var arr, cur [sluice.MaxWindows][]uint64
+	var buf [3 * sluice.MaxWindows]uint64
+	ks := sh.t.find(h, key)
+	if ks == nil || ks.alg != p.Algorithm || int(ks.nwin) != len(p.Windows) {
 		// A fresh key, or one kept under another algorithm or shape:
 		// answer as if fresh and keep the state, which the next Take
 		// decides about (a peek never writes).
-		return quota.Peek(p, newKeyState(p).st, now), nil
+		st := arr[:len(p.Windows)]
+		for i := range st {
+			st[i] = buf[3*i : 3*i : 3*i+3]
+		}
+		return quota.Peek(p, st, now), nil
 	}
 	// Decide on a copy: the algorithms drop what no longer counts, and a
 	// peek under another policy (other lengths or limits) must not move
 	// the state the takes decide on.
-	var arr [sluice.MaxWindows][]uint64
-	var buf [3 * sluice.MaxWindows]uint64
-	st := arr[:len(ks.st)]
-	for i, w := range ks.st {
+	kst := sh.t.state(ks, &cur)
+	st := arr[:len(kst)]
+	for i, w := range kst {
 		if len(w) <= 3 {
 			st[i] = append(buf[3*i:3*i:3*i+3], w...)
 		} else {
@@ -283,9 +271,9 @@ func (s *Store) Reset(ctx context.Context, key string) error {
 	if s.p != nil {
 		return s.p.reset(s, key)
 	}
-	sh := s.shard(key)
+	sh, h := s.shard(key)
 	sh.mu.Lock()
-	delete(sh.m, key)
+	sh.t.delete(h, key)
 	sh.mu.Unlock()
 	return nil
 }
@@ -299,7 +287,7 @@ func (s *Store) Len() int {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		n += len(sh.m)
+		n += sh.t.count
 		sh.mu.Unlock()
 	}
 	return n
@@ -380,11 +368,7 @@ func (s *Store) sweep(sec int64) {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		for k, ks := range sh.m {
-			if ks.expires <= sec {
-				delete(sh.m, k)
-			}
-		}
+		sh.t.sweep(sec)
 		sh.mu.Unlock()
 	}
 }
@@ -395,15 +379,4 @@ func (sh *shard) seen(now time.Time) {
 	if sec := now.Unix(); sec > sh.now {
 		sh.now = sec
 	}
-}
-
-// fit makes ks a state for p: a state kept under another algorithm or
-// another number of windows starts afresh. The caller holds the shard lock.
-func (ks *keyState) fit(p *sluice.Policy) {
-	if ks.alg == p.Algorithm && len(ks.st) == len(p.Windows) {
-		return
-	}
-	ks.alg = p.Algorithm
-	ks.buf = [4]uint64{}
-	ks.init(len(p.Windows))
 }
