@@ -644,19 +644,12 @@ func runModel(t *testing.T, open func(t *testing.T) sluice.QuotaStore, alg sluic
 	}
 }
 
-// SkipBusyModel, when set, skips the busy-key model with that reason: for a
-// store that does not bound its sliding state yet.
-var SkipBusyModel string
-
 // runBusyModel is runModel for busy keys: sliding windows with limits far
 // above maxWords, charged in most seconds, so that the store must coarsen
 // its oldest charges. It requires the model's decision field for field,
 // that no take is admitted beyond what the charges admitted so far allow
 // exactly (coarsening never over-admits), and retry exactness.
 func runBusyModel(t *testing.T, open func(t *testing.T) sluice.QuotaStore) {
-	if SkipBusyModel != "" {
-		t.Skip(SkipBusyModel)
-	}
 	s := open(t)
 	seeds, ops := 6, 900
 	if testing.Short() {
