@@ -46,9 +46,15 @@ local key = KEYS[1]
 local hdr = ARGV[1]
 local op, alg, nw, nowus, n, atsec, hpos = struct.unpack('>BBBddd', hdr)
 op = op == 1 and 'refund' or 'take'
+-- SLACK is added to every TTL when the caller's clock decides (tests only):
+-- a TTL counts on Redis's clock, which a caller's simulated time may run
+-- behind, and a key that outlived what it counts decides as a fresh one.
+local SLACK = 0
 if nowus < 0 then
   local t = redis.call('TIME')
   nowus = t[1] * 1000000 + t[2]
+else
+  SLACK = 60000
 end
 local nowsec = math.floor(nowus / 1000000)
 
@@ -229,7 +235,7 @@ if alg == 0 and op == 'refund' then
     if ttl <= 0 then
       redis.call('DEL', key)
     else
-      redis.call('SET', key, concat(parts), 'PX', ttl)
+      redis.call('SET', key, concat(parts), 'PX', ttl + SLACK)
     end
     return struct.pack('>d', nowus)
   end
@@ -500,7 +506,7 @@ if alg == 0 then
     if ttl <= 0 then
       redis.call('DEL', key)
     else
-      redis.call('SET', key, v, 'PX', ttl)
+      redis.call('SET', key, v, 'PX', ttl + SLACK)
     end
   elseif stale and n > 0 then
     -- a take on state kept under another policy shape starts afresh; a
@@ -799,7 +805,7 @@ local function write()
   if ttl <= 0 then
     redis.call('DEL', key)
   else
-    redis.call('SET', key, table.concat(parts), 'PX', ttl)
+    redis.call('SET', key, table.concat(parts), 'PX', ttl + SLACK)
   end
 end
 
