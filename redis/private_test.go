@@ -194,19 +194,24 @@ func TestCluster(t *testing.T) {
 	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
-	c := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: addrs})
-	defer c.Close()
 	ctx := context.Background()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		info, err := c.ClusterInfo(ctx).Result()
-		if err == nil && strings.Contains(info, "cluster_state:ok") {
-			break
+	// Every node must say the cluster is ok: one that has not yet heard of
+	// the others' slots answers CLUSTERDOWN to the keys it would redirect.
+	deadline := time.Now().Add(20 * time.Second)
+	for _, addr := range addrs {
+		c := goredis.NewClient(&goredis.Options{Addr: addr})
+		for {
+			info, err := c.ClusterInfo(ctx).Result()
+			if err == nil && strings.Contains(info, "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				c.Close()
+				t.Fatalf("cluster not ok on %s: %v %v", addr, info, err)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cluster not ok: %v %v", info, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		c.Close()
 	}
 	// Also through the URL form the configuration takes.
 	u := "redis+cluster://" + addrs[0] + "," + addrs[1] + "," + addrs[2]
