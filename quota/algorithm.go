@@ -13,7 +13,9 @@
 //     high 40 bits and the units charged in it in the low 24. A state never
 //     holds more charge words than the window's limit (each counts at least
 //     one unit) nor more than one per second of the window (plus one per 16M
-//     units in a single second), and a key with one unit holds two words.
+//     units in a single second), nor, with a limit, more than maxCharges
+//     (128): beyond that its oldest charges move to the end of their cell
+//     (coarsen). A key with one unit holds two words.
 //   - Calendar: s[0] is the Unix second the counted window started at, s[1]
 //     the units counted in it.
 //   - TokenBucket: s[0] is the debt, s[1] the Unix microsecond it was
