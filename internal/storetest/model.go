@@ -257,12 +257,11 @@ func (m *model) place(i int, now time.Time) charge {
 	if len(secs) < maxWords {
 		return charge{sec: sec}
 	}
-	g := (wsec + cellCount - 1) / cellCount
 	// Distinct seconds after coarsening the oldest cells, one cell at a
 	// time, until fewer than maxWords remain.
 	left := len(secs)
 	for j := 0; j < len(secs) && left >= maxWords; {
-		end := (secs[j] + g - 1) / g * g
+		end := m.cellEnd(i, secs[j])
 		k := j
 		for k < len(secs) && secs[k] <= end {
 			k++
@@ -278,6 +277,13 @@ func (m *model) place(i int, now time.Time) charge {
 		j = k
 	}
 	return charge{sec: sec}
+}
+
+// cellEnd is second t rounded up to the end of its cell of window i, a
+// multiple of ceil(length/cellCount) seconds.
+func (m *model) cellEnd(i int, t int64) int64 {
+	g := (int64(m.p.Windows[i].Length/time.Second) + cellCount - 1) / cellCount
+	return (t + g - 1) / g * g
 }
 
 func (m *model) refund(n int64, at, now time.Time) {
@@ -296,9 +302,7 @@ func (m *model) refund(n int64, at, now time.Time) {
 		case sluice.Sliding, sluice.Calendar:
 			atSec := m.chargeSecond(i, at.Unix())
 			if alg == sluice.Sliding && !w.Limit.IsUnlimited() && !m.hasSecond(i, atSec, now) {
-				// Coarsened: the charge counts at the end of its cell.
-				g := (int64(w.Length/time.Second) + cellCount - 1) / cellCount
-				atSec = (atSec + g - 1) / g * g
+				atSec = m.cellEnd(i, atSec) // coarsened: it counts at the end of its cell
 			}
 			counts := alg == sluice.Sliding && atSec > now.Unix()-int64(w.Length/time.Second) ||
 				alg == sluice.Calendar && m.start(i, at.Unix()) == m.start(i, now.Unix())
