@@ -23,6 +23,9 @@
 // request), min–max and median. The latency runs send requests at a fixed
 // rate whatever the answers' latency, to the upstream directly, through the
 // proxy and through sluice, and give what sluice adds to the p50 and p99.
+// Each latency run starts with a second of the same traffic that is not
+// counted, so that the client's and the servers' connections are open and
+// warm: the figures are the steady state's, not a first second of dials.
 //
 // It needs wrk (apt-get install wrk); nginx (apt-get install nginx) is
 // measured when it is installed. Every server runs on 127.0.0.1 in a
@@ -286,8 +289,8 @@ func run(duration time.Duration, connsList []int, rounds int, rate float64) erro
 	if rate == 0 {
 		rate = best["reverse proxy"] / 2
 	}
-	n := int(rate * duration.Seconds())
-	fmt.Printf("\nlatency at %.0f req/s (%d requests each, open loop):\n", rate, n)
+	n, warm := int(rate*duration.Seconds()), int(rate)
+	fmt.Printf("\nlatency at %.0f req/s (%d requests each after %d to warm up, open loop):\n", rate, n, warm)
 	paths := []struct{ name, url, key string }{
 		{"upstream direct", "http://" + upAddr + "/images/generations", ""},
 		{"through the proxy", targets[0].url, key},
@@ -298,7 +301,7 @@ func run(duration time.Duration, connsList []int, rounds int, rate float64) erro
 		p50, p99 := map[string]time.Duration{}, map[string]time.Duration{}
 		for i := range paths {
 			p := paths[(r+i)%len(paths)]
-			lat, err := openLoop(p.url, p.key, rate, n)
+			lat, err := openLoop(p.url, p.key, rate, warm, n)
 			if err != nil {
 				return err
 			}
@@ -494,23 +497,24 @@ func wrk(script, url string, conns int, d time.Duration) (wrkResult, error) {
 	return res, nil
 }
 
-// openLoop sends n requests at a fixed rate whatever the answers' latency
-// (so that a slow answer does not hide the queueing it causes) and returns
-// their latencies.
-func openLoop(url, key string, rate float64, n int) ([]time.Duration, error) {
+// openLoop sends warm+n requests at a fixed rate whatever the answers'
+// latency (so that a slow answer does not hide the queueing it causes) and
+// returns the latencies of the last n: the first warm open the connections
+// (a first burst of dials is seconds of queueing that no steady state has).
+func openLoop(url, key string, rate float64, warm, n int) ([]time.Duration, error) {
 	// Enough connections that the generator is never the bottleneck at these
 	// rates, few enough that a stall queues requests rather than opening
 	// thousands of sockets.
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}, Timeout: 10 * time.Second}
-	lat := make([]time.Duration, n)
+	lat := make([]time.Duration, warm+n)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
 	interval := time.Duration(float64(time.Second) / rate)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(n)*interval+30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(warm+n)*interval+30*time.Second)
 	defer cancel()
 	begin := time.Now()
-	for i := range n {
+	for i := range warm + n {
 		time.Sleep(time.Until(begin.Add(time.Duration(i) * interval)))
 		wg.Add(1)
 		go func() {
@@ -538,7 +542,7 @@ func openLoop(url, key string, rate float64, n int) ([]time.Duration, error) {
 		}()
 	}
 	wg.Wait()
-	return lat, firstErr
+	return lat[warm:], firstErr
 }
 
 func cmpOr(a, b error) error {
