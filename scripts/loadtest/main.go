@@ -5,7 +5,7 @@
 // saturation throughput. A second sluice with usage.record false, run in
 // the same rounds, gives the cost of the usage history.
 //
-//	go run ./scripts/loadtest [-duration 10s] [-connections 32,64] [-rounds 3] [-rate 0]
+//	go run ./scripts/loadtest [-duration 10s] [-connections 32,64] [-rounds 3] [-rate 0] [-env GOGC=400]
 //
 //	-duration     length of each wrk run (and of the open-loop latency runs)
 //	-connections  wrk connections; a comma-separated list runs the rounds
@@ -15,6 +15,8 @@
 //	              rounds of the latency runs
 //	-rate         requests/s of the open-loop latency runs; 0 means half of
 //	              the plain proxy's best throughput at the last count
+//	-env          environment of the sluice gateways (only), comma-separated
+//	              NAME=VALUE pairs: GOGC=400 measures a less frequent GC
 //
 // For each wrk run it prints the throughput and the CPU time the server's
 // processes used per request (from /proc: a figure that the other load on
@@ -82,6 +84,7 @@ func main() {
 	connsFlag := flag.String("connections", "32,64", "wrk connections, a comma-separated list")
 	rounds := flag.Int("rounds", 3, "rounds per connection count, each running every target once")
 	rate := flag.Float64("rate", 0, "requests/s of the latency runs; 0: half of the plain proxy's best throughput")
+	envFlag := flag.String("env", "", "environment of the sluice gateways only, comma-separated NAME=VALUE pairs (GOGC=400)")
 	flag.Parse()
 	var conns []int
 	for _, c := range strings.FieldsFunc(*connsFlag, func(r rune) bool { return r == ',' }) {
@@ -97,7 +100,14 @@ func main() {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		log.Fatal("wrk not found: apt-get install wrk")
 	}
-	if err := run(*duration, conns, *rounds, *rate); err != nil {
+	var env []string
+	for _, kv := range strings.FieldsFunc(*envFlag, func(r rune) bool { return r == ',' }) {
+		if name, _, ok := strings.Cut(kv, "="); !ok || name == "" {
+			log.Fatalf("-env: %q is not NAME=VALUE", kv)
+		}
+		env = append(env, strings.TrimSpace(kv))
+	}
+	if err := run(*duration, conns, *rounds, *rate, env); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -154,7 +164,7 @@ func waitUp(url string) error {
 	return fmt.Errorf("%s did not come up", url)
 }
 
-func run(duration time.Duration, connsList []int, rounds int, rate float64) error {
+func run(duration time.Duration, connsList []int, rounds int, rate float64, env []string) error {
 	dir, err := os.MkdirTemp("", "sluice-loadtest")
 	if err != nil {
 		return err
@@ -190,8 +200,8 @@ func run(duration time.Duration, connsList []int, rounds int, rate float64) erro
 	// directory (and so a key) of its own.
 	keys := map[string]string{}
 	for _, g := range []struct{ addr, record string }{{sluiceAddr, "true"}, {bareAddr, "false"}} {
-		p, err := start(bin, []string{"SLUICE_ADMIN_TOKEN=" + admin, "SLUICE_UPSTREAM_URL=http://" + upAddr, "SLUICE_LOG_LEVEL=error",
-			"SLUICE_USAGE_RECORD=" + g.record}, "serve", "--addr", g.addr, "--data", filepath.Join(dir, "data-"+g.record))
+		p, err := start(bin, append([]string{"SLUICE_ADMIN_TOKEN=" + admin, "SLUICE_UPSTREAM_URL=http://" + upAddr, "SLUICE_LOG_LEVEL=error",
+			"SLUICE_USAGE_RECORD=" + g.record}, env...), "serve", "--addr", g.addr, "--data", filepath.Join(dir, "data-"+g.record))
 		if err != nil {
 			return err
 		}
