@@ -351,7 +351,7 @@ func charge(p *sluice.Policy, w *sluice.Window, s []uint64, n int64, now time.Ti
 		}
 		for left > 0 {
 			c := min(left, countMask)
-			s = append(s, sec<<countBits|c)
+			s = append(grow(w, s), sec<<countBits|c)
 			left -= c
 		}
 		return s
@@ -366,6 +366,23 @@ func charge(p *sluice.Policy, w *sluice.Window, s []uint64, n int64, now time.Ti
 		}
 		return s
 	}
+}
+
+// grow returns s with room for one more word. A sliding state grows by
+// doubling, as append's would, but a limited window's no further than the
+// words it holds at most (its count and min(limit, maxCharges) charges,
+// and one more; past that, a state a lowered limit left, it doubles), so
+// that a busy window does not keep twice the memory it can use: append
+// would take one of 128 words to 256.
+func grow(w *sluice.Window, s []uint64) []uint64 {
+	if len(s) < cap(s) {
+		return s
+	}
+	c := max(2*cap(s), 4)
+	if most := int(min(int64(w.Limit), maxCharges)) + 2; !w.Limit.IsUnlimited() && len(s) < most {
+		c = min(c, most)
+	}
+	return append(make([]uint64, 0, c), s...)
 }
 
 // maxCharges is the most charge words a limited sliding window keeps: a

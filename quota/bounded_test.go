@@ -52,3 +52,29 @@ func TestBoundedSliding(t *testing.T) {
 		}
 	}
 }
+
+// TestBoundedCapacity: a busy window's state never keeps room for more
+// words than it can hold (its count, min(limit, 128) charges and one
+// more), where append alone would double 128 words to 256.
+func TestBoundedCapacity(t *testing.T) {
+	p := sluice.Policy{Windows: []sluice.Window{
+		{Name: "hour", Length: time.Hour, Limit: 100},
+		{Name: "day", Length: 24 * time.Hour, Limit: 1000},
+	}}
+	st := make([][]uint64, 2)
+	start := time.Unix(1_800_000_000, 0)
+	admitted := 0
+	for sec := range int64(86400) {
+		if d := quota.Take(&p, st, 1, start.Add(time.Duration(sec)*40*time.Second)); d.Allowed {
+			admitted++
+		}
+		for i, most := range []int{102, 130} {
+			if cap(st[i]) > most {
+				t.Fatalf("take %d: the %s window has room for %d words, more than %d", sec, p.Windows[i].Name, cap(st[i]), most)
+			}
+		}
+	}
+	if admitted < 1000 {
+		t.Fatalf("only %d takes admitted: the windows never filled", admitted)
+	}
+}
