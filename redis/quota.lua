@@ -37,10 +37,12 @@
 -- expiry keeps the key's TTL (SET KEEPTTL, which costs Redis a third of
 -- SET PX: no expiry to set, no command to rewrite for replication);
 -- otherwise it sets the expiry the state needs plus headroom (a sixteenth
--- of the longest window; none for a calendar, whose expiry is the end of
--- its window), so that the next writes may keep it. A key outlives what it
--- counts by at most that headroom, and counts nothing extra meanwhile: the
--- algorithms drop what has expired. A state without the field (written by
+-- of the longest window, but no more than the TTL the state needs, so that
+-- a token bucket charged a unit lives at most twice its refill; none for a
+-- calendar, whose expiry is the end of its window), so that the next
+-- writes may keep it. A key outlives what it counts by at most that
+-- headroom, and counts nothing extra meanwhile: the algorithms drop what
+-- has expired. A state without the field (written by
 -- an earlier script, which also drops it when it writes) gets PXAT. An
 -- earlier script reads the windows of a state with the field as it reads
 -- one without, the calendar and bucket ones ignoring the bytes after them,
@@ -256,7 +258,7 @@ if alg == 0 and op == 'refund' then
         parts[#parts + 1] = totals .. pack('>d', E)
         redis.call('SET', key, concat(parts), 'KEEPTTL')
       else
-        E = need + floor(maxlen * 62.5)
+        E = need + min(floor(maxlen * 62.5), exp * 1000 - floor(nowus / 1000))
         parts[#parts + 1] = totals .. pack('>d', E)
         redis.call('SET', key, concat(parts), 'PXAT', E)
       end
@@ -515,19 +517,28 @@ if alg == 0 then
   elseif charged then
     local need, keep = exp * 1000 + OFF, true
     if not E or need > E then
-      keep, E = false, need + (maxlen * 62.5 - maxlen * 62.5 % 1)
+      local h, ttl = maxlen * 62.5 - maxlen * 62.5 % 1, exp * 1000 - (nowus - nowus % 1000) / 1000
+      if ttl < h then h = ttl end
+      keep, E = false, need + h
     end
+    -- struct.pack copies a c0 string a byte at a time, .. with memcpy:
+    -- long kept pairs (a busy account's) go in by concatenation
     local v
-    if nw == 2 and common then
+    if nw == 2 and common and #S[3] + #S[14] < 256 then
       v = pack('>BBBI4c0I4I4BI4c0I4I4ddd', 0, 2, 1, S[8], S[3], S[9], S[10], 1, S[19], S[14], S[20], S[21], S[6], S[17], E)
+    elseif nw == 2 and common then
+      v = pack('>BBBI4', 0, 2, 1, S[8]) .. S[3] .. pack('>I4I4BI4', S[9], S[10], 1, S[19]) .. S[14] ..
+        pack('>I4I4ddd', S[20], S[21], S[6], S[17], E)
     else
       local parts = {pack('>BB', 0, nw)}
       for i = 1, nw do
         local o = (i - 1) * 11
         if S[o + 8] < 0 then
           parts[i + 1] = S[o + 3]
-        else
+        elseif #S[o + 3] < 128 then
           parts[i + 1] = pack('>BI4c0I4I4', 1, S[o + 8], S[o + 3], S[o + 9], S[o + 10])
+        else
+          parts[i + 1] = pack('>BI4', 1, S[o + 8]) .. S[o + 3] .. pack('>I4I4', S[o + 9], S[o + 10])
         end
       end
       for i = 1, nw do parts[nw + 1 + i] = pack('>d', S[(i - 1) * 11 + 6]) end
@@ -843,7 +854,8 @@ local function write()
     parts[#parts + 1] = struct.pack('>d', E)
     redis.call('SET', key, table.concat(parts), 'KEEPTTL')
   else
-    E = need + idiv(maxlen, 16000) -- bucket lengths are in microseconds
+    -- bucket lengths are in microseconds
+    E = need + math.min(idiv(maxlen, 16000), exp * 1000 - idiv(nowus, 1000))
     parts[#parts + 1] = struct.pack('>d', E)
     redis.call('SET', key, table.concat(parts), 'PXAT', E)
   end
