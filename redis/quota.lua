@@ -32,6 +32,21 @@
 -- if absent). A sliding state without the trailer (written before it
 -- existed) is summed once; a script that ignores the trailer still reads
 -- the windows.
+-- Last, optional, ">d": the key's expiry as this script set it (PXAT), in
+-- Unix milliseconds on Redis's clock. A write whose state needs no later
+-- expiry keeps the key's TTL (SET KEEPTTL, which costs Redis a third of
+-- SET PX: no expiry to set, no command to rewrite for replication);
+-- otherwise it sets the expiry the state needs plus headroom (a sixteenth
+-- of the longest window, but no more than the TTL the state needs, so that
+-- a token bucket charged a unit lives at most twice its refill; none for a
+-- calendar, whose expiry is the end of its window), so that the next
+-- writes may keep it. A key outlives what it counts by at most that
+-- headroom, and counts nothing extra meanwhile: the algorithms drop what
+-- has expired. A state without the field (written by
+-- an earlier script, which also drops it when it writes) gets PXAT. An
+-- earlier script reads the windows of a state with the field as it reads
+-- one without, the calendar and bucket ones ignoring the bytes after them,
+-- the sliding ones summing the pairs once (their trailer check fails).
 
 local MAXC = 4294967295
 
@@ -46,15 +61,18 @@ local key = KEYS[1]
 local hdr = ARGV[1]
 local op, alg, nw, nowus, n, atsec, hpos = struct.unpack('>BBBddd', hdr)
 op = op == 1 and 'refund' or 'take'
--- SLACK is added to every TTL when the caller's clock decides (tests only):
--- a TTL counts on Redis's clock, which a caller's simulated time may run
--- behind, and a key that outlived what it counts decides as a fresh one.
-local SLACK = 0
+-- OFF turns an expiry in milliseconds on the deciding clock into one on
+-- Redis's: 0 at the server's clock; with the caller's (tests only) the
+-- clocks' difference, plus 60 s of slack: a TTL counts on Redis's clock,
+-- which a caller's simulated time may run behind, and a key that outlived
+-- what it counts decides as a fresh one.
+local OFF = 0
 if nowus < 0 then
   local t = redis.call('TIME')
   nowus = t[1] * 1000000 + t[2]
 else
-  SLACK = 60000
+  local t = redis.call('TIME')
+  OFF = t[1] * 1000 + math.floor(t[2] / 1000) - math.floor(nowus / 1000) + 60000
 end
 local nowsec = math.floor(nowus / 1000000)
 
@@ -96,7 +114,7 @@ if alg == 0 and op == 'refund' then
     false, false, false, false, false, false, false, false, false, false, false, false, false, false,
     false, false, false, false, false, false, false, false, false, false, false, false, false, false,
     false, false, false, false, false, false, false, false, false, false, false, false, false, false}
-  local stale = false
+  local stale, E = false, nil -- E: the expiry in the state, if any
   if raw then
     local a, k = unpack('>BB', raw)
     if a ~= 0 or k ~= nw then stale = true end
@@ -119,8 +137,9 @@ if alg == 0 and op == 'refund' then
     pos = pos + 8 * c
   end
   if raw and not stale then
-    if pos + 8 * nw - 1 == #raw then
+    if pos + 8 * nw - 1 == #raw or pos + 8 * nw + 7 == #raw then
       for i = 1, nw do S[(i - 1) * 14 + TOTAL], pos = unpack('>d', raw, pos) end
+      if pos + 7 == #raw then E = unpack('>d', raw, pos) end
     else
       -- no trailer (a state written by an earlier script): sum once
       for i = 1, nw do
@@ -160,7 +179,7 @@ if alg == 0 and op == 'refund' then
       return unpack('>I4I4', raw, S[o + BASE] + 8 * (j - 1))
     end
     local parts = {pack('>BB', 0, nw)}
-    local totals, exp = '', 0
+    local totals, exp, maxlen = '', 0, 0
     for i = 1, nw do
       local o = (i - 1) * 14
       do -- every window counts, limited or not
@@ -215,6 +234,7 @@ if alg == 0 and op == 'refund' then
         S[o + HI], S[o + TAIL], S[o + TAILN] = lo - 1, concat(tp), m
       end
       totals = totals .. pack('>d', S[o + TOTAL])
+      if S[o + LEN] > maxlen then maxlen = S[o + LEN] end
       if not S[o + PRESENT] then
         parts[#parts + 1] = '\0'
       else
@@ -230,12 +250,18 @@ if alg == 0 and op == 'refund' then
         end
       end
     end
-    parts[#parts + 1] = totals
-    local ttl = exp * 1000 - floor(nowus / 1000)
-    if ttl <= 0 then
+    if exp * 1000 <= floor(nowus / 1000) then
       redis.call('DEL', key)
     else
-      redis.call('SET', key, concat(parts), 'PX', ttl + SLACK)
+      local need = exp * 1000 + OFF
+      if E and need <= E then
+        parts[#parts + 1] = totals .. pack('>d', E)
+        redis.call('SET', key, concat(parts), 'KEEPTTL')
+      else
+        E = need + min(floor(maxlen * 62.5), exp * 1000 - floor(nowus / 1000))
+        parts[#parts + 1] = totals .. pack('>d', E)
+        redis.call('SET', key, concat(parts), 'PXAT', E)
+      end
     end
     return struct.pack('>d', nowus)
   end
@@ -266,7 +292,7 @@ if alg == 0 then
   -- and what the window writes in 3, 8, 9, 10: its kept pairs, their
   -- number plus one, and the newest pair; or, in 3 alone, its packed
   -- pairs (8 is then -1).
-  local stale = false
+  local stale, E = false, nil -- E: the expiry in the state, if any
   if raw then
     local a, b = byte(raw, 1, 2)
     stale = a ~= 0 or b ~= nw
@@ -297,12 +323,12 @@ if alg == 0 then
     pos = pos + 8 * c
   end
   if st then
-    if pos + 8 * nw - 1 == #raw then
-      if nw == 2 then
-        S[6], S[17] = unpack('>dd', raw, pos)
-      else
-        for i = 1, nw do S[(i - 1) * 11 + 6], pos = unpack('>d', raw, pos) end
-      end
+    local m = #raw - pos - 8 * nw + 1 -- 0: the trailer ends it; 8: E follows
+    if m == 8 and nw == 2 then
+      S[6], S[17], E = unpack('>ddd', raw, pos)
+    elseif m == 0 or m == 8 then
+      for i = 1, nw do S[(i - 1) * 11 + 6], pos = unpack('>d', raw, pos) end
+      if m == 8 then E = unpack('>d', raw, pos) end
     else
       -- no trailer (a state written by an earlier script): sum once
       for i = 1, nw do
@@ -357,7 +383,7 @@ if alg == 0 then
 
   -- second pass: charge, figures, and the packed state if charged
   local charged = allowed and n > 0
-  local exp, common = 0, true
+  local exp, common, maxlen = 0, true, 0
   for i = 1, nw do
     local o = (i - 1) * 11
     local l, len, base, k, first, t, fsec, fc, lsec, lc = S[o + 1], S[o + 2], S[o + 3], S[o + 4], S[o + 5], S[o + 6], S[o + 7], S[o + 8], S[o + 9], S[o + 10]
@@ -483,30 +509,46 @@ if alg == 0 then
         common = false
       end
       if appsec + len > exp then exp = appsec + len end
+      if len > maxlen then maxlen = len end
     end
   end
-  if charged then
+  if charged and exp * 1000 <= (nowus - nowus % 1000) / 1000 then
+    redis.call('DEL', key)
+  elseif charged then
+    local need, keep = exp * 1000 + OFF, true
+    if not E or need > E then
+      local h, ttl = maxlen * 62.5 - maxlen * 62.5 % 1, exp * 1000 - (nowus - nowus % 1000) / 1000
+      if ttl < h then h = ttl end
+      keep, E = false, need + h
+    end
+    -- struct.pack copies a c0 string a byte at a time, .. with memcpy:
+    -- long kept pairs (a busy account's) go in by concatenation
     local v
-    if nw == 2 and common then
-      v = pack('>BBBI4c0I4I4BI4c0I4I4dd', 0, 2, 1, S[8], S[3], S[9], S[10], 1, S[19], S[14], S[20], S[21], S[6], S[17])
+    if nw == 2 and common and #S[3] + #S[14] < 256 then
+      v = pack('>BBBI4c0I4I4BI4c0I4I4ddd', 0, 2, 1, S[8], S[3], S[9], S[10], 1, S[19], S[14], S[20], S[21], S[6], S[17], E)
+    elseif nw == 2 and common then
+      v = pack('>BBBI4', 0, 2, 1, S[8]) .. S[3] .. pack('>I4I4BI4', S[9], S[10], 1, S[19]) .. S[14] ..
+        pack('>I4I4ddd', S[20], S[21], S[6], S[17], E)
     else
       local parts = {pack('>BB', 0, nw)}
       for i = 1, nw do
         local o = (i - 1) * 11
         if S[o + 8] < 0 then
           parts[i + 1] = S[o + 3]
-        else
+        elseif #S[o + 3] < 128 then
           parts[i + 1] = pack('>BI4c0I4I4', 1, S[o + 8], S[o + 3], S[o + 9], S[o + 10])
+        else
+          parts[i + 1] = pack('>BI4', 1, S[o + 8]) .. S[o + 3] .. pack('>I4I4', S[o + 9], S[o + 10])
         end
       end
       for i = 1, nw do parts[nw + 1 + i] = pack('>d', S[(i - 1) * 11 + 6]) end
+      parts[2 * nw + 2] = pack('>d', E)
       v = table.concat(parts)
     end
-    local ttl = exp * 1000 - (nowus - nowus % 1000) / 1000
-    if ttl <= 0 then
-      redis.call('DEL', key)
+    if keep then
+      redis.call('SET', key, v, 'KEEPTTL')
     else
-      redis.call('SET', key, v, 'PX', ttl + SLACK)
+      redis.call('SET', key, v, 'PXAT', E)
     end
   elseif stale and n > 0 then
     -- a take on state kept under another policy shape starts afresh; a
@@ -566,7 +608,7 @@ for i = 1, nw do
   W[i] = {limit = l, len = len, cal = ARGV[1 + i], atstart = atstart}
 end
 local st = {}
-local stale = false
+local stale, E = false, nil -- E: the expiry in the state, if any
 if raw then
   local a, k, pos = struct.unpack('>BB', raw)
   if a ~= alg or k ~= nw then
@@ -596,6 +638,7 @@ if raw then
         end
       end
     end
+    if pos + 7 == #raw then E = struct.unpack('>d', raw, pos) end
   end
 end
 
@@ -778,9 +821,10 @@ end
 -- deletes it if nothing counts any more.
 local function write()
   local parts = {struct.pack('>BB', alg, nw)}
-  local exp = 0
+  local exp, maxlen = 0, 0
   for i = 1, nw do
     local w, s = W[i], st[i]
+    if alg == 2 and w.len > maxlen then maxlen = w.len end
     if s == nil then
       parts[#parts + 1] = struct.pack('>B', 0)
     elseif alg == 0 then
@@ -801,11 +845,19 @@ local function write()
       end
     end
   end
-  local ttl = exp * 1000 - idiv(nowus, 1000)
-  if ttl <= 0 then
+  if exp * 1000 <= idiv(nowus, 1000) then
     redis.call('DEL', key)
+    return
+  end
+  local need = exp * 1000 + OFF
+  if E and need <= E then
+    parts[#parts + 1] = struct.pack('>d', E)
+    redis.call('SET', key, table.concat(parts), 'KEEPTTL')
   else
-    redis.call('SET', key, table.concat(parts), 'PX', ttl + SLACK)
+    -- bucket lengths are in microseconds
+    E = need + math.min(idiv(maxlen, 16000), exp * 1000 - idiv(nowus, 1000))
+    parts[#parts + 1] = struct.pack('>d', E)
+    redis.call('SET', key, table.concat(parts), 'PXAT', E)
   end
 end
 

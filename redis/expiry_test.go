@@ -1,0 +1,165 @@
+package redis_test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/internal/testenv"
+	"github.com/sluicehq/sluice/quota"
+	"github.com/sluicehq/sluice/redis"
+)
+
+// TestExpiry: at Redis's clock, after every take, peek and refund, under
+// each algorithm, the key expires no earlier than its state counts
+// something (quota.Expiry of the same calls on the quota package's state)
+// and no later than the latest such expiry plus the headroom the script
+// adds (a sixteenth of the longest window), whether the write set the
+// expiry (PXAT) or kept it (KEEPTTL).
+func TestExpiry(t *testing.T) {
+	ctx := context.Background()
+	c := sharedClient(t)
+	prefix := "sluicetest:" + testenv.Unique(t) + ":"
+	cleanPrefix(t, c, prefix)
+	s := redis.New(storeClient(t), redis.Options{Prefix: prefix})
+	windows := []sluice.Window{
+		{Name: "a", Length: time.Second, Limit: 4},
+		{Name: "b", Length: 3 * time.Second, Limit: 9},
+		{Name: "c", Length: 16 * time.Second, Limit: sluice.Unlimited},
+	}
+	for _, alg := range []sluice.Algorithm{sluice.Sliding, sluice.Calendar, sluice.TokenBucket} {
+		for _, nw := range []int{2, 3} {
+			p := sluice.Policy{Algorithm: alg, Windows: windows[:nw]}
+			key := fmt.Sprintf("k%d-%d", alg, nw)
+			headroom := windows[nw-1].Length.Milliseconds() / 16
+			if alg == sluice.Calendar {
+				headroom = 0
+			}
+			st := make([][]uint64, nw)
+			r := rand.New(rand.NewPCG(uint64(nw), uint64(alg)))
+			type charge struct {
+				n  int64
+				at time.Time
+			}
+			var admitted []charge
+			var latest int64 // the latest expiry the state needed, Unix ms
+			for op := range 100 {
+				time.Sleep(time.Duration(r.IntN(20)) * time.Millisecond)
+				var now time.Time
+				switch k := r.IntN(10); {
+				case k < 8 || len(admitted) == 0:
+					n := int64(r.IntN(3))
+					got, err := s.Take(ctx, key, &p, n, time.Now())
+					if err != nil {
+						t.Fatal(err)
+					}
+					now = got.Time
+					want := quota.Take(&p, st, n, now)
+					if diff := cmp.Diff(want, got); diff != "" {
+						t.Fatalf("%v, %d windows, op %d: take %d: (-quota +redis):\n%s", alg, nw, op, n, diff)
+					}
+					if got.Allowed && n > 0 {
+						admitted = append(admitted, charge{n, now})
+					}
+				default:
+					j := r.IntN(len(admitted))
+					a := admitted[j]
+					admitted = append(admitted[:j], admitted[j+1:]...)
+					if err := s.Refund(ctx, key, &p, a.n, a.at, time.Now()); err != nil {
+						t.Fatal(err)
+					}
+					// the refund's instant is Redis's, a little before this
+					d, err := s.Peek(ctx, key, &p, time.Now())
+					if err != nil {
+						t.Fatal(err)
+					}
+					now = d.Time
+					quota.Refund(&p, st, a.n, a.at, now)
+				}
+				need := quota.Expiry(&p, st) * 1000
+				latest = max(latest, need)
+				at, err := c.PExpireTime(ctx, prefix+key).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				ms := at.Milliseconds()
+				switch {
+				case need <= now.UnixMilli():
+					// counts nothing: may be gone, or kept within the headroom
+					if ms > 0 && ms > latest+headroom {
+						t.Fatalf("%v, %d windows, op %d: expires at %d, needs nothing; latest need %d", alg, nw, op, ms, latest)
+					}
+				case at == -2*time.Nanosecond || ms <= 0:
+					t.Fatalf("%v, %d windows, op %d: key gone or without an expiry (%v), needs %d", alg, nw, op, at, need)
+				case ms < need || ms > latest+headroom:
+					t.Fatalf("%v, %d windows, op %d: expires at %d, needs %d, latest need %d (+%d ms)", alg, nw, op, ms, need, latest, headroom)
+				}
+			}
+		}
+	}
+}
+
+// TestStateWithoutExpiry: a sliding state as the script before the expiry
+// field wrote it (its windows and totals, with a TTL set by PX) is read,
+// and written back with the field and an expiry at least as late as its
+// newest charge needs.
+func TestStateWithoutExpiry(t *testing.T) {
+	ctx := context.Background()
+	c := sharedClient(t)
+	prefix := "sluicetest:" + testenv.Unique(t) + ":"
+	cleanPrefix(t, c, prefix)
+	s := redis.New(storeClient(t), redis.Options{Prefix: prefix})
+	tm, err := s.Time(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := uint32(tm.Unix())
+	// ">BB" algorithm, windows; per window ">BI4" present, pairs, then the
+	// pairs ">I4I4": 3 units 10s ago; the trailer ">d" per window.
+	old := []byte{0, 2}
+	for range 2 {
+		old = append(old, 1, 0, 0, 0, 1)
+		old = binary.BigEndian.AppendUint32(old, sec-10)
+		old = binary.BigEndian.AppendUint32(old, 3)
+	}
+	for range 2 {
+		old = binary.BigEndian.AppendUint64(old, math.Float64bits(3))
+	}
+	if err := c.Set(ctx, prefix+"k", old, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.Take(ctx, "k", &hourDay, 1, time.Now())
+	if err != nil || !d.Allowed || d.Windows[0].Remaining != 96 || d.Windows[1].Remaining != 996 {
+		t.Fatalf("take on an old state: %+v, %v; want 96 and 996 left", d, err)
+	}
+	v, err := c.Get(ctx, prefix+"k").Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := len(old) + 2*8 + 8; len(v) != want { // a pair per window, the field
+		t.Fatalf("state is %d bytes, want %d", len(v), want)
+	}
+	field := int64(math.Float64frombits(binary.BigEndian.Uint64(v[len(v)-8:])))
+	at, err := c.PExpireTime(ctx, prefix+"k").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	need := (d.Time.Unix() + 24*3600) * 1000
+	if at.Milliseconds() != field || field < need || field > need+24*3600*1000/16 {
+		t.Fatalf("expires at %d, field %d; want the field, from %d to a sixteenth of a day more", at.Milliseconds(), field, need)
+	}
+	// a take in the same second keeps the expiry
+	if _, err := s.Take(ctx, "k", &hourDay, 1, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if at2, err := c.PExpireTime(ctx, prefix+"k").Result(); err != nil || at2 != at {
+		t.Fatalf("expiry after a second take: %v (%v), want %v kept", at2, err, at)
+	}
+}
