@@ -280,13 +280,19 @@ func TestTelegramPausedLeader(t *testing.T) {
 	if err := old.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	// A stopped gateway cannot stop on SIGTERM: wake it first should the
+	// test end before it does (cleanups run last in, first out).
+	t.Cleanup(func() { old.cmd.Process.Signal(syscall.SIGCONT) })
 	stoppedAt := time.Now()
 	mark := user
 	ask(3)
 	answeredOnce(mark) // by the other gateway
 	t.Logf("taken over %v after the pause", time.Since(stoppedAt).Round(time.Millisecond))
-	if d := time.Since(stoppedAt); d > 15*time.Second {
-		t.Errorf("took over %v after the pause, over 15s", d)
+	// By design within LeaseTTL + LeaseRetry (11 s); the rest is slack for
+	// a loaded two-core machine under -race, where a takeover once took
+	// over 15 s.
+	if d := time.Since(stoppedAt); d > 20*time.Second {
+		t.Errorf("took over %v after the pause, over 20s", d)
 	}
 	if err := old.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
