@@ -6,7 +6,8 @@
 // Each check is bounded by a timeout and gives one line: "ok" when it passed,
 // "warn" for something to know that does not stop the gateway (migrations
 // that the next start applies, a Redis clock that differs from this
-// machine's), "FAIL" for what would make requests fail. Secrets never appear
+// machine's), "FAIL" for what would make requests fail (a Redis older than
+// the quota script needs, redis.MinVersion). Secrets never appear
 // in a line: URLs are shown without their credentials, and errors that
 // could carry a URL (with a token in its path) are reduced to their cause.
 package doctor
@@ -205,7 +206,17 @@ func (d *Doctor) checkRedis(ctx context.Context) Result {
 	// middle of it.
 	rtt := after.Sub(before)
 	skew := theirs.Sub(before.Add(rtt / 2))
-	detail := fmt.Sprintf("%s reachable; its clock is %s this machine's (±%v)", where, signed(skew), rtt/2)
+	version, err := s.Version(ctx)
+	if err != nil {
+		return Result{Status: Fail, Detail: fmt.Sprintf("%s: %v", where, err)}
+	}
+	detail := fmt.Sprintf("%s reachable (Redis %s); its clock is %s this machine's (±%v)", where, version, signed(skew), rtt/2)
+	switch ok, known := redis.Supported(version); {
+	case !known:
+		return Result{Status: Warn, Detail: detail + fmt.Sprintf(": cannot tell whether version %q is %s or later, which the quota script needs", version, redis.MinVersion)}
+	case !ok:
+		return Result{Status: Fail, Detail: detail + fmt.Sprintf(": the quota script needs Redis %s or later (SET … PXAT)", redis.MinVersion)}
+	}
 	if skew > MaxClockSkew || skew < -MaxClockSkew {
 		return Result{Status: Warn, Detail: detail + fmt.Sprintf(": more than %v apart; quota windows follow Redis's clock, check NTP", MaxClockSkew)}
 	}
@@ -328,9 +339,10 @@ const usage = `Usage: sluice doctor [--config FILE] [--timeout D]
 
 Checks the configuration (the file, then the SLUICE_* variables, as "sluice
 serve" reads them) and reaches every store and service it names: the SQLite
-file or PostgreSQL (with their schema versions), Redis (with its clock's
-difference to this machine's), the SMTP server, the Telegram Bot API and the
-upstream. One line per check; exit status 0 only if none failed.
+file or PostgreSQL (with their schema versions), Redis (its version, 6.2 or
+later, and its clock's difference to this machine's), the SMTP server, the
+Telegram Bot API and the upstream. One line per check; exit status 0 only if
+none failed.
 
 `
 

@@ -467,3 +467,53 @@ func (s *Store) Time(ctx context.Context) (time.Time, error) {
 	}
 	return time.Unix(sec, usec*1000), nil
 }
+
+// MinVersion is the oldest Redis (or Valkey, which reports the Redis
+// version it matches) that the quota script runs on: it sets a key's
+// expiry with SET … PXAT (Redis 6.2) and keeps it with SET … KEEPTTL (6.0).
+const MinVersion = "6.2"
+
+// Version returns the server's version, redis_version of INFO server, for
+// `sluice doctor` to compare with MinVersion (Supported).
+func (s *Store) Version(ctx context.Context) (string, error) {
+	c, err := s.conn(ctx)
+	if err != nil {
+		return "", err
+	}
+	info, err := c.Do(ctx, c.B().Info().Section("server").Build()).ToString()
+	if err != nil {
+		return "", fmt.Errorf("redis: %w", err)
+	}
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
+			return v, nil
+		}
+	}
+	return "", errors.New("redis: INFO server names no redis_version")
+}
+
+// Supported reports whether a server of version v ("7.0.15") runs the
+// quota script, MinVersion or later, and whether v could be read at all
+// (major.minor[.patch…], numbers).
+func Supported(v string) (ok, known bool) {
+	major, minor, known := majorMinor(v)
+	if !known {
+		return false, false
+	}
+	wantMajor, wantMinor, _ := majorMinor(MinVersion)
+	return major > wantMajor || major == wantMajor && minor >= wantMinor, true
+}
+
+// majorMinor reads the first two numbers of a dotted version.
+func majorMinor(v string) (major, minor int, ok bool) {
+	parts := strings.SplitN(v, ".", 3)
+	if len(parts) < 2 {
+		return 0, 0, false
+	}
+	major, err1 := strconv.Atoi(parts[0])
+	minor, err2 := strconv.Atoi(parts[1])
+	if err1 != nil || err2 != nil || major < 0 || minor < 0 {
+		return 0, 0, false
+	}
+	return major, minor, true
+}
