@@ -1,6 +1,7 @@
 package gctune_test
 
 import (
+	"os"
 	"runtime"
 	"runtime/metrics"
 	"testing"
@@ -43,8 +44,10 @@ func gogc() int {
 // TestStart: in this test's small heap, GOGC rises after a collection, and
 // falls back to 100 when the tuner stops.
 func TestStart(t *testing.T) {
-	t.Setenv("GOGC", "") // set or not, Start must see it unset: unset it below
-	unsetenv(t, "GOGC")
+	t.Setenv("GOGC", "") // records GOGC, which the test's cleanup restores
+	if err := os.Unsetenv("GOGC"); err != nil {
+		t.Fatal(err)
+	}
 	stop := gctune.Start(64 << 20)
 	runtime.GC()
 	deadline := time.Now().Add(5 * time.Second)
