@@ -206,12 +206,16 @@ func (d *Doctor) checkRedis(ctx context.Context) Result {
 	// middle of it.
 	rtt := after.Sub(before)
 	skew := theirs.Sub(before.Add(rtt / 2))
+	// A user whose ACL denies INFO still runs the script: without a
+	// version, say so and go on.
 	version, err := s.Version(ctx)
 	if err != nil {
-		return Result{Status: Fail, Detail: fmt.Sprintf("%s: %v", where, err)}
+		version = "of unknown version"
 	}
 	detail := fmt.Sprintf("%s reachable (Redis %s); its clock is %s this machine's (±%v)", where, version, signed(skew), rtt/2)
 	switch ok, known := redis.Supported(version); {
+	case err != nil:
+		return Result{Status: Warn, Detail: detail + fmt.Sprintf(": cannot read its version (%v); the quota script needs %s or later", err, redis.MinVersion)}
 	case !known:
 		return Result{Status: Warn, Detail: detail + fmt.Sprintf(": cannot tell whether version %q is %s or later, which the quota script needs", version, redis.MinVersion)}
 	case !ok:

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/redis/rueidis"
 
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/testenv"
@@ -133,6 +134,14 @@ func TestDoctor(t *testing.T) {
 			want: map[string]Status{"data": OK, "sqlite": OK, "redis": OK, "smtp": OK, "telegram": OK, "upstream": OK},
 			detail: map[string]string{"sqlite": "does not exist yet", "redis": "this machine's", "telegram": "@sluice_bot",
 				"upstream": "200 OK"},
+		},
+		{
+			name: "redis user without INFO",
+			change: func(t *testing.T, c *config.Config) {
+				c.Redis.URL = "redis://" + noInfoUser(t, redisAddr) + ":wrong-secret@" + redisAddr
+			},
+			want:   map[string]Status{"data": OK, "sqlite": OK, "redis": Warn, "smtp": OK, "telegram": OK, "upstream": OK},
+			detail: map[string]string{"redis": "cannot read its version"},
 		},
 		{
 			name: "sqlite up to date",
@@ -346,4 +355,25 @@ func TestDoctorTimeout(t *testing.T) {
 			t.Errorf("%s: %+v, want a FAIL that says it timed out", name, r)
 		}
 	}
+}
+
+// noInfoUser adds to the Redis at addr an ACL user (password
+// "wrong-secret") who may run everything but INFO, as some managed Redis
+// services set users up, and returns its name; the test's cleanup deletes
+// it.
+func noInfoUser(t *testing.T, addr string) string {
+	t.Helper()
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	ctx := context.Background()
+	name := "sluicetest-" + testenv.Unique(t)
+	cmd := c.B().Arbitrary("ACL", "SETUSER").Args(name, "on", ">wrong-secret", "~*", "&*", "+@all", "-info").Build()
+	if err := c.Do(ctx, cmd).Error(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Do(ctx, c.B().Arbitrary("ACL", "DELUSER").Args(name).Build()) })
+	return name
 }
