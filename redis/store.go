@@ -89,6 +89,7 @@ type Store struct {
 	owned  bool // Close closes the client
 
 	client atomic.Pointer[rueidis.Client] // nil until a dial succeeds
+	lua    *rueidis.Lua                   // the quota script; tests run an older one
 
 	dial    func() (rueidis.Client, error) // Open's: connects on first use
 	mu      sync.Mutex                     // guards dialing and closed
@@ -118,7 +119,7 @@ type Options struct {
 // New returns a store on client (a rueidis client: it pipelines the calls of
 // concurrent callers on one connection). Close does not close the client.
 func New(client rueidis.Client, opts Options) *Store {
-	s := &Store{prefix: opts.Prefix, caller: opts.CallerClock}
+	s := &Store{prefix: opts.Prefix, caller: opts.CallerClock, lua: script}
 	s.client.Store(&client)
 	return s
 }
@@ -132,7 +133,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{prefix: opts.Prefix, caller: opts.CallerClock, owned: true}
+	s := &Store{prefix: opts.Prefix, caller: opts.CallerClock, owned: true, lua: script}
 	s.dial = func() (rueidis.Client, error) { return rueidis.NewClient(o) }
 	// Connect now if Redis is up, within ctx; the script loads on first use
 	// (EVAL on NOSCRIPT).
@@ -341,7 +342,7 @@ func (s *Store) run(ctx context.Context, key string, args []string) ([]byte, err
 	if err != nil {
 		return nil, err
 	}
-	v, err := script.Exec(ctx, c, []string{s.prefix + key}, args).AsBytes()
+	v, err := s.lua.Exec(ctx, c, []string{s.prefix + key}, args).AsBytes()
 	if err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
