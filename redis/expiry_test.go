@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
-
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/internal/testenv"
 	"github.com/sluicehq/sluice/quota"
@@ -42,48 +40,12 @@ func TestExpiry(t *testing.T) {
 			if alg == sluice.Calendar {
 				headroom = 0
 			}
-			st := make([][]uint64, nw)
-			r := rand.New(rand.NewPCG(uint64(nw), uint64(alg)))
-			type charge struct {
-				n  int64
-				at time.Time
-			}
-			var admitted []charge
+			ops := newRandomOps(&p, key, rand.New(rand.NewPCG(uint64(nw), uint64(alg))))
 			var latest int64 // the latest expiry the state needed, Unix ms
 			for op := range 100 {
-				time.Sleep(time.Duration(r.IntN(20)) * time.Millisecond)
-				var now time.Time
-				switch k := r.IntN(10); {
-				case k < 8 || len(admitted) == 0:
-					n := int64(r.IntN(3))
-					got, err := s.Take(ctx, key, &p, n, time.Now())
-					if err != nil {
-						t.Fatal(err)
-					}
-					now = got.Time
-					want := quota.Take(&p, st, n, now)
-					if diff := cmp.Diff(want, got); diff != "" {
-						t.Fatalf("%v, %d windows, op %d: take %d: (-quota +redis):\n%s", alg, nw, op, n, diff)
-					}
-					if got.Allowed && n > 0 {
-						admitted = append(admitted, charge{n, now})
-					}
-				default:
-					j := r.IntN(len(admitted))
-					a := admitted[j]
-					admitted = append(admitted[:j], admitted[j+1:]...)
-					if err := s.Refund(ctx, key, &p, a.n, a.at, time.Now()); err != nil {
-						t.Fatal(err)
-					}
-					// the refund's instant is Redis's, a little before this
-					d, err := s.Peek(ctx, key, &p, time.Now())
-					if err != nil {
-						t.Fatal(err)
-					}
-					now = d.Time
-					quota.Refund(&p, st, a.n, a.at, now)
-				}
-				need := quota.Expiry(&p, st) * 1000
+				time.Sleep(time.Duration(ops.r.IntN(20)) * time.Millisecond)
+				now := ops.step(t, s, time.Time{}, fmt.Sprintf("%v, %d windows, op %d", alg, nw, op))
+				need := quota.Expiry(&p, ops.st) * 1000
 				latest = max(latest, need)
 				at, err := c.PExpireTime(ctx, prefix+key).Result()
 				if err != nil {

@@ -1,18 +1,14 @@
 package redis_test
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
-
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/internal/testenv"
-	"github.com/sluicehq/sluice/quota"
 	"github.com/sluicehq/sluice/redis"
 )
 
@@ -27,7 +23,6 @@ func TestRollingUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
 	c := sharedClient(t)
 	prefix := "sluicetest:" + testenv.Unique(t) + ":"
 	cleanPrefix(t, c, prefix)
@@ -40,40 +35,12 @@ func TestRollingUpgrade(t *testing.T) {
 	for _, alg := range []sluice.Algorithm{sluice.Sliding, sluice.Calendar, sluice.TokenBucket} {
 		p := sluice.Policy{Algorithm: alg, Windows: windows}
 		key := fmt.Sprintf("{acct:%d}", alg)
-		st := make([][]uint64, len(windows))
-		r := rand.New(rand.NewPCG(uint64(alg), 7))
+		ops := newRandomOps(&p, key, rand.New(rand.NewPCG(uint64(alg), 7)))
 		now := time.Unix(1_800_000_000, 0)
-		type charge struct {
-			n  int64
-			at time.Time
-		}
-		var admitted []charge
 		for op := range 1500 {
-			now = now.Add(time.Duration(r.IntN(90_000)) * time.Millisecond)
-			which := r.IntN(2) // 0: the old script, 1: this one
-			s := stores[which]
-			if k := r.IntN(10); k < 8 || len(admitted) == 0 {
-				n := int64(r.IntN(3))
-				got, err := s.Take(ctx, key, &p, n, now)
-				if err != nil {
-					t.Fatal(err)
-				}
-				want := quota.Take(&p, st, n, now)
-				if diff := cmp.Diff(want, got); diff != "" {
-					t.Fatalf("%v, op %d, script %d: take %d: (-quota +redis):\n%s", alg, op, which, n, diff)
-				}
-				if got.Allowed && n > 0 {
-					admitted = append(admitted, charge{n, now})
-				}
-				continue
-			}
-			j := r.IntN(len(admitted))
-			a := admitted[j]
-			admitted = append(admitted[:j], admitted[j+1:]...)
-			if err := s.Refund(ctx, key, &p, a.n, a.at, now); err != nil {
-				t.Fatal(err)
-			}
-			quota.Refund(&p, st, a.n, a.at, now)
+			now = now.Add(time.Duration(ops.r.IntN(90_000)) * time.Millisecond)
+			which := ops.r.IntN(2) // 0: the old script, 1: this one
+			ops.step(t, stores[which], now, fmt.Sprintf("%v, op %d, script %d", alg, op, which))
 		}
 	}
 }
