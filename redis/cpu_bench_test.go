@@ -39,6 +39,8 @@ import (
 // With SLUICE_BENCH_CALLGRIND=1 the server runs under valgrind's callgrind,
 // which counts the instructions of the script commands (redis-Ir/op): a
 // figure that does not move with the machine's load, as the two above do.
+// SLUICE_BENCH_CALLGRIND_OUT=dir keeps its dumps (out.1, out.2, … one a
+// case) in dir, for callgrind_annotate.
 //
 //	go test -run '^$' -bench RedisCPU -benchtime 20000x -count 5 ./redis/
 //	SLUICE_BENCH_CALLGRIND=1 go test -run '^$' -bench RedisCPU -benchtime 1000x ./redis/
@@ -208,7 +210,10 @@ func startCallgrind(b *testing.B) (*server, *callgrind) {
 		b.Skip("valgrind is not installed")
 	}
 	s := &server{t: b, bin: testenv.RedisServer(b), port: freePort(b), dir: b.TempDir()}
-	cg := &callgrind{dir: b.TempDir()}
+	cg := &callgrind{dir: os.Getenv("SLUICE_BENCH_CALLGRIND_OUT")}
+	if cg.dir == "" {
+		cg.dir = b.TempDir()
+	}
 	s.cmd = exec.Command(vg, "--tool=callgrind", "--collect-atstart=no",
 		"--toggle-collect=evalCommand", "--toggle-collect=evalShaCommand", "--toggle-collect=fcallCommand",
 		"--callgrind-out-file="+filepath.Join(cg.dir, "out"),
