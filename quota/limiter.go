@@ -212,10 +212,7 @@ func (l *Limiter) Take(ctx context.Context, key string, p *sluice.Policy, n int6
 			return err
 		})
 		if err == nil {
-			// Counted from its receipt, not from before the call: a
-			// cached rejection may then say one round trip late, never
-			// early (a retry at the time it gives succeeds).
-			l.rejected.put(key, req, d, l.now(), gen)
+			l.rejected.put(key, req, d, now, l.now(), gen)
 		} else if sluice.ErrorCode(err) == sluice.EINVALID {
 			return d, err
 		} else if p.Unlimited() {

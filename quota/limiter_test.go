@@ -402,3 +402,54 @@ func TestRejectionCacheNeverEarly(t *testing.T) {
 		t.Fatalf("cached rejection says retry at %v, %v before the request fits", told.Format("15:04:05.000"), fits.Sub(told))
 	}
 }
+
+// startStore decides every Take at the instant it is asked, by the test's
+// clock, and answers a round trip later; it admits from boundary on.
+type startStore struct {
+	sluice.QuotaStore
+	clock    *time.Time
+	rtt      time.Duration
+	boundary time.Time
+	calls    int
+}
+
+func (s *startStore) Take(ctx context.Context, key string, p *sluice.Policy, n int64, now time.Time) (sluice.Decision, error) {
+	s.calls++
+	at := *s.clock
+	*s.clock = at.Add(s.rtt)
+	d := sluice.Decision{Allowed: !at.Before(s.boundary), Time: at, Blocking: -1, N: 1,
+		Windows: [sluice.MaxWindows]sluice.WindowStatus{{Name: "hour", Length: time.Hour, Limit: 2, Reset: s.boundary}}}
+	if !d.Allowed {
+		d.RetryAfter, d.Blocking = s.boundary.Sub(at), 0
+	}
+	return d, nil
+}
+
+// TestRejectionCacheNeverFalse: a store that decided at the start of the
+// call counted its RetryAfter from there, so a cached rejection stops
+// answering at the call's start plus RetryAfter, where the request may
+// already fit: the store decides from then on, while the cached answers
+// before tell the later bound (TestRejectionCacheNeverEarly). Before, the
+// cache refused for a round trip past the window's end (scripts/accuracy
+// saw a false refusal 3 ms into a calendar window).
+func TestRejectionCacheNeverFalse(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 3, 8, 12, 0, 0, 0, time.UTC)
+	s := &startStore{clock: &now, rtt: 100 * time.Millisecond, boundary: now.Add(time.Second)}
+	l := &quota.Limiter{Store: s, RejectionCacheSize: 10, Now: func() time.Time { return now }}
+	if d, err := l.Take(ctx, "k", &twoPerHour, 1); err != nil || d.Allowed {
+		t.Fatalf("first: %+v, %v", d, err)
+	}
+	now = now.Add(400 * time.Millisecond)
+	d, err := l.Take(ctx, "k", &twoPerHour, 1)
+	if err != nil || d.Allowed || s.calls != 1 {
+		t.Fatalf("before the boundary: %+v, %v, store calls %d (want a cached rejection)", d, err, s.calls)
+	}
+	if told := now.Add(d.RetryAfter); told.Before(s.boundary) {
+		t.Fatalf("cached rejection says retry at %v, before the boundary %v", told.Format("15:04:05.000"), s.boundary.Format("15:04:05.000"))
+	}
+	now = s.boundary.Add(10 * time.Millisecond)
+	if d, err := l.Take(ctx, "k", &twoPerHour, 1); err != nil || !d.Allowed {
+		t.Fatalf("10 ms past the boundary: %+v, %v, store calls %d (want admitted by the store)", d, err, s.calls)
+	}
+}

@@ -49,10 +49,11 @@ type rejections struct {
 }
 
 type rejection struct {
-	d     sluice.Decision
-	at    time.Time // local clock when the store decided
-	until time.Time // local clock from which the request may fit
-	seq   uint64    // the put that made it
+	d       sluice.Decision
+	at      time.Time // local clock when the store's answer came
+	until   time.Time // local clock from which the request may fit: answered from the cache only before
+	retryAt time.Time // local clock from which it surely fits: what a cached answer tells
+	seq     uint64    // the put that made it
 }
 
 // queued is a put in the FIFO; it is stale unless m[key][req].seq is seq.
@@ -101,21 +102,31 @@ func (c *rejections) get(key, req string, now time.Time) (_ sluice.Decision, ok 
 	elapsed := now.Sub(r.at)
 	d.Time = d.Time.Add(elapsed)
 	if d.RetryAfter != sluice.InfDuration {
-		d.RetryAfter = r.until.Sub(now)
+		d.RetryAfter = r.retryAt.Sub(now)
 	}
 	return d, true, gen
 }
 
-// put remembers a rejection the store made, received at local time now,
-// unless a forget or clear happened since get returned gen (the store may
-// have decided before the reset that the forget was for).
-func (c *rejections) put(key, req string, d sluice.Decision, now time.Time, gen uint64) {
+// put remembers a rejection the store made during a call made at local
+// time start and answered at received, unless a forget or clear happened
+// since get returned gen (the store may have decided before the reset that
+// the forget was for). The store decided at an unknown instant between
+// the two, and counted its RetryAfter from there, so the request may fit
+// from start + RetryAfter, and surely fits from received + RetryAfter. The
+// cache answers only before the first (after it, the store decides: a
+// cached rejection is never false) and tells the second (a retry at the
+// time it gives succeeds: never early).
+func (c *rejections) put(key, req string, d sluice.Decision, start, received time.Time, gen uint64) {
 	if c.size <= 0 || d.Allowed || d.RetryAfter <= 0 {
 		return
 	}
-	until := now.Add(d.RetryAfter)
+	until, retryAt := start.Add(d.RetryAfter), received.Add(d.RetryAfter)
 	if d.RetryAfter == sluice.InfDuration {
-		until = now.Add(time.Minute) // n over a limit: until the policy may have changed
+		until = received.Add(time.Minute) // n over a limit: until the policy may have changed
+		retryAt = until
+	}
+	if !received.Before(until) {
+		return // already stale
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -136,7 +147,7 @@ func (c *rejections) put(key, req string, d sluice.Decision, now time.Time, gen 
 		c.n++
 	}
 	c.seq++
-	sub[req] = rejection{d: d, at: now, until: until, seq: c.seq}
+	sub[req] = rejection{d: d, at: received, until: until, retryAt: retryAt, seq: c.seq}
 	c.fifo = append(c.fifo, queued{key, req, c.seq})
 	if len(c.fifo) > 2*c.size {
 		c.compact()

@@ -24,11 +24,11 @@ func BenchmarkRejectionsPut(b *testing.B) {
 				keys[i] = "{acct:" + strconv.Itoa(i) + "}"
 			}
 			for i := range size {
-				c.put(keys[i], req, d, now, 0)
+				c.put(keys[i], req, d, now, now, 0)
 			}
 			b.ResetTimer()
 			for i := range b.N {
-				c.put(keys[(size+i)%len(keys)], req, d, now, 0) // a new key: evicts the oldest
+				c.put(keys[(size+i)%len(keys)], req, d, now, now, 0) // a new key: evicts the oldest
 			}
 		})
 	}
