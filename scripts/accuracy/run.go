@@ -124,6 +124,7 @@ type result struct {
 	refusals      int
 	retryErr      float64 // s; -1 when no refusal told one
 	worstRetry    string  // the refusal of retryErr, when not 0
+	firstFalse    string  // the first false refusal, if any
 	retries       int
 	double        int // keys charged twice
 	maybeDouble   int // keys whose first try went unanswered and whose retry was charged
@@ -164,6 +165,9 @@ func run(ctx context.Context, o options) ([]result, error) {
 			}
 			if r.worstRetry != "" {
 				o.log.Printf("  worst retry_after: %s", r.worstRetry)
+			}
+			if r.firstFalse != "" {
+				o.log.Printf("  first false refusal: %s", r.firstFalse)
 			}
 		}
 		rows = append(rows, r)
@@ -435,6 +439,9 @@ func analyze(r *result, events []event) {
 		}
 		if fitsAtAll(r.algo, windows, hi, e.send, 1) == e.send {
 			r.falseRefusals++
+			if r.firstFalse == "" {
+				r.firstFalse = describeRefusal(e, possible, windows)
+			}
 		}
 		if e.retryAfter < 0 {
 			continue
@@ -486,4 +493,38 @@ func analyze(r *result, events []event) {
 		parts = append(parts, fmt.Sprintf("%s: %d", k, status[k]))
 	}
 	r.statuses = strings.Join(parts, ", ")
+}
+
+// describeRefusal tells where a refusal the model calls false stood: when
+// it was sent in each window (from the window's start for a calendar
+// window), and the requests that may have been charged within the longest
+// window before it, those answered 200 and those without an answer or
+// with a 5xx (a killed gateway's, whose charge, if Redis ran it, may even
+// come after the client saw the connection close).
+func describeRefusal(e event, possible []event, windows []window) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "gateway %d, answered in %dµs", e.gateway, e.recv-e.send)
+	longest := int64(0)
+	for _, w := range windows {
+		longest = max(longest, w.length)
+		fmt.Fprintf(&b, "; %.3fs into a %ds window", float64(e.send%(w.length*second))/1e6, w.length)
+	}
+	var charged, lost int
+	last := int64(-1)
+	for _, p := range possible {
+		if p.send > e.recv || p.recv < e.send-longest*second {
+			continue
+		}
+		if p.status == 200 {
+			charged++
+			continue
+		}
+		lost++
+		last = max(last, p.recv)
+	}
+	fmt.Fprintf(&b, "; within %ds before it %d charged and %d unanswered", longest, charged, lost)
+	if last >= 0 {
+		fmt.Fprintf(&b, " (the last of those closed %.3fs after its send)", float64(last-e.send)/1e6)
+	}
+	return b.String()
 }
