@@ -20,7 +20,8 @@ import (
 // something (quota.Expiry of the same calls on the quota package's state)
 // and no later than the latest such expiry plus the headroom the script
 // adds (a sixteenth of the longest window), whether the write set the
-// expiry (PXAT) or kept it (KEEPTTL).
+// expiry (PXAT) or kept it (KEEPTTL); and that a write whose state needs
+// no later expiry than the key has keeps it.
 func TestExpiry(t *testing.T) {
 	ctx := context.Background()
 	c := sharedClient(t)
@@ -42,6 +43,7 @@ func TestExpiry(t *testing.T) {
 			}
 			ops := newRandomOps(&p, key, rand.New(rand.NewPCG(uint64(nw), uint64(alg))))
 			var latest int64 // the latest expiry the state needed, Unix ms
+			var prev int64   // the key's expiry after the last operation (0: none)
 			for op := range 100 {
 				time.Sleep(time.Duration(ops.r.IntN(20)) * time.Millisecond)
 				now := ops.step(t, s, time.Time{}, fmt.Sprintf("%v, %d windows, op %d", alg, nw, op))
@@ -62,7 +64,10 @@ func TestExpiry(t *testing.T) {
 					t.Fatalf("%v, %d windows, op %d: key gone or without an expiry (%v), needs %d", alg, nw, op, at, need)
 				case ms < need || ms > latest+headroom:
 					t.Fatalf("%v, %d windows, op %d: expires at %d, needs %d, latest need %d (+%d ms)", alg, nw, op, ms, need, latest, headroom)
+				case prev > 0 && need <= prev && ms != prev:
+					t.Fatalf("%v, %d windows, op %d: expiry moved from %d to %d, though %d covered the need %d (KEEPTTL)", alg, nw, op, prev, ms, prev, need)
 				}
+				prev = max(ms, 0)
 			}
 		}
 	}
