@@ -495,12 +495,12 @@ func analyze(r *result, events []event) {
 	r.statuses = strings.Join(parts, ", ")
 }
 
-// describeRefusal tells where a refusal the model calls false stood: when
-// it was sent in each window (from the window's start for a calendar
-// window), and the requests that may have been charged within the longest
-// window before it, those answered 200 and those without an answer or
-// with a 5xx (a killed gateway's, whose charge, if Redis ran it, may even
-// come after the client saw the connection close).
+// describeRefusal tells where a refusal the model calls false stood: how
+// long after a multiple of each window's length it was sent (a calendar
+// window's start), and the requests that may have been charged within the
+// longest window before it, those answered 200 and those without an answer
+// or with a 5xx (a killed gateway's, whose charge, if Redis ran it, may
+// even come after the client saw the connection close).
 func describeRefusal(e event, possible []event, windows []window) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "gateway %d, answered in %dµs", e.gateway, e.recv-e.send)
