@@ -72,6 +72,7 @@ func startGateway(t *testing.T, b *backend, extra map[string]string) *gatewayPro
 			t.Errorf("gateway: %v; its output:\n%s", p.err, out)
 		case t.Failed():
 			t.Logf("gateway's warnings and errors:\n%s", warnings(out, 20))
+			t.Logf("gateway's telegram lines (who polled when):\n%s", grepLines(out, "telegram:", 40))
 		}
 	})
 	deadline := time.Now().Add(60 * time.Second)
@@ -90,6 +91,18 @@ func startGateway(t *testing.T, b *backend, extra map[string]string) *gatewayPro
 		}
 	}
 	return p
+}
+
+// grepLines returns the first n lines of out that contain sub.
+func grepLines(out, sub string, n int) string {
+	var b strings.Builder
+	for line := range strings.Lines(out) {
+		if n > 0 && strings.Contains(line, sub) {
+			b.WriteString(line)
+			n--
+		}
+	}
+	return b.String()
 }
 
 // kill kills the process with SIGKILL, as a crash would.
@@ -261,6 +274,11 @@ func TestTelegramPausedLeader(t *testing.T) {
 	api := telegramtest.NewServer(t, botToken)
 	env := map[string]string{"SLUICE_TELEGRAM_TOKEN": botToken, "SLUICE_TELEGRAM_API_URL": api.URL}
 	procs := []*gatewayProc{startGateway(t, b, env), startGateway(t, b, env)}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("fake Telegram: %d getUpdates answered 409", api.Conflicts())
+		}
+	})
 	user := int64(8000)
 	ask := func(n int) {
 		for range n {
