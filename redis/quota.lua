@@ -768,8 +768,9 @@ local function calwindow(w, t)
   return s, s + w.len
 end
 
--- Calendar and token bucket: the state is a few numbers per window, loaded
--- into tables. Another algorithm or number of windows starts afresh.
+-- Calendar and token bucket, general path (sliding windows never get here:
+-- both their paths above return): the state is a few numbers per window,
+-- loaded into tables. Another algorithm or number of windows starts afresh.
 local W = {}
 for i = 1, nw do
   local l, len, atstart
@@ -787,16 +788,7 @@ if raw then
       local present
       present, pos = struct.unpack('>B', raw, pos)
       if present == 1 then
-        if alg == 0 then
-          local cnt
-          cnt, pos = struct.unpack('>I4', raw, pos)
-          local secs, cs, total = {}, {}, 0
-          for j = 1, cnt do
-            secs[j], cs[j], pos = struct.unpack('>I4I4', raw, pos)
-            total = total + cs[j]
-          end
-          st[i] = {secs = secs, cs = cs, total = total}
-        elseif alg == 1 then
+        if alg == 1 then
           local s, c
           s, c, pos = struct.unpack('>dd', raw, pos)
           st[i] = {s, c}
@@ -815,27 +807,7 @@ local dirty = false -- a change that later calls would not redo identically
 
 local function normalize(i)
   local w, s = W[i], st[i]
-  if alg == 0 then
-    if s == nil then
-      st[i] = {secs = {}, cs = {}, total = 0}
-      return
-    end
-    local cut = nowsec - w.len
-    local k = #s.secs
-    local j = 1
-    while j <= k and s.secs[j] <= cut do
-      s.total = s.total - s.cs[j]
-      j = j + 1
-    end
-    if j > 1 then
-      local secs, cs = {}, {}
-      for m = j, k do
-        secs[m - j + 1] = s.secs[m]
-        cs[m - j + 1] = s.cs[m]
-      end
-      s.secs, s.cs = secs, cs
-    end
-  elseif alg == 1 then
+  if alg == 1 then
     w.start, w.stop = calwindow(w, nowsec)
     if s == nil or s[1] ~= w.start then st[i] = {w.start, 0} end
   else
@@ -896,20 +868,12 @@ local function normalize(i)
 end
 
 -- room returns whether n units fit, and if not the wait: -1 for never; the
--- Unix second of the retry (sliding, calendar); microseconds (bucket).
+-- Unix second of the retry (calendar); microseconds (bucket).
 local function room(i)
   local w, s = W[i], st[i]
   local l = w.limit
   if n > l then return false, -1 end
-  if alg == 0 then
-    if s.total + n <= l then return true, 0 end
-    local need = s.total + n - l
-    for j = 1, #s.secs do
-      need = need - s.cs[j]
-      if need <= 0 then return false, s.secs[j] + w.len end
-    end
-    return false, -1
-  elseif alg == 1 then
+  if alg == 1 then
     if s[2] + n <= l then return true, 0 end
     return false, w.stop
   else
@@ -923,24 +887,7 @@ end
 
 local function charge(i)
   local s = st[i]
-  if alg == 0 then
-    s.total = s.total + n
-    local sec = nowsec
-    local k = #s.secs
-    if k >= 1 and s.secs[k] > sec then sec = s.secs[k] end -- the clock went back
-    local left = n
-    if k >= 1 and s.secs[k] == sec then
-      local add = math.min(left, MAXC - s.cs[k])
-      s.cs[k] = s.cs[k] + add
-      left = left - add
-    end
-    while left > 0 do
-      local c = math.min(left, MAXC)
-      k = k + 1
-      s.secs[k], s.cs[k] = sec, c
-      left = left - c
-    end
-  elseif alg == 1 then
+  if alg == 1 then
     s[2] = s[2] + n
   elseif s[3] == MARK then
     s[1] = s[1] + n
@@ -962,18 +909,7 @@ end
 local function status(i)
   local w, s = W[i], st[i]
   local l = w.limit
-  if alg == 0 then
-    local k = #s.secs
-    if k == 0 then return l, nowsec end
-    local need = math.max(s.total - l + 1, 1)
-    local j = 1
-    while j < k do
-      need = need - s.cs[j]
-      if need <= 0 then break end
-      j = j + 1
-    end
-    return math.max(l - s.total, 0), s.secs[j] + w.len
-  elseif alg == 1 then
+  if alg == 1 then
     if s[2] == 0 then return l, nowsec end
     return math.max(l - s[2], 0), w.stop
   else
@@ -996,11 +932,6 @@ local function write()
     if alg == 2 and w.len > maxlen then maxlen = w.len end
     if s == nil then
       parts[#parts + 1] = struct.pack('>B', 0)
-    elseif alg == 0 then
-      local k = #s.secs
-      parts[#parts + 1] = struct.pack('>BI4', 1, k)
-      for j = 1, k do parts[#parts + 1] = struct.pack('>I4I4', s.secs[j], s.cs[j]) end
-      if k > 0 then exp = math.max(exp, s.secs[k] + w.len) end
     elseif alg == 1 then
       parts[#parts + 1] = struct.pack('>Bdd', 1, s[1], s[2])
       if s[2] > 0 then exp = math.max(exp, w.stop) end
@@ -1037,26 +968,7 @@ if op == 'refund' then
     do -- every window counts, limited or not
       normalize(i)
       local s = st[i]
-      if alg == 0 then
-        local left = n
-        for j = #s.secs, 1, -1 do
-          if left <= 0 or s.secs[j] < atsec then break end
-          if s.secs[j] == atsec then
-            local c = math.min(s.cs[j], left)
-            s.cs[j] = s.cs[j] - c
-            s.total = s.total - c
-            left = left - c
-          end
-        end
-        local secs, cs = {}, {}
-        for j = 1, #s.secs do
-          if s.cs[j] ~= 0 then
-            secs[#secs + 1] = s.secs[j]
-            cs[#cs + 1] = s.cs[j]
-          end
-        end
-        s.secs, s.cs = secs, cs
-      elseif alg == 1 then
+      if alg == 1 then
         if w.atstart == s[1] then s[2] = s[2] - math.min(s[2], n) end
       elseif s[3] == MARK then
         if atsec - (atsec % (w.len / 1000000)) == s[2] then s[1] = s[1] - math.min(s[1], n) end
