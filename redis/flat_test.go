@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"testing"
 	"time"
 
@@ -108,14 +107,10 @@ func TestCalendarAndBucketPaths(t *testing.T) {
 // flat path and decided as this build's general path does; each script
 // has its own keys, and both get the same calls.
 func TestCalendarAndBucketPathsAgree(t *testing.T) {
-	old, err := os.ReadFile("testdata/quota-5d0b74f.lua")
-	if err != nil {
-		t.Fatal(err)
-	}
 	c := sharedClient(t)
 	prefix := "sluicetest:" + testenv.Unique(t) + ":"
 	cleanPrefix(t, c, prefix)
-	general := redis.WithScript(redis.New(storeClient(t), redis.Options{Prefix: prefix + "general:", CallerClock: true}), string(old))
+	general := redis.WithScript(redis.New(storeClient(t), redis.Options{Prefix: prefix + "general:", CallerClock: true}), previousScript(t))
 	flat := redis.New(storeClient(t), redis.Options{Prefix: prefix + "flat:", CallerClock: true})
 	ctx := context.Background()
 	for i, pc := range pathCases(t) {
