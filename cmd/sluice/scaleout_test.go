@@ -204,9 +204,16 @@ func startProcs(t *testing.T, b *backend, n int, extra map[string]string) []stri
 // warnings returns the first n lines of a gateway's output that are log
 // records at level WARN or ERROR or messages of the command.
 func warnings(out string, n int) string {
+	return firstLines(out, n, func(line string) bool {
+		return strings.HasPrefix(line, "sluice:") || strings.Contains(line, " level=WARN ") || strings.Contains(line, " level=ERROR ")
+	})
+}
+
+// firstLines returns the first n lines of out that keep accepts.
+func firstLines(out string, n int, keep func(line string) bool) string {
 	var b strings.Builder
 	for line := range strings.Lines(out) {
-		if n > 0 && (strings.HasPrefix(line, "sluice:") || strings.Contains(line, " level=WARN ") || strings.Contains(line, " level=ERROR ")) {
+		if n > 0 && keep(line) {
 			b.WriteString(line)
 			n--
 		}

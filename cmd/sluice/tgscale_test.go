@@ -72,7 +72,7 @@ func startGateway(t *testing.T, b *backend, extra map[string]string) *gatewayPro
 			t.Errorf("gateway: %v; its output:\n%s", p.err, out)
 		case t.Failed():
 			t.Logf("gateway's warnings and errors:\n%s", warnings(out, 20))
-			t.Logf("gateway's telegram lines (who polled when):\n%s", grepLines(out, "telegram:", 40))
+			t.Logf("gateway's telegram lines (who polled when):\n%s", firstLines(out, 40, func(line string) bool { return strings.Contains(line, "telegram:") }))
 		}
 	})
 	deadline := time.Now().Add(60 * time.Second)
@@ -91,18 +91,6 @@ func startGateway(t *testing.T, b *backend, extra map[string]string) *gatewayPro
 		}
 	}
 	return p
-}
-
-// grepLines returns the first n lines of out that contain sub.
-func grepLines(out, sub string, n int) string {
-	var b strings.Builder
-	for line := range strings.Lines(out) {
-		if n > 0 && strings.Contains(line, sub) {
-			b.WriteString(line)
-			n--
-		}
-	}
-	return b.String()
 }
 
 // kill kills the process with SIGKILL, as a crash would.
