@@ -289,6 +289,13 @@ func TestTelegramPausedLeader(t *testing.T) {
 	// A stopped gateway cannot stop on SIGTERM: wake it first should the
 	// test end before it does (cleanups run last in, first out).
 	t.Cleanup(func() { old.cmd.Process.Signal(syscall.SIGCONT) })
+	// kill(2) returns before every thread has stopped: a thread that is
+	// not the one picked for the signal runs on until the group stop
+	// reaches it, and on a loaded machine it once took the updates below
+	// and claimed them before it stopped (they were then answered when it
+	// woke, as designed, not by the other gateway). The test is of a pause
+	// before the updates come.
+	waitStopped(t, old.cmd.Process.Pid)
 	stoppedAt := time.Now()
 	mark := user
 	ask(3)
@@ -318,6 +325,41 @@ func TestTelegramPausedLeader(t *testing.T) {
 	}
 	if !strings.Contains(old.out.String(), "lost the poller lease") {
 		t.Errorf("the paused gateway did not notice it lost the lease:\n%s", warnings(old.out.String(), 20))
+	}
+}
+
+// waitStopped waits until every thread of process pid is stopped, as
+// /proc shows it; without /proc (not Linux) it waits a second.
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	if _, err := os.Stat(dir); err != nil {
+		time.Sleep(time.Second)
+		return
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		running := ""
+		tasks, _ := os.ReadDir(dir)
+		for _, task := range tasks {
+			stat, err := os.ReadFile(dir + "/" + task.Name() + "/stat")
+			if err != nil {
+				continue // the thread has exited
+			}
+			// "tid (comm) S ...": the name may hold spaces and parentheses.
+			i := strings.LastIndexByte(string(stat), ')')
+			if f := strings.Fields(string(stat[i+1:])); len(f) > 0 && f[0] != "T" && f[0] != "t" {
+				running = task.Name() + " in state " + f[0]
+				break
+			}
+		}
+		if running == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d not stopped 10s after SIGSTOP: thread %s", pid, running)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
