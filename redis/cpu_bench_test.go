@@ -72,16 +72,26 @@ func BenchmarkRedisCPU(b *testing.B) {
 		{"sliding-2-windows/busy=2000", sluice.Sliding, 1, 2000},
 		{"calendar-2-windows/keys=10000", sluice.Calendar, 10_000, 0},
 		{"bucket-2-windows/keys=10000", sluice.TokenBucket, 10_000, 0},
+		// an unlimited plan (Elite): every window counts, none limits
+		{"calendar-unlimited/keys=10000", sluice.Calendar, 10_000, 0},
+		{"bucket-unlimited/keys=10000", sluice.TokenBucket, 10_000, 0},
 	}
 	bucketWindows := []sluice.Window{ // the store refuses buckets it cannot count exactly
 		{Name: "hour", Length: time.Hour, Limit: 10_000},
 		{Name: "day", Length: 24 * time.Hour, Limit: 50_000},
+	}
+	unlimited := []sluice.Window{
+		{Name: "hour", Length: time.Hour, Limit: sluice.Unlimited},
+		{Name: "day", Length: 24 * time.Hour, Limit: sluice.Unlimited},
 	}
 	for ci, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
 			p := sluice.Policy{Algorithm: tc.alg, Windows: hourDay}
 			if tc.alg == sluice.TokenBucket {
 				p.Windows = bucketWindows
+			}
+			if strings.Contains(tc.name, "unlimited") {
+				p.Windows = unlimited
 			}
 			prefix := "cpu" + strconv.Itoa(ci) + ":" + strconv.Itoa(b.N) + ":"
 			s := redis.New(c, redis.Options{Prefix: prefix})

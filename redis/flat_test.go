@@ -11,17 +11,18 @@ import (
 
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/internal/testenv"
+	"github.com/sluicehq/sluice/quota"
 	"github.com/sluicehq/sluice/redis"
 )
 
-// The script decides a calendar or token-bucket take on a flat path when
-// every window has a limit (and, calendar, the zone keeps one offset near
-// now), and on the general path otherwise. pathCases are policies of each
-// kind: one, two and four limited windows, and one window without a limit,
-// each in zones of one offset (UTC, +05:30 whose windows start on the half
-// hour, New York in summer) and in a zone that changes its offset within
-// two days (Berlin before summer time: a table of offsets, or of
-// midnights).
+// The script decides calendar and token-bucket calls on one flat path,
+// which also handles what an earlier build left to a general path: windows
+// without a limit, and zones whose offset changes near now. pathCases are
+// policies of each kind: one, two and four limited windows, and one window
+// without a limit, each in zones of one offset (UTC, +05:30 whose windows
+// start on the half hour, New York in summer) and in a zone that changes
+// its offset within two days (Berlin before summer time: a table of
+// offsets, or of midnights).
 func pathCases(t *testing.T) []pathCase {
 	zones := []struct {
 		name  string
@@ -100,18 +101,17 @@ func TestCalendarAndBucketPaths(t *testing.T) {
 }
 
 // TestCalendarAndBucketPathsAgree: where a key's policy changes (a limit
-// raised, removed or set again, a window made longer: what moves a key
-// between the two paths, and what a bucket's state is converted or
-// rescaled for), the flat path decides as the general path does. The
-// general path is the previous build's script (testdata), which had no
-// flat path and decided as this build's general path does; each script
-// has its own keys, and both get the same calls.
+// raised, removed or set again, a window made longer: what a bucket's
+// state is converted or rescaled for), this build's script decides as the
+// previous build's (testdata), whose general path (a table a window and
+// closures) decided every call of these cases; each script has its own
+// keys, and both get the same calls.
 func TestCalendarAndBucketPathsAgree(t *testing.T) {
 	c := sharedClient(t)
 	prefix := "sluicetest:" + testenv.Unique(t) + ":"
 	cleanPrefix(t, c, prefix)
-	general := redis.WithScript(redis.New(storeClient(t), redis.Options{Prefix: prefix + "general:", CallerClock: true}), previousScript(t))
-	flat := redis.New(storeClient(t), redis.Options{Prefix: prefix + "flat:", CallerClock: true})
+	previous := redis.WithScript(redis.New(storeClient(t), redis.Options{Prefix: prefix + "previous:", CallerClock: true}), previousScript(t))
+	current := redis.New(storeClient(t), redis.Options{Prefix: prefix + "current:", CallerClock: true})
 	ctx := context.Background()
 	for i, pc := range pathCases(t) {
 		r := rand.New(rand.NewPCG(uint64(i), 13))
@@ -139,16 +139,16 @@ func TestCalendarAndBucketPathsAgree(t *testing.T) {
 			what := fmt.Sprintf("%s, op %d, windows %+v", pc.name, op, p.Windows)
 			if r.IntN(10) < 8 || len(admitted) == 0 {
 				n := int64(r.IntN(3))
-				want, err := general.Take(ctx, key, &p, n, now)
+				want, err := previous.Take(ctx, key, &p, n, now)
 				if err != nil {
 					t.Fatal(err)
 				}
-				got, err := flat.Take(ctx, key, &p, n, now)
+				got, err := current.Take(ctx, key, &p, n, now)
 				if err != nil {
 					t.Fatal(err)
 				}
 				if diff := cmp.Diff(want, got); diff != "" {
-					t.Fatalf("%s: take %d: (-general +flat):\n%s", what, n, diff)
+					t.Fatalf("%s: take %d: (-previous +current):\n%s", what, n, diff)
 				}
 				if got.Allowed && n > 0 {
 					admitted = append(admitted, admittedTake{n, got.Time})
@@ -158,10 +158,70 @@ func TestCalendarAndBucketPathsAgree(t *testing.T) {
 			j := r.IntN(len(admitted))
 			a := admitted[j]
 			admitted = append(admitted[:j], admitted[j+1:]...)
-			for _, s := range []*redis.Store{general, flat} {
+			for _, s := range []*redis.Store{previous, current} {
 				if err := s.Refund(ctx, key, &p, a.n, a.at, now); err != nil {
 					t.Fatal(err)
 				}
+			}
+		}
+	}
+}
+
+// TestBucketPolicyChanges spells out, against the quota package, orders of
+// events that the random tests rarely reach:
+//
+//   - a token-bucket window whose limit is removed becomes a count of its
+//     units in the current fixed window, and a take refused by another
+//     window must still keep that count (converted again a day later, the
+//     old debt would count in the new day);
+//   - a bucket whose limit is lowered to 0 while it holds a debt has no
+//     room even for a peek, ever.
+func TestBucketPolicyChanges(t *testing.T) {
+	c := sharedClient(t)
+	prefix := "sluicetest:" + testenv.Unique(t) + ":"
+	cleanPrefix(t, c, prefix)
+	s := redis.New(storeClient(t), redis.Options{Prefix: prefix, CallerClock: true})
+	limited := sluice.Policy{Algorithm: sluice.TokenBucket, Windows: []sluice.Window{
+		{Name: "hour", Length: time.Hour, Limit: 2},
+		{Name: "day", Length: 24 * time.Hour, Limit: 10},
+	}}
+	removed := limited
+	removed.Windows = []sluice.Window{limited.Windows[0], {Name: "day", Length: 24 * time.Hour, Limit: sluice.Unlimited}}
+	zero := limited
+	zero.Windows = []sluice.Window{limited.Windows[0], {Name: "day", Length: 24 * time.Hour, Limit: 0}}
+	type step struct {
+		p     *sluice.Policy
+		at    time.Duration
+		n     int64
+		allow bool
+	}
+	ctx := context.Background()
+	t0 := time.Date(2027, 1, 10, 9, 0, 0, 0, time.UTC)
+	for key, steps := range map[string][]step{
+		"{removed}": {
+			{&limited, 0, 1, true},
+			{&limited, time.Second, 1, true},
+			{&removed, 2 * time.Second, 1, false}, // the hour is full; the day becomes a count
+			{&removed, 25 * time.Hour, 1, true},   // the next day: the count starts again
+		},
+		"{zero}": {
+			{&limited, 0, 1, true},
+			{&zero, time.Second, 0, false},
+			{&zero, time.Hour, 0, false},
+		},
+	} {
+		st := make([][]uint64, 2)
+		for i, step := range steps {
+			got, err := s.Take(ctx, key, step.p, step.n, t0.Add(step.at))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := quota.Take(step.p, st, step.n, got.Time)
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Fatalf("%s take %d: (-quota +redis):\n%s", key, i+1, diff)
+			}
+			if got.Allowed != step.allow {
+				t.Fatalf("%s take %d: allowed %v, want %v", key, i+1, got.Allowed, step.allow)
 			}
 		}
 	}

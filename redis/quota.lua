@@ -566,459 +566,252 @@ if alg == 0 then
   return pack(REPLY, unpack_t(out))
 end
 
--- Calendar and token bucket, a take (or a peek) whose windows all have a
--- limit: the general path's decision, made flat. That path loads the state
--- into a table per window and decides through closures made anew on every
--- run, which cost this common case 1.7 times a sliding decision; here
--- the figures of window i live in the flat table S at o = (i-1)*7: 1
--- limit, 2 length, 3 4 the state (calendar: the window's start and the
--- units counted; bucket: the debt and the Unix microsecond it was computed
--- at), 5 wait (0: room), 6 7 the units counted and the reset for the
--- reply. Having written nothing, it leaves to the general path a window
--- without a limit, a calendar zone whose offset changes near now (a table
--- of more than one offset), and a bucket counted at another window length
--- or without a limit.
-if op == 'take' then
-  local unpack, pack, byte, find, sub, floor, unpack_t =
-    struct.unpack, struct.pack, string.byte, string.find, string.sub, math.floor, unpack
-  local S
-  if nw <= 2 then
-    S = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-  else
-    S = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+-- Calendar and token bucket, a take (a peek being a take of 0 units) or a
+-- refund: the state is a few numbers per window, decided with locals and
+-- one flat table, without unpacking into a table per window or closures
+-- (as an earlier build's general path did, at 1.7 times the instructions
+-- of a sliding decision). The figures of window i live
+-- in S at o = (i-1)*8: 1 limit (-1: none), 2 length (calendar: seconds;
+-- bucket: microseconds), 3 4 5 the state (calendar: the window's start,
+-- the units counted, and the window's end; bucket: the debt, the Unix
+-- microsecond it was computed at, and the window length it counts in, or
+-- MARK), 6 wait (0: room), 7 8 the units counted and the reset for the
+-- reply.
+--
+-- A token-bucket window without a limit counts its units in fixed windows
+-- of its length: x the units, y the window's start (a multiple of its
+-- length since the epoch), z MARK (quota.unlimitedMark, 2^63).
+--
+-- A calendar table is "O,off0[,from1,off1...]": the zone offset in force
+-- from each Unix second on (off0 before from1), windows being multiples of
+-- their length since the local midnight; or "D,m1,m2,...": the Unix
+-- seconds of consecutive local midnights (day windows in a zone that
+-- changes offset). The common "O,<off>" is read without a table.
+local MARK = 9223372036854775808
+local unpack, pack, byte, find, sub, floor, min, unpack_t =
+  struct.unpack, struct.pack, string.byte, string.find, string.sub, math.floor, math.min, unpack
+local refund, cal = op == 'refund', alg == 1
+local stale, E, dirty = false, nil, false -- E: the expiry in the state, if any
+if raw then
+  local a, b = byte(raw, 1, 2)
+  stale = a ~= alg or b ~= nw
+end
+if refund and (n <= 0 or not raw or stale) then return pack('>d', nowus) end
+local S
+if nw <= 2 then
+  S = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+else
+  S = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+end
+-- Load and normalize every window (limited or not: all count), and for a
+-- refund give the units back.
+local st, pos, hp = raw and not stale, 3, hpos
+for i = 1, nw do
+  local o, l, len, atstart, x, y, z = (i - 1) * 8
+  l, len, atstart, hp = unpack('>ddd', hdr, hp)
+  if st then
+    if byte(raw, pos) == 1 then
+      if cal then x, y, pos = unpack('>dd', raw, pos + 1) else x, y, z, pos = unpack('>ddd', raw, pos + 1) end
+    else
+      pos = pos + 1
+    end
   end
-  local cal, stale, E = alg == 1, false, nil -- E: the expiry in the state, if any
-  if raw then
-    local a, b = byte(raw, 1, 2)
-    stale = a ~= alg or b ~= nw
-  end
-  local st, pos, hp, fast = raw and not stale, 3, hpos, true
-  for i = 1, nw do
-    local o, l, len, x, y, z, _ = (i - 1) * 7
-    l, len, _, hp = unpack('>ddd', hdr, hp)
-    if l < 0 then
-      fast = false
-      break
-    end
-    if st then
-      if byte(raw, pos) == 1 then
-        if cal then x, y, pos = unpack('>dd', raw, pos + 1) else x, y, z, pos = unpack('>ddd', raw, pos + 1) end
-      else
-        pos = pos + 1
-      end
-    end
-    if cal then
-      local c, off = ARGV[1 + i], 0
-      if c ~= 'O,0' then
-        if find(c, ',', 3, true) then
-          fast = false
-          break
+  if cal then
+    local c, off, start = ARGV[1 + i], 0, nil
+    if c == 'O,0' then
+    elseif byte(c, 1) == 68 or find(c, ',', 3, true) then -- a table
+      local m = {}
+      for v in string.gmatch(sub(c, 3), '[^,]+') do m[#m + 1] = tonumber(v) end
+      if byte(c, 1) == 68 then -- 'D': the midnights around now
+        if nowsec < m[1] or nowsec >= m[#m] then
+          error('sluice: the clock is outside the calendar table the gateway sent')
         end
-        off = tonumber(sub(c, 3))
-      end
-      local loc = nowsec + off
-      local start = loc - loc % len - off
-      if x ~= start then x, y = start, 0 end
-    elseif x == nil then
-      x, y = 0, nowus -- a full bucket
-    elseif z ~= len then
-      fast = false
-      break
-    elseif nowus > y then
-      -- refill (an empty bucket of size zero never refills)
-      if l == 0 then
-      elseif nowus - y >= floor((x + l - 1) / l) then x = 0
-      else x = x - (nowus - y) * l end
-      y = nowus
-    end
-    S[o + 1], S[o + 2], S[o + 3], S[o + 4] = l, len, x, y
-  end
-  if fast then
-    if st and pos + 7 == #raw then E = unpack('>d', raw, pos) end
-    local allowed = true
-    for i = 1, nw do
-      local o = (i - 1) * 7
-      local l, len, x, y, wait = S[o + 1], S[o + 2], S[o + 3], S[o + 4], 0
-      if n > l then
-        wait = -1
-      elseif cal then
-        if y + n > l then wait = x + len end
-      else
-        local cap, cost = l * len, n * len
-        if x + cost > cap then
-          if l == 0 then wait = -1 else wait = floor((x + cost - cap + l - 1) / l) end
-        end
-      end
-      if wait ~= 0 then allowed = false end
-      S[o + 5] = wait
-    end
-    local charged = allowed and n > 0
-    local exp, maxlen = 0, 0
-    for i = 1, nw do
-      local o = (i - 1) * 7
-      local l, len, x, y = S[o + 1], S[o + 2], S[o + 3], S[o + 4]
-      local used, reset
-      if cal then
-        if charged then y = y + n end
-        used, reset = y, nowsec
-        if y > 0 then
-          reset = x + len
-          if reset > exp then exp = reset end
-        end
-      else
-        if charged then x = x + n * len end
-        if len > maxlen then maxlen = len end
-        used, reset = floor((x + len - 1) / len), nowsec
-        if x > 0 and l > 0 then
-          local k = used
-          if k > l then k = l end
-          reset = floor((nowus + floor((x - (k - 1) * len + l - 1) / l) + 999999) / 1000000)
-        end
-        if x > 0 then
-          local l1 = l
-          if l1 < 1 then l1 = 1 end
-          local e = floor((y + floor((x + l1 - 1) / l1) + 999999) / 1000000)
-          if e > exp then exp = e end
-        end
-      end
-      S[o + 3], S[o + 4], S[o + 6], S[o + 7] = x, y, used, reset
-    end
-    local nowms = floor(nowus / 1000)
-    if charged and exp * 1000 <= nowms then
-      redis.call('DEL', key)
-    elseif charged then
-      local need, keep = exp * 1000 + OFF, true
-      if not E or need > E then
-        -- headroom: a sixteenth of the longest bucket (microseconds), at
-        -- most the TTL the state needs; none for a calendar
-        local h = floor(maxlen / 16000)
-        if exp * 1000 - nowms < h then h = exp * 1000 - nowms end
-        keep, E = false, need + h
-      end
-      local v
-      if nw == 2 and cal then
-        v = pack('>BBBddBddd', 1, 2, 1, S[3], S[4], 1, S[10], S[11], E)
-      elseif nw == 2 then
-        v = pack('>BBBdddBdddd', 2, 2, 1, S[3], S[4], S[2], 1, S[10], S[11], S[9], E)
-      else
-        local parts = {pack('>BB', alg, nw)}
-        for i = 1, nw do
-          local o = (i - 1) * 7
-          if cal then
-            parts[i + 1] = pack('>Bdd', 1, S[o + 3], S[o + 4])
-          else
-            parts[i + 1] = pack('>Bddd', 1, S[o + 3], S[o + 4], S[o + 2])
+        for j = #m - 1, 1, -1 do
+          if m[j] <= nowsec then
+            start, z = m[j], m[j + 1]
+            break
           end
         end
-        parts[nw + 2] = pack('>d', E)
-        v = table.concat(parts)
+      else -- the offset in force now
+        off = m[1]
+        for j = 2, #m - 1, 2 do
+          if m[j] <= nowsec then off = m[j + 1] end
+        end
       end
-      if keep then
-        redis.call('SET', key, v, 'KEEPTTL')
-      else
-        redis.call('SET', key, v, 'PXAT', E)
-      end
-    elseif stale and n > 0 then
-      -- a take on state kept under another policy shape starts afresh; a
-      -- peek (n = 0) never writes
-      redis.call('DEL', key)
+    else
+      off = tonumber(sub(c, 3))
     end
-    if nw == 2 then
-      return pack('>ddddddd', nowus, S[6], S[7], S[5], S[13], S[14], S[12])
+    if not start then
+      local loc = nowsec + off
+      start = loc - loc % len - off
+      z = start + len
     end
-    local out = {nowus}
-    for i = 1, nw do
-      local o = (i - 1) * 7
-      out[3 * i - 1], out[3 * i], out[3 * i + 1] = S[o + 6], S[o + 7], S[o + 5]
+    if x ~= start then x, y = start, 0 end
+    if refund and atstart == x then y = y - min(y, n) end
+  elseif l < 0 then
+    local lensec = len / 1000000
+    local start = nowsec - nowsec % lensec
+    if x == nil then
+      x, y, z = 0, start, MARK
+    elseif z ~= MARK then
+      -- a bucket whose limit was removed: its missing units count in the
+      -- current window
+      local u = 0
+      if z ~= 0 then u = floor((x + z - 1) / z) end
+      x, y, z, dirty = u, start, MARK, true
+    elseif y ~= start then
+      x, y = 0, start
     end
-    return pack(REPLY, unpack_t(out))
-  end
-end
-
--- s[3] of an unlimited window's count under the token-bucket algorithm
--- (quota.unlimitedMark, 2^63): the units in s[1], the start of the window
--- (a multiple of its length since the epoch) in s[2].
-local MARK = 9223372036854775808
-
-local function idiv(a, b) return math.floor(a / b) end
-local function cdiv(a, b) return math.floor((a + b - 1) / b) end
-
-
--- calendar table: "O,off0[,from1,off1...]": the zone offset in force from
--- each Unix second on (off0 before from1); windows are multiples of their
--- length since the local midnight. "D,m1,m2,...": the Unix seconds of
--- consecutive local midnights (day windows in a zone that changes offset).
-local function calwindow(w, t)
-  local nums = {}
-  for x in string.gmatch(string.sub(w.cal, 3), '[^,]+') do nums[#nums + 1] = tonumber(x) end
-  if string.sub(w.cal, 1, 1) == 'D' then
-    if t < nums[1] or t >= nums[#nums] then
-      error('sluice: the clock is outside the calendar table the gateway sent')
-    end
-    for j = #nums - 1, 1, -1 do
-      if nums[j] <= t then return nums[j], nums[j + 1] end
-    end
-  end
-  local off = nums[1]
-  for j = 2, #nums - 1, 2 do
-    if nums[j] <= t then off = nums[j + 1] end
-  end
-  local loc = t + off
-  local s = loc - (loc % w.len) - off
-  return s, s + w.len
-end
-
--- Calendar and token bucket, general path (sliding windows never get here:
--- both their paths above return): the state is a few numbers per window,
--- loaded into tables. Another algorithm or number of windows starts afresh.
-local W = {}
-for i = 1, nw do
-  local l, len, atstart
-  l, len, atstart, hpos = struct.unpack('>ddd', hdr, hpos)
-  W[i] = {limit = l, len = len, cal = ARGV[1 + i], atstart = atstart}
-end
-local st = {}
-local stale, E = false, nil -- E: the expiry in the state, if any
-if raw then
-  local a, k, pos = struct.unpack('>BB', raw)
-  if a ~= alg or k ~= nw then
-    stale = true
+    if refund and atsec - atsec % lensec == y then x = x - min(x, n) end
   else
-    for i = 1, nw do
-      local present
-      present, pos = struct.unpack('>B', raw, pos)
-      if present == 1 then
-        if alg == 1 then
-          local s, c
-          s, c, pos = struct.unpack('>dd', raw, pos)
-          st[i] = {s, c}
-        else
-          local d, at, wu
-          d, at, wu, pos = struct.unpack('>ddd', raw, pos)
-          st[i] = {d, at, wu}
+    if x == nil then
+      x, y, z = 0, nowus, len -- a full bucket
+    elseif z == MARK then
+      -- the count of a window without a limit that got one: the units
+      -- counted in the current window are the bucket's debt now (exact
+      -- below 2^53)
+      local lensec, debt = len / 1000000, 0
+      if y == nowsec - nowsec % lensec then debt = min(x, floor(4503599627370496 / len)) * len end
+      x, y, z, dirty = debt, nowus, len, true
+    else
+      if z ~= len and z ~= 0 then
+        -- a bucket counted at another window length: debt*to/from,
+        -- floored; exact while debt*to < 2^53
+        local d = x * len
+        if d < 9007199254740992 then x = floor(d / z) else x = floor(x / z * len) end
+        z, dirty = len, true
+      end
+      if nowus > y then
+        -- refill (an empty bucket of size zero never refills)
+        if l == 0 then
+        elseif nowus - y >= floor((x + l - 1) / l) then x = 0
+        else x = x - (nowus - y) * l end
+        y = nowus
+      end
+    end
+    if refund then x = x - min(x, n * z) end
+  end
+  S[o + 1], S[o + 2], S[o + 3], S[o + 4], S[o + 5] = l, len, x, y, z
+end
+if st and pos + 7 == #raw then E = unpack('>d', raw, pos) end
+
+-- A take: room in every limited window.
+local charged = false
+if not refund then
+  local allowed = true
+  for i = 1, nw do
+    local o = (i - 1) * 8
+    local l, x, y, z, wait = S[o + 1], S[o + 3], S[o + 4], S[o + 5], 0
+    if l < 0 then
+    elseif n > l then
+      wait = -1
+    elseif cal then
+      if y + n > l then wait = z end
+    else
+      local cap, cost = l * z, n * z
+      if x + cost > cap then
+        if l == 0 then wait = -1 else wait = floor((x + cost - cap + l - 1) / l) end
+      end
+    end
+    if wait ~= 0 then allowed = false end
+    S[o + 6] = wait
+  end
+  charged = allowed and n > 0
+end
+-- The charge, the reply's figures, and the expiry the state needs (the
+-- Unix second after which it counts nothing: quota.Expiry).
+local exp, maxlen = 0, 0
+for i = 1, nw do
+  local o = (i - 1) * 8
+  local l, len, x, y, z = S[o + 1], S[o + 2], S[o + 3], S[o + 4], S[o + 5]
+  local used, reset
+  if cal then
+    if charged then y = y + n end
+    used, reset = y, nowsec
+    if y > 0 then
+      reset = z
+      if z > exp then exp = z end
+    end
+  else
+    if len > maxlen then maxlen = len end
+    if z == MARK then
+      if charged then x = x + n end
+      used = x
+      if x > 0 and y + len / 1000000 > exp then exp = y + len / 1000000 end
+    else
+      if charged then x = x + n * z end
+      used, reset = floor((x + z - 1) / z), nowsec
+      if x > 0 then
+        local l1 = l
+        if l1 < 1 then l1 = 1 end
+        local e = floor((y + floor((x + l1 - 1) / l1) + 999999) / 1000000)
+        if e > exp then exp = e end
+        if l > 0 then
+          local k = used
+          if k > l then k = l end
+          reset = floor((nowus + floor((x - (k - 1) * z + l - 1) / l) + 999999) / 1000000)
         end
       end
     end
-    if pos + 7 == #raw then E = struct.unpack('>d', raw, pos) end
   end
+  if l < 0 then reset = 0 end
+  S[o + 3], S[o + 4], S[o + 7], S[o + 8] = x, y, used, reset
 end
 
-local dirty = false -- a change that later calls would not redo identically
-
-local function normalize(i)
-  local w, s = W[i], st[i]
-  if alg == 1 then
-    w.start, w.stop = calwindow(w, nowsec)
-    if s == nil or s[1] ~= w.start then st[i] = {w.start, 0} end
-  else
-    local wus = w.len
-    if w.limit < 0 then
-      local lensec = wus / 1000000
-      local start = nowsec - (nowsec % lensec)
-      if s == nil then
-        st[i] = {0, start, MARK}
-      elseif s[3] ~= MARK then
-        -- a bucket whose limit was removed: its missing units count in
-        -- the current window
-        local used = 0
-        if s[3] ~= 0 then used = cdiv(s[1], s[3]) end
-        st[i] = {used, start, MARK}
-        dirty = true
-      elseif s[2] ~= start then
-        st[i] = {0, start, MARK}
-      end
-      return
-    end
-    if s == nil then
-      st[i] = {0, nowus, wus}
-      return
-    end
-    if s[3] == MARK then
-      -- a count of an unlimited window that got a limit: the units counted
-      -- in the current window are the bucket's debt now
-      local lensec = wus / 1000000
-      local debt = 0
-      if s[2] == nowsec - (nowsec % lensec) then
-        debt = math.min(s[1], idiv(4503599627370496, wus)) * wus -- exact below 2^53
-      end
-      st[i] = {debt, nowus, wus}
-      dirty = true
-      return
-    end
-    if s[3] ~= wus and s[3] ~= 0 then
-      -- debt*to/from, floored; exact while debt*to < 2^53
-      local x = s[1] * wus
-      if x < 9007199254740992 then s[1] = idiv(x, s[3]) else s[1] = math.floor(s[1] / s[3] * wus) end
-      s[3] = wus
-      dirty = true
-    end
-    local el = nowus - s[2]
-    if el > 0 then
-      local l = math.max(w.limit, 0)
-      if l == 0 then
-        -- an empty bucket of size zero never refills
-      elseif el >= cdiv(s[1], l) then
-        s[1] = 0
-      else
-        s[1] = s[1] - el * l
-      end
-      s[2] = nowus
-    end
-  end
-end
-
--- room returns whether n units fit, and if not the wait: -1 for never; the
--- Unix second of the retry (calendar); microseconds (bucket).
-local function room(i)
-  local w, s = W[i], st[i]
-  local l = w.limit
-  if n > l then return false, -1 end
-  if alg == 1 then
-    if s[2] + n <= l then return true, 0 end
-    return false, w.stop
-  else
-    local wus = s[3]
-    local cap, cost = l * wus, n * wus
-    if s[1] + cost <= cap then return true, 0 end
-    if l == 0 then return false, -1 end
-    return false, cdiv(s[1] + cost - cap, l)
-  end
-end
-
-local function charge(i)
-  local s = st[i]
-  if alg == 1 then
-    s[2] = s[2] + n
-  elseif s[3] == MARK then
-    s[1] = s[1] + n
-  else
-    s[1] = s[1] + n * s[3]
-  end
-end
-
--- used returns the units the window counts: for a token bucket, the whole
--- units missing from a full bucket (an unlimited one: its count).
-local function used(i)
-  local s = st[i]
-  if alg == 1 then return s[2] end
-  if s[3] == MARK then return s[1] end
-  return cdiv(s[1], s[3])
-end
-
--- status returns the units left and the Unix second they next grow at.
-local function status(i)
-  local w, s = W[i], st[i]
-  local l = w.limit
-  if alg == 1 then
-    if s[2] == 0 then return l, nowsec end
-    return math.max(l - s[2], 0), w.stop
-  else
-    local debt, wus = s[1], s[3]
-    if debt == 0 or l == 0 then return l, nowsec end
-    local missing = cdiv(debt, wus)
-    local k = math.min(missing, l)
-    local waitus = cdiv(debt - (k - 1) * wus, l)
-    return math.max(l - missing, 0), cdiv(nowus + waitus, 1000000)
-  end
-end
-
--- write stores the state with a TTL at its expiry (quota.Expiry), or
--- deletes it if nothing counts any more.
-local function write()
-  local parts = {struct.pack('>BB', alg, nw)}
-  local exp, maxlen = 0, 0
-  for i = 1, nw do
-    local w, s = W[i], st[i]
-    if alg == 2 and w.len > maxlen then maxlen = w.len end
-    if s == nil then
-      parts[#parts + 1] = struct.pack('>B', 0)
-    elseif alg == 1 then
-      parts[#parts + 1] = struct.pack('>Bdd', 1, s[1], s[2])
-      if s[2] > 0 then exp = math.max(exp, w.stop) end
-    else
-      parts[#parts + 1] = struct.pack('>Bddd', 1, s[1], s[2], s[3])
-      if s[3] == MARK then
-        if s[1] > 0 then exp = math.max(exp, s[2] + w.len / 1000000) end
-      elseif s[1] > 0 then
-        local l = math.max(w.limit, 1)
-        exp = math.max(exp, idiv(s[2] + cdiv(s[1], l) + 999999, 1000000))
-      end
-    end
-  end
-  if exp * 1000 <= idiv(nowus, 1000) then
+-- Write the state with a TTL at its expiry, or delete it if nothing
+-- counts any more: after a charge, a refund, or a take whose state changed
+-- in a way a later call would not redo identically. A peek (n = 0) never
+-- writes: not a rescaled bucket, not a state kept under another policy
+-- shape, which the next take decides about.
+if charged or refund or (dirty and n > 0) then
+  local nowms = floor(nowus / 1000)
+  if exp * 1000 <= nowms then
     redis.call('DEL', key)
-    return
-  end
-  local need = exp * 1000 + OFF
-  if E and need <= E then
-    parts[#parts + 1] = struct.pack('>d', E)
-    redis.call('SET', key, table.concat(parts), 'KEEPTTL')
   else
-    -- bucket lengths are in microseconds
-    E = need + math.min(idiv(maxlen, 16000), exp * 1000 - idiv(nowus, 1000))
-    parts[#parts + 1] = struct.pack('>d', E)
-    redis.call('SET', key, table.concat(parts), 'PXAT', E)
-  end
-end
-
-if op == 'refund' then
-  if n <= 0 or not raw or stale then return struct.pack('>d', nowus) end
-  for i = 1, nw do
-    local w = W[i]
-    do -- every window counts, limited or not
-      normalize(i)
-      local s = st[i]
-      if alg == 1 then
-        if w.atstart == s[1] then s[2] = s[2] - math.min(s[2], n) end
-      elseif s[3] == MARK then
-        if atsec - (atsec % (w.len / 1000000)) == s[2] then s[1] = s[1] - math.min(s[1], n) end
-      else
-        s[1] = s[1] - math.min(s[1], n * s[3])
+    local need, keep = exp * 1000 + OFF, true
+    if not E or need > E then
+      -- headroom: a sixteenth of the longest bucket (microseconds), at
+      -- most the TTL the state needs; none for a calendar
+      local h = floor(maxlen / 16000)
+      if exp * 1000 - nowms < h then h = exp * 1000 - nowms end
+      keep, E = false, need + h
+    end
+    local v
+    if nw == 2 and cal then
+      v = pack('>BBBddBddd', 1, 2, 1, S[3], S[4], 1, S[11], S[12], E)
+    elseif nw == 2 then
+      v = pack('>BBBdddBdddd', 2, 2, 1, S[3], S[4], S[5], 1, S[11], S[12], S[13], E)
+    else
+      local parts = {pack('>BB', alg, nw)}
+      for i = 1, nw do
+        local o = (i - 1) * 8
+        if cal then
+          parts[i + 1] = pack('>Bdd', 1, S[o + 3], S[o + 4])
+        else
+          parts[i + 1] = pack('>Bddd', 1, S[o + 3], S[o + 4], S[o + 5])
+        end
       end
+      parts[nw + 2] = pack('>d', E)
+      v = table.concat(parts)
+    end
+    if keep then
+      redis.call('SET', key, v, 'KEEPTTL')
+    else
+      redis.call('SET', key, v, 'PXAT', E)
     end
   end
-  write()
-  return struct.pack('>d', nowus)
-end
-
--- take
-local allowed = 1
-local short, waits = {}, {}
-for i = 1, nw do
-  normalize(i) -- every window counts; only limited ones reject
-  if W[i].limit >= 0 then
-    local ok, wait = room(i)
-    if not ok then
-      allowed = 0
-      short[i], waits[i] = 1, wait
-    end
-  end
-end
-local charged = allowed == 1 and n > 0
-if charged then
-  for i = 1, nw do
-    charge(i)
-  end
-end
--- the reply: now, then per window used, reset and wait (0: room)
-local out = {nowus}
-for i = 1, nw do
-  local reset = 0
-  if W[i].limit >= 0 then
-    local _
-    _, reset = status(i)
-  end
-  out[#out + 1] = used(i)
-  out[#out + 1] = reset
-  out[#out + 1] = waits[i] or 0
-end
-out = struct.pack(REPLY, unpack(out))
--- A peek (n = 0) never writes: not a rescaled bucket (a peek under another
--- window length), not a state kept under another policy shape, which the
--- next take decides about.
-if charged or (dirty and n > 0) then
-  write()
 elseif stale and n > 0 then
+  -- a take on state kept under another policy shape starts afresh
   redis.call('DEL', key)
 end
-return out
+if refund then return pack('>d', nowus) end
+-- the reply: now, then per window used, reset and wait (0: room)
+if nw == 2 then
+  return pack('>ddddddd', nowus, S[7], S[8], S[6], S[15], S[16], S[14])
+end
+local out = {nowus}
+for i = 1, nw do
+  local o = (i - 1) * 8
+  out[3 * i - 1], out[3 * i], out[3 * i + 1] = S[o + 7], S[o + 8], S[o + 6]
+end
+return pack(REPLY, unpack_t(out))
