@@ -453,3 +453,35 @@ func TestRejectionCacheNeverFalse(t *testing.T) {
 		t.Fatalf("10 ms past the boundary: %+v, %v, store calls %d (want admitted by the store)", d, err, s.calls)
 	}
 }
+
+// TestRejectionCacheExactSeconds: a cached rejection tells the whole
+// seconds the store would tell (CONTRACT.md §2: a retry sent then
+// succeeds, one sent a second earlier is rejected), though the cache only
+// knows that the request fits from some instant within a round trip. Where
+// that round trip straddles a whole second, the store is asked.
+func TestRejectionCacheExactSeconds(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 3, 8, 12, 0, 0, 0, time.UTC)
+	now := t0
+	s := &startStore{clock: &now, rtt: 100 * time.Millisecond, boundary: t0.Add(3 * time.Second)}
+	l := &quota.Limiter{Store: s, RejectionCacheSize: 10, Now: func() time.Time { return now }}
+	const steps = 270
+	for k := range steps {
+		now = t0.Add(time.Duration(k) * 10 * time.Millisecond)
+		at := now
+		d, err := l.Take(ctx, "k", &twoPerHour, 1)
+		if err != nil || d.Allowed {
+			t.Fatalf("at +%v: %+v, %v", at.Sub(t0), d, err)
+		}
+		want := int64((s.boundary.Sub(at) + time.Second - 1) / time.Second)
+		if got := d.RetryAfterSeconds(); got != want {
+			t.Fatalf("at +%v: retry_after %d, want %d (the request fits at +%v)", at.Sub(t0), got, want, s.boundary.Sub(t0))
+		}
+	}
+	// The round trip is a tenth of a second: the store is asked about a
+	// tenth of the time, the cache answers the rest.
+	if s.calls > steps/5 {
+		t.Errorf("the store was asked %d times in %d takes", s.calls, steps)
+	}
+	t.Logf("store asked %d times in %d takes", s.calls, steps)
+}

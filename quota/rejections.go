@@ -102,9 +102,24 @@ func (c *rejections) get(key, req string, now time.Time) (_ sluice.Decision, ok 
 	elapsed := now.Sub(r.at)
 	d.Time = d.Time.Add(elapsed)
 	if d.RetryAfter != sluice.InfDuration {
-		d.RetryAfter = r.retryAt.Sub(now)
+		// The request fits from some instant between until and retryAt.
+		// Where they round to different whole seconds, the second told
+		// could be one too many (CONTRACT.md §2: a retry a second earlier
+		// must be rejected): the store decides, as it does for the round
+		// trip's share of each second.
+		lo, hi := r.until.Sub(now), r.retryAt.Sub(now)
+		if wholeSeconds(lo) != wholeSeconds(hi) {
+			return sluice.Decision{}, false, gen
+		}
+		d.RetryAfter = hi
 	}
 	return d, true, gen
+}
+
+// wholeSeconds rounds a positive wait up to whole seconds, as
+// Decision.RetryAfterSeconds does for retry_after.
+func wholeSeconds(d time.Duration) int64 {
+	return int64((d + time.Second - 1) / time.Second)
 }
 
 // put remembers a rejection the store made during a call made at local

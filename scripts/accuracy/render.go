@@ -175,11 +175,6 @@ func notes(rows []result) string {
 		if r.retryErr > 0 && degraded {
 			why = append(why, fmt.Sprintf("retry_after ± %.1f s: expected with %s: Redis does not know the admissions made "+
 				"without it, so its retry_after (right by its own counts) is earlier than the model's, which counts every 200.", r.retryErr, r.policy))
-		} else if r.retryErr > 0 && r.retryErr < 0.1 && r.store != "embedded" {
-			why = append(why, fmt.Sprintf("retry_after ± %s: a few milliseconds, consistent with the rejection cache: a "+
-				"cached refusal tells the wait from when Redis's answer reached the gateway, Redis's RetryAfter having counted "+
-				"from its own (earlier) instant of decision, so a cached retry_after can come out up to a round trip late "+
-				"(never early), and its whole-second rounding then one second high (quota/rejections.go put).", fmtSeconds(r.retryErr)))
 		} else if r.retryErr > 0 {
 			why = append(why, fmt.Sprintf("retry_after ± %s: not expected.", fmtSeconds(r.retryErr)))
 		}
