@@ -570,13 +570,12 @@ end
 -- refund: the state is a few numbers per window, decided with locals and
 -- one flat table, without unpacking into a table per window or closures
 -- (as an earlier build's general path did, at 1.7 times the instructions
--- of a sliding decision). The figures of window i live
--- in S at o = (i-1)*8: 1 limit (-1: none), 2 length (calendar: seconds;
--- bucket: microseconds), 3 4 5 the state (calendar: the window's start,
--- the units counted, and the window's end; bucket: the debt, the Unix
--- microsecond it was computed at, and the window length it counts in, or
--- MARK), 6 wait (0: room), 7 8 the units counted and the reset for the
--- reply.
+-- of a sliding decision). The figures of window i live in S at
+-- o = (i-1)*8: 1 limit (-1: none), 2 length (calendar: seconds; bucket:
+-- microseconds), 3 4 5 the state (calendar: the window's start, the units
+-- counted, and the window's end; bucket: the debt, the Unix microsecond it
+-- was computed at, and the window length it counts in, or MARK), 6 wait
+-- (0: room), 7 8 the units counted and the reset for the reply.
 --
 -- A token-bucket window without a limit counts its units in fixed windows
 -- of its length: x the units, y the window's start (a multiple of its
