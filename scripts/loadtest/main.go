@@ -5,7 +5,7 @@
 // saturation throughput. A second sluice with usage.record false, run in
 // the same rounds, gives the cost of the usage history.
 //
-//	go run ./scripts/loadtest [-duration 10s] [-connections 32,64] [-rounds 3] [-rate 0] [-env GOGC=400]
+//	go run ./scripts/loadtest [-duration 10s] [-connections 32,64] [-rounds 3] [-rate 0] [-env GOGC=400] [-trace DIR]
 //
 //	-duration     length of each wrk run (and of the open-loop latency runs)
 //	-connections  wrk connections; a comma-separated list runs the rounds
@@ -17,6 +17,11 @@
 //	              the plain proxy's best throughput at the last count
 //	-env          environment of the sluice gateways (only), comma-separated
 //	              NAME=VALUE pairs: GOGC=400 measures a less frequent GC
+//	-trace        a directory: sluice is built with -tags pprof and each
+//	              latency run through sluice is traced (runtime/trace) into
+//	              DIR/sluice-round-N.trace, to see what a slow request
+//	              waited for; the run prints when its GC cycles began, on
+//	              the clock of the slowest requests' spans (below)
 //
 // For each wrk run it prints the throughput and the CPU time the server's
 // processes used per request (from /proc: a figure that the other load on
@@ -28,6 +33,10 @@
 // Each latency run starts with a second of the same traffic that is not
 // counted, so that the client's and the servers' connections are open and
 // warm: the figures are the steady state's, not a first second of dials.
+// For each latency run it also prints when its slowest 1 % of requests were
+// sent (seconds from the first counted one, grouped where they were sent
+// within 50 ms of each other): a stall shows as one short span holding
+// most of them, a diffuse tail as many spread across the run.
 //
 // It needs wrk (apt-get install wrk); nginx (apt-get install nginx) is
 // measured when it is installed. Every server runs on 127.0.0.1 in a
@@ -41,6 +50,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -85,6 +95,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds per connection count, each running every target once")
 	rate := flag.Float64("rate", 0, "requests/s of the latency runs; 0: half of the plain proxy's best throughput")
 	envFlag := flag.String("env", "", "environment of the sluice gateways only, comma-separated NAME=VALUE pairs (GOGC=400)")
+	traceDir := flag.String("trace", "", "a directory to write a runtime trace of each latency run through sluice into")
 	flag.Parse()
 	var conns []int
 	for _, c := range strings.FieldsFunc(*connsFlag, func(r rune) bool { return r == ',' }) {
@@ -107,7 +118,12 @@ func main() {
 		}
 		env = append(env, strings.TrimSpace(kv))
 	}
-	if err := run(*duration, conns, *rounds, *rate, env); err != nil {
+	if *traceDir != "" {
+		if err := os.MkdirAll(*traceDir, 0o755); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if err := run(*duration, conns, *rounds, *rate, env, *traceDir); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -164,7 +180,7 @@ func waitUp(url string) error {
 	return fmt.Errorf("%s did not come up", url)
 }
 
-func run(duration time.Duration, connsList []int, rounds int, rate float64, env []string) error {
+func run(duration time.Duration, connsList []int, rounds int, rate float64, env []string, traceDir string) error {
 	dir, err := os.MkdirTemp("", "sluice-loadtest")
 	if err != nil {
 		return err
@@ -175,6 +191,11 @@ func run(duration time.Duration, connsList []int, rounds int, rate float64, env 
 
 	bin := filepath.Join(dir, "sluice")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/sluice")
+	pprofAddr := ""
+	if traceDir != "" {
+		build = exec.Command("go", "build", "-tags", "pprof", "-o", bin, "./cmd/sluice")
+		pprofAddr = freeAddr()
+	}
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("build sluice (run from the repository root): %w", err)
@@ -199,9 +220,9 @@ func run(duration time.Duration, connsList []int, rounds int, rate float64, env 
 	// Two gateways, the same but for the usage history, each with a data
 	// directory (and so a key) of its own.
 	keys := map[string]string{}
-	for _, g := range []struct{ addr, record string }{{sluiceAddr, "true"}, {bareAddr, "false"}} {
+	for _, g := range []struct{ addr, record, pprof string }{{sluiceAddr, "true", pprofAddr}, {bareAddr, "false", ""}} {
 		p, err := start(bin, append([]string{"SLUICE_ADMIN_TOKEN=" + admin, "SLUICE_UPSTREAM_URL=http://" + upAddr, "SLUICE_LOG_LEVEL=error",
-			"SLUICE_USAGE_RECORD=" + g.record}, env...), "serve", "--addr", g.addr, "--data", filepath.Join(dir, "data-"+g.record))
+			"SLUICE_USAGE_RECORD=" + g.record, "SLUICE_PPROF_ADDR=" + g.pprof}, env...), "serve", "--addr", g.addr, "--data", filepath.Join(dir, "data-"+g.record))
 		if err != nil {
 			return err
 		}
@@ -305,17 +326,37 @@ func run(duration time.Duration, connsList []int, rounds int, rate float64, env 
 		{"upstream direct", "http://" + upAddr + "/images/generations", ""},
 		{"through the proxy", targets[0].url, key},
 		{"through sluice", targets[1].url, key},
+		{"sluice, no history", targets[2].url, keys[bareAddr]},
 	}
 	var added50, added99, vsProxy99 []float64
 	for r := range rounds {
 		p50, p99 := map[string]time.Duration{}, map[string]time.Duration{}
 		for i := range paths {
 			p := paths[(r+i)%len(paths)]
-			lat, err := openLoop(p.url, p.key, rate, warm, n)
+			var traced chan error
+			if traceDir != "" && p.name == "through sluice" {
+				traced = make(chan error, 1)
+				file := filepath.Join(traceDir, fmt.Sprintf("sluice-round-%d.trace", r+1))
+				secs := int(duration.Seconds()) + 2 // the warm-up second and the rounding
+				go func() {
+					traced <- fetchTo(file, fmt.Sprintf("http://%s/debug/pprof/trace?seconds=%d", pprofAddr, secs))
+				}()
+			}
+			lat, sent, err := openLoop(p.url, p.key, rate, warm, n)
 			if err != nil {
 				return err
 			}
 			p50[p.name], p99[p.name] = pct(lat, 50), pct(lat, 99)
+			fmt.Printf("round %d  %-18s slowest 1%% sent at (s): %s\n", r+1, p.name, slowest(lat, sent))
+			if traced != nil {
+				if err := <-traced; err != nil {
+					return err
+				}
+				// The trace began with the warm-up: shift its times onto
+				// the same clock as the spans above.
+				fmt.Printf("round %d  %-18s GC cycles began at (s): %s\n", r+1, p.name,
+					gcStarts(filepath.Join(traceDir, fmt.Sprintf("sluice-round-%d.trace", r+1)), time.Duration(warm)*time.Duration(float64(time.Second)/rate)))
+			}
 		}
 		for _, p := range paths {
 			fmt.Printf("round %d  %-18s p50 %8v  p99 %8v\n", r+1, p.name, p50[p.name], p99[p.name])
@@ -509,17 +550,17 @@ func wrk(script, url string, conns int, d time.Duration) (wrkResult, error) {
 
 // openLoop sends warm+n requests at a fixed rate whatever the answers'
 // latency (so that a slow answer does not hide the queueing it causes) and
-// returns the latencies of the last n: the first warm open the connections
-// (a first burst of dials is seconds of queueing that no steady state has).
-func openLoop(url, key string, rate float64, warm, n int) ([]time.Duration, error) {
+// returns the latencies of the last n, and when each was sent (from the
+// first of them): the first warm open the connections (a first burst of
+// dials is seconds of queueing that no steady state has).
+func openLoop(url, key string, rate float64, warm, n int) (lat, sent []time.Duration, err error) {
 	// Enough connections that the generator is never the bottleneck at these
 	// rates, few enough that a stall queues requests rather than opening
 	// thousands of sockets.
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}, Timeout: 10 * time.Second}
-	lat := make([]time.Duration, warm+n)
+	lat, sent = make([]time.Duration, warm+n), make([]time.Duration, warm+n)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var firstErr error
 	interval := time.Duration(float64(time.Second) / rate)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(warm+n)*interval+30*time.Second)
 	defer cancel()
@@ -535,24 +576,106 @@ func openLoop(url, key string, rate float64, warm, n int) ([]time.Duration, erro
 				req.Header.Set("Authorization", "Bearer "+key)
 			}
 			t := time.Now()
-			resp, err := client.Do(req)
-			if err == nil {
+			resp, rerr := client.Do(req)
+			if rerr == nil {
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != 200 {
-					err = fmt.Errorf("status %d", resp.StatusCode)
+					rerr = fmt.Errorf("status %d", resp.StatusCode)
 				}
 			}
-			lat[i] = time.Since(t)
-			if err != nil {
+			lat[i], sent[i] = time.Since(t), t.Sub(begin)-time.Duration(warm)*interval
+			if rerr != nil {
 				mu.Lock()
-				firstErr = cmpOr(firstErr, err)
+				err = cmpOr(err, rerr)
 				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
-	return lat[warm:], firstErr
+	return lat[warm:], sent[warm:], err
+}
+
+// slowest tells when the slowest 1 % of the requests were sent: spans of
+// sends less than 50 ms apart, each with its count, the largest first,
+// at most five.
+func slowest(lat, sent []time.Duration) string {
+	idx := make([]int, len(lat))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(lat[b], lat[a]) })
+	idx = idx[:max(len(idx)/100, 1)]
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(sent[a], sent[b]) })
+	type span struct {
+		from, to time.Duration
+		n        int
+	}
+	var spans []span
+	for _, i := range idx {
+		if k := len(spans) - 1; k >= 0 && sent[i]-spans[k].to < 50*time.Millisecond {
+			spans[k].to, spans[k].n = sent[i], spans[k].n+1
+			continue
+		}
+		spans = append(spans, span{sent[i], sent[i], 1})
+	}
+	slices.SortStableFunc(spans, func(a, b span) int { return cmp.Compare(b.n, a.n) })
+	var b strings.Builder
+	for k, sp := range spans {
+		if k == 5 {
+			fmt.Fprintf(&b, " and %d more spans", len(spans)-k)
+			break
+		}
+		fmt.Fprintf(&b, " %.2f–%.2f (%d)", sp.from.Seconds(), sp.to.Seconds(), sp.n)
+	}
+	return fmt.Sprintf("%d in %d spans:%s", len(idx), len(spans), b.String())
+}
+
+// gcStarts lists when the GC cycles of a runtime trace began, in seconds
+// from shift after its start, read from go tool trace's dump of its events.
+func gcStarts(file string, shift time.Duration) string {
+	out, err := exec.Command("go", "tool", "trace", "-d=parsed", file).Output()
+	if err != nil {
+		return "(go tool trace: " + err.Error() + ")"
+	}
+	timeRe := regexp.MustCompile(`\bTime=(\d+)`)
+	var t0 int64
+	var starts []string
+	for line := range strings.Lines(string(out)) {
+		m := timeRe.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		t, _ := strconv.ParseInt(m[1], 10, 64)
+		if t0 == 0 {
+			t0 = t
+		}
+		if strings.Contains(line, "RangeBegin") && strings.Contains(line, `Name="GC concurrent mark phase"`) {
+			starts = append(starts, fmt.Sprintf("%.3f", (time.Duration(t-t0)-shift).Seconds()))
+		}
+	}
+	return strings.Join(starts, " ")
+}
+
+// fetchTo writes the body of a GET of url to file.
+func fetchTo(file, url string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func cmpOr(a, b error) error {
