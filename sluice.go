@@ -125,6 +125,11 @@ type Decision struct {
 // because it asks for more units than a window's limit.
 const InfDuration = time.Duration(1<<63 - 1)
 
+// Charged reports whether d took units from the counters: an admission
+// that was neither a shadow one (let through over the limit, uncounted) nor
+// a fail-open one (no window decided). Only such a charge is refunded.
+func (d *Decision) Charged() bool { return d.Allowed && !d.Shadow && d.N > 0 }
+
 // Statuses returns the windows of d.
 func (d *Decision) Statuses() []WindowStatus { return d.Windows[:d.N] }
 

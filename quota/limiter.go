@@ -248,7 +248,7 @@ func (l *Limiter) Take(ctx context.Context, key string, p *sluice.Policy, n int6
 // Fallback made is refunded there.
 func (l *Limiter) Refund(ctx context.Context, key string, p *sluice.Policy, n int64, d sluice.Decision) error {
 	l.setup()
-	if !d.Allowed || d.Shadow || d.N == 0 {
+	if !d.Charged() {
 		return nil
 	}
 	now := l.now()
