@@ -83,6 +83,16 @@ type IdempotencyRecord struct {
 	// the request was served and charged, but cannot be replayed.
 	Oversize  bool
 	ExpiresAt time.Time
+	// Charged, on a claim in flight, is the units its attempt took from
+	// the account's quota, at the instant ChargedAt (the decision's Time,
+	// which a refund names), as recorded by Charge once they were taken.
+	// Until ChargedUntil, a Begin of the same request that takes over the
+	// expired claim (its instance stopped before answering) inherits the
+	// charge: the retry is served on it and not charged again. 0 when the
+	// attempt has charged nothing (yet).
+	Charged      int64
+	ChargedAt    time.Time
+	ChargedUntil time.Time
 }
 
 // IdempotencyStore keeps the claims and answers of keyed requests, shared by
@@ -98,7 +108,18 @@ type IdempotencyStore interface {
 	// true and rec as stored, or claimed false and the record that holds
 	// the key (in flight, or done with its answer; its fingerprint may
 	// differ from rec's, which the caller must check).
+	//
+	// An expired claim in flight whose charge holds (ChargedUntil after
+	// now) is taken over only by the same request (rec.Fingerprint), and
+	// the new claim inherits its Charged, ChargedAt and ChargedUntil; for
+	// another request it holds the key as an unexpired one does.
 	Begin(ctx context.Context, rec *IdempotencyRecord, now time.Time) (got *IdempotencyRecord, claimed bool, err error)
+
+	// Charge records on the claim in flight of the attempt token that it
+	// took units from the quota at the instant at, to be inherited until
+	// until (see Begin). It is an *Error with code ENOTFOUND if the attempt
+	// no longer holds a claim in flight.
+	Charge(ctx context.Context, accountID int64, key, token string, units int64, at, until time.Time) error
 
 	// Complete turns the claim of the attempt rec.Token on (rec.AccountID,
 	// rec.Key) into a kept answer: rec.Status, rec.ContentType, rec.Body
@@ -121,7 +142,8 @@ type IdempotencyStore interface {
 	Abandon(ctx context.Context, accountID int64, key, token string) error
 
 	// DeleteExpired deletes the records (answers and leases) that have
-	// expired at now and returns how many. Begin already ignores them;
-	// this bounds the store's size.
+	// expired at now, but for claims whose charge holds (ChargedUntil after
+	// now), and returns how many. Begin already ignores them; this bounds
+	// the store's size.
 	DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 }

@@ -206,6 +206,14 @@ CREATE TABLE once_keys (
 );
 CREATE INDEX once_keys_expires ON once_keys (expires_at);
 `,
+	// 8: the charge of an idempotency claim in flight, inherited by the
+	// retry that takes it over (sluice.IdempotencyRecord.Charged).
+	`
+ALTER TABLE idempotency
+	ADD COLUMN charged bigint NOT NULL DEFAULT 0,
+	ADD COLUMN charged_at timestamptz NOT NULL DEFAULT 'epoch',
+	ADD COLUMN charged_until timestamptz NOT NULL DEFAULT 'epoch';
+`,
 }
 
 // migrationLock is the key of the advisory lock that migrations hold.

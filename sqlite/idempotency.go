@@ -45,31 +45,39 @@ func (s *Idempotency) Begin(ctx context.Context, rec *sluice.IdempotencyRecord, 
 		return nil, false, fmt.Errorf("idempotency begin: %w", err)
 	}
 	for range beginAttempts {
-		res, err := s.db.w.ExecContext(ctx, `
+		// An expired claim in flight whose charge holds is taken over by
+		// the same request only, which inherits the charge.
+		var charged, chargedAt, chargedUntil int64
+		err := s.db.w.QueryRowContext(ctx, `
 INSERT INTO idempotency (account_id, key, fingerprint, token, done, status, content_type, body, oversize, expires_at)
-VALUES (?, ?, ?, ?, 0, 0, '', NULL, 0, ?)
+VALUES (?1, ?2, ?3, ?4, 0, 0, '', NULL, 0, ?5)
 ON CONFLICT (account_id, key) DO UPDATE SET
 	fingerprint = excluded.fingerprint, token = excluded.token, done = 0, status = 0,
-	content_type = '', body = NULL, oversize = 0, expires_at = excluded.expires_at
-WHERE idempotency.expires_at <= ?`,
-			rec.AccountID, rec.Key, rec.Fingerprint[:], rec.Token, exp, nowN)
-		if err != nil {
-			return nil, false, fmt.Errorf("idempotency begin: %w", err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return nil, false, fmt.Errorf("idempotency begin: %w", err)
-		}
-		if n == 1 {
+	content_type = '', body = NULL, oversize = 0, expires_at = excluded.expires_at,
+	charged = iif(idempotency.done = 0 AND idempotency.charged_until > ?6, idempotency.charged, 0),
+	charged_at = iif(idempotency.done = 0 AND idempotency.charged_until > ?6, idempotency.charged_at, 0),
+	charged_until = iif(idempotency.done = 0 AND idempotency.charged_until > ?6, idempotency.charged_until, 0)
+WHERE idempotency.expires_at <= ?6
+	AND (idempotency.done = 1 OR idempotency.charged_until <= ?6 OR idempotency.fingerprint = excluded.fingerprint)
+RETURNING charged, charged_at, charged_until`,
+			rec.AccountID, rec.Key, rec.Fingerprint[:], rec.Token, exp, nowN).Scan(&charged, &chargedAt, &chargedUntil)
+		if err == nil {
 			got := *rec
 			got.Done, got.Status, got.ContentType, got.Body, got.Oversize = false, 0, "", nil, false
 			got.ExpiresAt = fromNanos(exp)
+			got.Charged, got.ChargedAt, got.ChargedUntil = 0, time.Time{}, time.Time{}
+			if charged > 0 {
+				got.Charged, got.ChargedAt, got.ChargedUntil = charged, fromNanos(chargedAt), fromNanos(chargedUntil)
+			}
 			return &got, true, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return nil, false, fmt.Errorf("idempotency begin: %w", err)
 		}
 		// A reader starts after the upsert's commit, so it sees the
 		// record that refused it, unless that went away since.
 		got, err := scanIdempotency(s.db.r.QueryRowContext(ctx, `
-SELECT account_id, key, fingerprint, token, done, status, content_type, body, oversize, expires_at
+SELECT account_id, key, fingerprint, token, done, status, content_type, body, oversize, expires_at, charged, charged_at, charged_until
 FROM idempotency WHERE account_id = ? AND key = ?`, rec.AccountID, rec.Key))
 		if errors.Is(err, sql.ErrNoRows) {
 			continue
@@ -84,15 +92,19 @@ FROM idempotency WHERE account_id = ? AND key = ?`, rec.AccountID, rec.Key))
 
 func scanIdempotency(row *sql.Row) (*sluice.IdempotencyRecord, error) {
 	var (
-		r     sluice.IdempotencyRecord
-		fp    []byte
-		exp   int64
-		done  int
-		over  int
-		ctype string
+		r                       sluice.IdempotencyRecord
+		fp                      []byte
+		exp, chargedAt, chUntil int64
+		done                    int
+		over                    int
+		ctype                   string
 	)
-	if err := row.Scan(&r.AccountID, &r.Key, &fp, &r.Token, &done, &r.Status, &ctype, &r.Body, &over, &exp); err != nil {
+	if err := row.Scan(&r.AccountID, &r.Key, &fp, &r.Token, &done, &r.Status, &ctype, &r.Body, &over, &exp,
+		&r.Charged, &chargedAt, &chUntil); err != nil {
 		return nil, err
+	}
+	if r.Charged > 0 {
+		r.ChargedAt, r.ChargedUntil = fromNanos(chargedAt), fromNanos(chUntil)
 	}
 	if len(fp) != len(r.Fingerprint) {
 		return nil, errors.New("stored fingerprint has the wrong length")
@@ -115,7 +127,8 @@ func (s *Idempotency) Complete(ctx context.Context, rec *sluice.IdempotencyRecor
 		body = []byte{}
 	}
 	res, err := s.db.w.ExecContext(ctx, `
-UPDATE idempotency SET done = 1, status = ?, content_type = ?, body = ?, oversize = ?, expires_at = ?
+UPDATE idempotency SET done = 1, status = ?, content_type = ?, body = ?, oversize = ?, expires_at = ?,
+	charged = 0, charged_at = 0, charged_until = 0
 WHERE account_id = ? AND key = ? AND token = ? AND done = 0`,
 		rec.Status, rec.ContentType, body, rec.Oversize, exp, rec.AccountID, rec.Key, rec.Token)
 	if err != nil {
@@ -149,6 +162,30 @@ func (s *Idempotency) Extend(ctx context.Context, accountID int64, key, token st
 	return nil
 }
 
+// Charge implements sluice.IdempotencyStore.
+func (s *Idempotency) Charge(ctx context.Context, accountID int64, key, token string, units int64, at, until time.Time) error {
+	atN, err := nanos(at)
+	if err != nil {
+		return fmt.Errorf("idempotency charge: %w", err)
+	}
+	untilN, err := nanos(until)
+	if err != nil {
+		return fmt.Errorf("idempotency charge: %w", err)
+	}
+	res, err := s.db.w.ExecContext(ctx,
+		`UPDATE idempotency SET charged = ?, charged_at = ?, charged_until = ? WHERE account_id = ? AND key = ? AND token = ? AND done = 0`,
+		units, atN, untilN, accountID, key, token)
+	if err != nil {
+		return fmt.Errorf("idempotency charge: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("idempotency charge: %w", err)
+	} else if n == 0 {
+		return sluice.Errorf(sluice.ENOTFOUND, "The idempotency claim is no longer held.")
+	}
+	return nil
+}
+
 // Abandon implements sluice.IdempotencyStore.
 func (s *Idempotency) Abandon(ctx context.Context, accountID int64, key, token string) error {
 	if _, err := s.db.w.ExecContext(ctx,
@@ -170,7 +207,7 @@ func (s *Idempotency) DeleteExpired(ctx context.Context, now time.Time) (int64, 
 	for {
 		res, err := s.db.w.ExecContext(ctx, `
 DELETE FROM idempotency WHERE rowid IN (
-	SELECT rowid FROM idempotency WHERE expires_at <= ? LIMIT ?)`, nowN, deleteBatch)
+	SELECT rowid FROM idempotency WHERE expires_at <= ?1 AND charged_until <= ?1 LIMIT ?2)`, nowN, deleteBatch)
 		if err != nil {
 			return total, fmt.Errorf("idempotency delete expired: %w", err)
 		}

@@ -239,6 +239,13 @@ CREATE INDEX idempotency_expires ON idempotency (expires_at);
 	usageMigration,
 	// 7: the model chosen in the Telegram bot, with the account.
 	`ALTER TABLE accounts ADD COLUMN telegram_model TEXT NOT NULL DEFAULT '';`,
+	// 8: the charge of an idempotency claim in flight, inherited by the
+	// retry that takes it over (sluice.IdempotencyRecord.Charged).
+	`
+ALTER TABLE idempotency ADD COLUMN charged INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE idempotency ADD COLUMN charged_at INTEGER NOT NULL DEFAULT 0;    -- Unix nanoseconds
+ALTER TABLE idempotency ADD COLUMN charged_until INTEGER NOT NULL DEFAULT 0; -- Unix nanoseconds
+`,
 }
 
 // migrate applies the steps of ms that the database lacks, each in its own

@@ -17,7 +17,11 @@ import (
 //   - "claim": Begin of a new key, the one call before the quota is taken
 //     (one round trip);
 //   - "claim+complete": that and Complete with the answer once it was
-//     relayed (a second round trip): what a served keyed request adds;
+//     relayed (a second round trip): what a served keyed request adds on
+//     its path;
+//   - "claim+charge+complete": the same with the record of the charge in
+//     between, all that a served keyed request writes (the charge is
+//     written off the request's path, while the image is generated);
 //   - "replay": Begin of a key whose answer is kept (the retry's only
 //     store call besides the quota peek);
 //   - "claim+abandon": Begin and Abandon (a failed keyed request).
@@ -55,6 +59,23 @@ func BenchmarkIdempotencyStore(b *testing.B, s sluice.IdempotencyStore, bodySize
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				d := *claimed(b, now)
+				d.Done, d.Status, d.ContentType, d.Body, d.ExpiresAt = true, 200, "application/json", body, now.Add(time.Hour)
+				if err := s.Complete(b.Context(), &d); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+	b.Run("claim+charge+complete", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(bodySize))
+		now := time.Now()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				d := *claimed(b, now)
+				if err := s.Charge(b.Context(), d.AccountID, d.Key, d.Token, 1, now, now.Add(time.Hour)); err != nil {
+					b.Fatal(err)
+				}
 				d.Done, d.Status, d.ContentType, d.Body, d.ExpiresAt = true, 200, "application/json", body, now.Add(time.Hour)
 				if err := s.Complete(b.Context(), &d); err != nil {
 					b.Fatal(err)

@@ -32,6 +32,8 @@ func RunIdempotencyStore(t *testing.T, open func(t *testing.T) (s sluice.Idempot
 	t.Run("Oversize", func(t *testing.T) { testIdemOversize(t, one(t)) })
 	t.Run("LargeBody", func(t *testing.T) { testIdemLargeBody(t, one(t)) })
 	t.Run("DeleteExpired", func(t *testing.T) { testIdemDeleteExpired(t, one(t)) })
+	t.Run("ChargeInherited", func(t *testing.T) { testIdemChargeInherited(t, one(t)) })
+	t.Run("ChargeKept", func(t *testing.T) { testIdemChargeKept(t, one(t)) })
 	t.Run("BeginConcurrent", func(t *testing.T) {
 		s, another := open(t)
 		testIdemBeginConcurrent(t, s, another())
@@ -284,6 +286,100 @@ func testIdemDeleteExpired(t *testing.T, s sluice.IdempotencyStore) {
 	if n, err := s.DeleteExpired(ctx, now); err != nil || n != many {
 		t.Fatalf("DeleteExpired of %d = %d, %v", many, n, err)
 	}
+}
+
+// chargeClaim records on c that its attempt took units at at, inheritable for
+// idemTTL, and returns c as Begin would show it then.
+func chargeClaim(t *testing.T, s sluice.IdempotencyStore, c *sluice.IdempotencyRecord, units int64, at time.Time) *sluice.IdempotencyRecord {
+	t.Helper()
+	if err := s.Charge(t.Context(), c.AccountID, c.Key, c.Token, units, at, at.Add(idemTTL)); err != nil {
+		t.Fatalf("Charge(%d, %q): %v", c.AccountID, c.Key, err)
+	}
+	charged := *c
+	charged.Charged, charged.ChargedAt, charged.ChargedUntil = units, at, at.Add(idemTTL)
+	return &charged
+}
+
+// testIdemChargeInherited: the charge of a claim whose instance stopped is
+// inherited by the same request taking it over, and holds the key against
+// another request.
+func testIdemChargeInherited(t *testing.T, s sluice.IdempotencyStore) {
+	ctx := t.Context()
+	now := wholeSecondNow()
+	first := claim(1, "charged", "x", now)
+	begin(t, s, first, now, true)
+	charged := chargeClaim(t, s, first, 2, now.Add(time.Second))
+	// In flight, the charge shows.
+	wantRecord(t, "Begin while the charged claim is in flight", charged, begin(t, s, claim(1, "charged", "x", now), now.Add(2*time.Second), false))
+
+	// The lease ends (the instance died): another request with the key
+	// does not take it over, the same one does and inherits the charge.
+	end := now.Add(idemLease)
+	wantRecord(t, "Begin with another body after the lease", charged, begin(t, s, claim(1, "charged", "y", end), end, false))
+	second := claim(1, "charged", "x", end)
+	want := *second
+	want.Charged, want.ChargedAt, want.ChargedUntil = 2, now.Add(time.Second), now.Add(time.Second+idemTTL)
+	wantRecord(t, "Begin of the same request after the lease", &want, begin(t, s, second, end, true))
+
+	// The dead attempt can charge its claim no more.
+	wantCode(t, "Charge by the attempt whose lease ran out", s.Charge(ctx, 1, "charged", first.Token, 5, end, end.Add(idemTTL)), sluice.ENOTFOUND)
+	wantCode(t, "Charge of a key never claimed", s.Charge(ctx, 1, "nothing", first.Token, 1, end, end.Add(idemTTL)), sluice.ENOTFOUND)
+
+	// The successor dies too: the charge passes on again.
+	end2 := end.Add(idemLease)
+	third := claim(1, "charged", "x", end2)
+	want3 := *third
+	want3.Charged, want3.ChargedAt, want3.ChargedUntil = want.Charged, want.ChargedAt, want.ChargedUntil
+	wantRecord(t, "Begin after a second lease", &want3, begin(t, s, third, end2, true))
+
+	// Completed, the record is an answer: no charge to inherit once it
+	// expires, and the key is free for any request.
+	d := done(third, "ok", end2)
+	d.Charged, d.ChargedAt, d.ChargedUntil = 0, time.Time{}, time.Time{}
+	complete(t, s, d)
+	wantRecord(t, "Begin after Complete", d, begin(t, s, claim(1, "charged", "x", end2), end2.Add(time.Second), false))
+	later := d.ExpiresAt
+	fresh := claim(1, "charged", "y", later)
+	wantRecord(t, "Begin of another request after the answer expired", fresh, begin(t, s, fresh, later, true))
+
+	// An abandoned claim takes its charge with it (the caller refunds).
+	a := claim(1, "abandoned", "x", now)
+	begin(t, s, a, now, true)
+	chargeClaim(t, s, a, 1, now)
+	if err := s.Abandon(ctx, 1, "abandoned", a.Token); err != nil {
+		t.Fatalf("Abandon: %v", err)
+	}
+	b := claim(1, "abandoned", "x", now)
+	wantRecord(t, "Begin after Abandon of a charged claim", b, begin(t, s, b, now, true))
+}
+
+// testIdemChargeKept: DeleteExpired keeps an expired claim while its charge
+// holds, and the charge lapses at ChargedUntil.
+func testIdemChargeKept(t *testing.T, s sluice.IdempotencyStore) {
+	ctx := t.Context()
+	now := wholeSecondNow()
+	c := claim(2, "kept", "x", now)
+	begin(t, s, c, now, true)
+	charged := chargeClaim(t, s, c, 3, now)
+	end := now.Add(idemLease)
+	if n, err := s.DeleteExpired(ctx, end); err != nil || n != 0 {
+		t.Fatalf("DeleteExpired after the lease = %d, %v; want 0 (the charge holds)", n, err)
+	}
+	wantRecord(t, "Begin with another body after DeleteExpired", charged, begin(t, s, claim(2, "kept", "y", end), end, false))
+	// At ChargedUntil the charge lapses: DeleteExpired removes the claim,
+	// and any request may take the key, charged nothing.
+	if n, err := s.DeleteExpired(ctx, charged.ChargedUntil); err != nil || n != 1 {
+		t.Fatalf("DeleteExpired at ChargedUntil = %d, %v; want 1", n, err)
+	}
+	fresh := claim(2, "kept", "y", charged.ChargedUntil)
+	wantRecord(t, "Begin after the charge lapsed", fresh, begin(t, s, fresh, charged.ChargedUntil, true))
+
+	// Without DeleteExpired, a lapsed charge is not inherited either.
+	c2 := claim(2, "lapsed", "x", now)
+	begin(t, s, c2, now, true)
+	chargeClaim(t, s, c2, 1, now)
+	same := claim(2, "lapsed", "x", now.Add(idemTTL))
+	wantRecord(t, "Begin of the same request after the charge lapsed", same, begin(t, s, same, now.Add(idemTTL), true))
 }
 
 // testIdemBeginConcurrent races Begins of one key through two handles (two
