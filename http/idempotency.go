@@ -29,9 +29,21 @@ import (
 //     before the quota: requests refused for those reasons keep nothing.
 //     It is a lease of Idempotency.Lease, renewed every third of it while
 //     the request is served, so a request is never taken over however long
-//     it runs (unless the store cannot be reached for a whole lease); if
-//     the instance serving it crashes, a retry after the lease is a new
-//     attempt.
+//     it runs (unless the store cannot be reached for a whole lease).
+//   - Once the quota is taken, the claim records the charge (units and
+//     instant), off the request's path. If the instance serving it stops
+//     (a crash, a kill), a retry of the same request after the lease takes
+//     the claim over and inherits the charge: it is served without a new
+//     charge, and a failure refunds the inherited one. A retry with another
+//     body gets 422 while the charge holds (Idempotency.TTL). Left open: a
+//     crash between the quota's take and that record (one write to the
+//     account store), after which the retry is charged again; and a
+//     charge that an instance took from its local fallback during an
+//     outage of the shared quota store, whose refund by another instance
+//     goes to the shared store.
+//   - A refund abandons the claim first, so that no retry inherits a
+//     charge given back; a crash between the two leaves the charge
+//     counted and the retry charged anew.
 //   - A 200 whose body is over Idempotency.MaxBody is kept without its body:
 //     a retry is answered 422 idempotency_key_reused saying so, and is not
 //     charged again (sluice cannot know whether the first answer arrived;
@@ -136,8 +148,15 @@ type idemClaim struct {
 	over    bool         // the relayed body did not fit
 	settled bool         // completed or abandoned
 	// stop ends the renewal of the lease, which closes done when it has
-	// returned.
+	// returned; charges carries the charge to record to it.
 	stop, done chan struct{}
+	charges    chan chargeMark
+}
+
+// chargeMark is a charge for the claim to record: units at an instant.
+type chargeMark struct {
+	units int64
+	at    time.Time
 }
 
 // begin claims the key for the request, whose body has been read whole. If
@@ -206,27 +225,39 @@ func (s *Server) replay(w http.ResponseWriter, r *http.Request, q *quotaCtx, rec
 }
 
 // renew starts renewing the claim's lease every third of it, until
-// stopRenewing. A renewal that finds the claim gone (taken over after the
-// store was unreachable for a whole lease) stops; other failures are logged
-// and tried again at the next tick.
+// stopRenewing, and records the charge that charged hands it. A renewal
+// that finds the claim gone (taken over after the store was unreachable for
+// a whole lease) stops; other failures are logged and tried again at the
+// next tick (a failed charge record is not: the claim then ends without it,
+// as before there was one).
 func (c *idemClaim) renew() {
-	c.stop, c.done = make(chan struct{}), make(chan struct{})
+	c.stop, c.done, c.charges = make(chan struct{}), make(chan struct{}), make(chan chargeMark, 1)
 	s, lease := c.s, c.s.Idempotency.lease()
 	go func() {
 		defer close(c.done)
 		t := time.NewTicker(lease / 3)
 		defer t.Stop()
 		for {
+			var (
+				op  string
+				err error
+			)
 			select {
 			case <-c.stop:
 				return
+			case m := <-c.charges:
+				op = "recording the charge of"
+				ctx, cancel := context.WithTimeout(context.Background(), lease/3)
+				err = s.Idempotency.Store.Charge(ctx, c.rec.AccountID, c.rec.Key, c.rec.Token, m.units, m.at, m.at.Add(s.Idempotency.ttl()))
+				cancel()
 			case <-t.C:
+				op = "renewing"
+				ctx, cancel := context.WithTimeout(context.Background(), lease/3)
+				err = s.Idempotency.Store.Extend(ctx, c.rec.AccountID, c.rec.Key, c.rec.Token, s.now().Add(lease))
+				cancel()
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), lease/3)
-			err := s.Idempotency.Store.Extend(ctx, c.rec.AccountID, c.rec.Key, c.rec.Token, s.now().Add(lease))
-			cancel()
 			if err != nil {
-				s.logger().LogAttrs(ctx, slog.LevelWarn, "renewing the claim of an idempotent request failed",
+				s.logger().LogAttrs(context.Background(), slog.LevelWarn, op+" the claim of an idempotent request failed",
 					slog.String("request_id", requestID(c.r)), slog.Int64("account_id", c.rec.AccountID),
 					slog.String("error", err.Error()))
 				if sluice.ErrorCode(err) == sluice.ENOTFOUND {
@@ -235,6 +266,27 @@ func (c *idemClaim) renew() {
 			}
 		}
 	}()
+}
+
+// charged has the claim record that its request took n units at the
+// instant at, off the request's path (by the renewal's goroutine).
+func (c *idemClaim) charged(n int64, at time.Time) {
+	if c == nil || c.charges == nil {
+		return
+	}
+	select {
+	case c.charges <- chargeMark{n, at}:
+	default: // one charge a request: never blocks
+	}
+}
+
+// inherited reports the charge that the claim took over from an attempt
+// whose instance stopped serving the same request: units at the instant at.
+func (c *idemClaim) inherited() (units int64, at time.Time, ok bool) {
+	if c == nil || c.rec.Charged <= 0 {
+		return 0, time.Time{}, false
+	}
+	return c.rec.Charged, c.rec.ChargedAt, true
 }
 
 // stopRenewing stops the renewal of the lease and waits for it.

@@ -417,3 +417,152 @@ func TestIdempotentLeaseRenewed(t *testing.T) {
 	}
 	wantRemaining(t, again, "98")
 }
+
+// deadAttempt is an idempotency store through which the attempt whose token
+// is set acts as if its instance had died: its renewals, charges,
+// completions and abandons are lost.
+type deadAttempt struct {
+	sluice.IdempotencyStore
+	token atomic.Value // string
+}
+
+func (d *deadAttempt) dead(token string) bool { t, _ := d.token.Load().(string); return t == token }
+
+func (d *deadAttempt) Extend(ctx context.Context, accountID int64, key, token string, expires time.Time) error {
+	if d.dead(token) {
+		return nil
+	}
+	return d.IdempotencyStore.Extend(ctx, accountID, key, token, expires)
+}
+
+func (d *deadAttempt) Charge(ctx context.Context, accountID int64, key, token string, units int64, at, until time.Time) error {
+	if d.dead(token) {
+		return nil
+	}
+	return d.IdempotencyStore.Charge(ctx, accountID, key, token, units, at, until)
+}
+
+func (d *deadAttempt) Complete(ctx context.Context, rec *sluice.IdempotencyRecord) error {
+	if d.dead(rec.Token) {
+		return nil
+	}
+	return d.IdempotencyStore.Complete(ctx, rec)
+}
+
+func (d *deadAttempt) Abandon(ctx context.Context, accountID int64, key, token string) error {
+	if d.dead(token) {
+		return nil
+	}
+	return d.IdempotencyStore.Abandon(ctx, accountID, key, token)
+}
+
+// TestIdempotentChargeInherited checks CONTRACT.md §9's "a retry is never
+// charged twice" across a crash: a keyed request charged by an instance that
+// then stops serving it is, once its lease ends, served to the retry on that
+// charge; a retry with another body is refused while the charge holds; and a
+// retry whose generation fails refunds the inherited charge.
+func TestIdempotentChargeInherited(t *testing.T) {
+	store := &deadAttempt{}
+	h := newHarness(t, func(h *harness, _ *quota.Limiter) {
+		store.IdempotencyStore = h.DB.Idempotency()
+		h.S.Idempotency = sluicehttp.Idempotency{Store: store}
+	})
+	var (
+		calls   atomic.Int64
+		fail    atomic.Bool
+		blocked = make(chan chan struct{}, 1) // the next call blocks until the channel sent is closed
+		entered = make(chan struct{}, 1)      // a call blocked
+	)
+	h.Gen.GenerateFn = func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
+		calls.Add(1)
+		select {
+		case release := <-blocked:
+			entered <- struct{}{}
+			<-release // the instance that dies while generating
+		default:
+		}
+		if fail.Load() {
+			return nil, &sluice.Error{Code: sluice.EUPSTREAM, Message: "down"}
+		}
+		return okImages(req.N), nil
+	}
+	id, key := h.account("vip")
+	sum := sha256.Sum256([]byte(idemBody))
+
+	// crash serves a request with the Idempotency-Key idem until the
+	// generator is called, waits for its claim to record its charge, and
+	// then has its instance die: nothing it does reaches the store any
+	// more. It returns what unblocks the dead request.
+	crash := func(idem string) (unblock func()) {
+		t.Helper()
+		release := make(chan struct{})
+		blocked <- release
+		answered := make(chan *response, 1)
+		go func() { answered <- h.keyed("/v1/images/generations", key, idem, idemBody) }()
+		<-entered
+		probe := &sluice.IdempotencyRecord{AccountID: id, Key: idem, Token: "probe",
+			Fingerprint: sluice.NewFingerprint("POST", "/v1/images/generations", sum),
+			ExpiresAt:   h.Clock.Now().Add(time.Minute)}
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			got, claimed, err := store.Begin(context.Background(), probe, h.Clock.Now())
+			if err != nil || claimed {
+				t.Fatalf("Begin of the same request while in flight = %v, %v", claimed, err)
+			}
+			if got.Charged > 0 {
+				if got.Charged != 2 || !got.ChargedAt.Equal(h.Clock.Now()) {
+					t.Errorf("the claim's charge: %d at %v, want 2 at %v", got.Charged, got.ChargedAt, h.Clock.Now())
+				}
+				store.token.Store(got.Token)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the claim in flight never recorded its charge: %+v", got)
+			}
+		}
+		return func() { close(release); <-answered }
+	}
+
+	unblock := crash("crash")
+	wantStatus(t, h.keyed("/v1/images/generations", key, "crash", idemBody), 409)
+	h.Clock.Add(sluicehttp.DefaultIdempotencyLease)
+	// After the lease: another request with the key is refused (the charge
+	// holds it), the same request is served on the dead instance's charge.
+	other := h.keyed("/v1/images/generations", key, "crash", `{"model":"sluice-sketch","prompt":"else","n":1}`)
+	wantStatus(t, other, 422)
+	wantRemaining(t, other, "98")
+	retry := h.keyed("/v1/images/generations", key, "crash", idemBody)
+	wantStatus(t, retry, 200)
+	wantRemaining(t, retry, "98") // charged once, by the dead instance
+	if retry.Header.Get("Idempotent-Replayed") != "" {
+		t.Errorf("the inherited retry is marked replayed")
+	}
+	again := h.keyed("/v1/images/generations", key, "crash", idemBody)
+	if again.Header.Get("Idempotent-Replayed") != "true" || !bytes.Equal(again.Body, retry.Body) {
+		t.Errorf("after the inherited retry: status %d, replayed %q", again.Status, again.Header.Get("Idempotent-Replayed"))
+	}
+	wantRemaining(t, again, "98")
+	unblock() // its answer goes nowhere: its instance is dead
+	if n := calls.Load(); n != 2 {
+		t.Errorf("generator called %d times, want 2", n)
+	}
+
+	// A retry that inherits a charge and fails refunds it and gives the
+	// key up: the next retry is a new attempt, charged.
+	unblock = crash("crash-2")
+	wantRemaining(t, h.do("GET", "/v1/usage", key, ""), "96")
+	h.Clock.Add(sluicehttp.DefaultIdempotencyLease)
+	fail.Store(true)
+	failed := h.keyed("/v1/images/generations", key, "crash-2", idemBody)
+	wantStatus(t, failed, 502)
+	wantRemaining(t, h.do("GET", "/v1/usage", key, ""), "98")
+	fail.Store(false)
+	fresh := h.keyed("/v1/images/generations", key, "crash-2", idemBody)
+	wantStatus(t, fresh, 200)
+	wantRemaining(t, fresh, "96")
+	unblock()
+
+	metrics := string(h.do("GET", "/metrics", "", "").Body)
+	if want := `sluice_idempotency_total{outcome="inherited"} 2`; !strings.Contains(metrics, want) {
+		t.Errorf("/metrics lacks %q", want)
+	}
+}

@@ -226,35 +226,56 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 	defer claim.abandon()
 
 	n := int64(req.N)
-	d, err := s.take(ctx, q, n)
-	if err != nil {
-		s.Error(w, r, err)
-		return
-	}
-	s.recordTake(q, m.ID, n, &d)
-	if !d.Allowed {
-		s.metrics.decision(q.plan.ID, "rejected")
-		setRateHeaders(w.Header(), &d)
-		if d.RetryAfter == sluice.InfDuration {
-			s.Error(w, r, tooManyError(q, &d, n))
+	// d is the decision whose headers the answer carries; paid, the one
+	// whose charge a refund gives back.
+	var d, paid sluice.Decision
+	if units, at, ok := claim.inherited(); ok {
+		// The retry of a request that an instance charged and then
+		// stopped serving: it is served on that charge, not charged again,
+		// with the headers of a peek (none if the quota service cannot
+		// answer one: failing would abandon the claim and its charge).
+		d = s.peekForHeaders(r, q)
+		q.model = m.ID // for the history's refund event, as recordTake sets it
+		s.metrics.idem.WithLabelValues("inherited").Inc()
+		// A refund gives back the inherited charge: its units, at its
+		// instant, in the windows of the account's policy.
+		n, paid = units, sluice.Decision{Allowed: true, Time: at, Blocking: -1, N: len(q.policy.Windows)}
+	} else {
+		if d, err = s.take(ctx, q, n); err != nil {
+			s.Error(w, r, err)
 			return
 		}
-		s.writeError(w, r, rateLimitError(q, &d))
-		return
+		s.recordTake(q, m.ID, n, &d)
+		if !d.Allowed {
+			s.metrics.decision(q.plan.ID, "rejected")
+			setRateHeaders(w.Header(), &d)
+			if d.RetryAfter == sluice.InfDuration {
+				s.Error(w, r, tooManyError(q, &d, n))
+				return
+			}
+			s.writeError(w, r, rateLimitError(q, &d))
+			return
+		}
+		outcome := "admitted"
+		if d.Shadow {
+			outcome = "shadow"
+		}
+		s.metrics.decision(q.plan.ID, outcome)
+		paid = d
+		if d.Charged() {
+			claim.charged(n, d.Time)
+		}
 	}
-	outcome := "admitted"
-	if d.Shadow {
-		outcome = "shadow"
-	}
-	s.metrics.decision(q.plan.ID, outcome)
 
 	// From here the units are charged. Every way out that delivers nothing
 	// refunds them, a panic included (deferred calls run before the panic
-	// reaches the recovery middleware). settled: delivered or refunded.
+	// reaches the recovery middleware), after abandoning the claim, so that
+	// no retry inherits a charge given back. settled: delivered or refunded.
 	settled := false
 	defer func() {
 		if !settled {
-			s.refund(ctx, q, n, d, "panic")
+			claim.abandon()
+			s.refund(ctx, q, n, paid, "panic")
 		}
 	}()
 
@@ -268,7 +289,8 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		settled = true
 		s.metrics.upstream.WithLabelValues(upstreamOutcome(ctx, err)).Observe(time.Since(start).Seconds())
-		s.refund(ctx, q, n, d, "upstream_error")
+		claim.abandon()
+		s.refund(ctx, q, n, paid, "upstream_error")
 		s.failWithUsage(w, r, q, s.upstreamError(r, err))
 		return
 	}
@@ -288,7 +310,8 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		settled = true
 		s.metrics.upstream.WithLabelValues(upstreamOutcome(ctx, err)).Observe(time.Since(start).Seconds())
-		s.refund(ctx, q, n, d, "relay_error")
+		claim.abandon()
+		s.refund(ctx, q, n, paid, "relay_error")
 		s.logger().LogAttrs(ctx, slog.LevelWarn, "relay of generated images failed; refunded",
 			slog.String("request_id", requestID(r)), slog.Int64("account_id", q.account.ID),
 			slog.String("error", err.Error()))

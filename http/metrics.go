@@ -109,10 +109,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"})),
 		idem: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_idempotency_total",
-			Help: "Image requests sent with an Idempotency-Key, by outcome: kept (a 200 kept for a replay), oversize (kept without its body), abandoned (not a 200: a retry is a new attempt), replayed, in_progress (409), reused (422).",
+			Help: "Image requests sent with an Idempotency-Key, by outcome: kept (a 200 kept for a replay), oversize (kept without its body), abandoned (not a 200: a retry is a new attempt), replayed, in_progress (409), reused (422), inherited (a retry taking over the claim of a stopped instance, served on its charge).",
 		}, []string{"outcome"})),
 	}
-	for _, o := range []string{"kept", "oversize", "abandoned", "replayed", "in_progress", "reused"} {
+	for _, o := range []string{"kept", "oversize", "abandoned", "replayed", "in_progress", "reused", "inherited"} {
 		m.idem.WithLabelValues(o)
 	}
 	for _, reason := range []string{"upstream_error", "relay_error", "panic"} {

@@ -107,13 +107,21 @@ func (s *Server) resetUsage(ctx context.Context, key string) error {
 // peekHeaders sets the rate-limit headers from a Peek of q. If the quota
 // service cannot answer, the response goes without them.
 func (s *Server) peekHeaders(w http.ResponseWriter, r *http.Request, q *quotaCtx) {
+	d := s.peekForHeaders(r, q)
+	setRateHeaders(w.Header(), &d)
+}
+
+// peekForHeaders returns a Peek of q for the rate-limit headers, or, if the
+// quota service cannot answer, logs why and returns the zero Decision
+// (which sets none).
+func (s *Server) peekForHeaders(r *http.Request, q *quotaCtx) sluice.Decision {
 	d, err := s.peek(r.Context(), q)
 	if err != nil {
 		s.logger().LogAttrs(r.Context(), slog.LevelWarn, "peek for rate-limit headers",
 			slog.String("request_id", requestID(r)), slog.String("error", err.Error()))
-		return
+		return sluice.Decision{}
 	}
-	setRateHeaders(w.Header(), &d)
+	return d
 }
 
 // failWithUsage answers an error to a request whose account is known, with

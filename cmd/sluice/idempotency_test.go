@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/client"
 	"github.com/sluicehq/sluice/sqlite"
@@ -282,5 +284,85 @@ func TestIdempotencyJanitor(t *testing.T) {
 	stop()
 	if n := s.purged.Load(); n != 2 {
 		t.Fatalf("purged %d records, want the 2 expired", n)
+	}
+}
+
+// TestIdempotentCrash: CONTRACT.md §9's "a retry is never charged twice"
+// across a crash. Gateway A (a process, on Redis and PostgreSQL) charges a
+// keyed request and is killed (SIGKILL) while the image is generated; the
+// client's retry on gateway B, once A's claim has lapsed, is served on A's
+// charge: one charge in all. Another request with the key is refused while
+// that charge holds.
+func TestIdempotentCrash(t *testing.T) {
+	b := sharedBackend(t)
+	up := newFakeUpstream(t)
+	extra := map[string]string{"SLUICE_UPSTREAM_URL": up.srv.URL, "SLUICE_QUOTA_TIMEOUT": "5s"}
+	gb := startOn(t, b, extra)
+	pa := startGateway(t, b, extra)
+	ga := &gateway{t: t, url: pa.url}
+	_, key := gb.account("crash@example.com", "vip")
+	const body = `{"model":"sluice-sketch","prompt":"a lighthouse"}`
+
+	open := sync.OnceFunc(up.close())
+	defer open()
+	first := make(chan response, 1)
+	go func() { first <- ga.keyedNoFatal(key, "crash-1", body) }()
+	select {
+	case <-up.in:
+	case r := <-first:
+		t.Fatalf("the request on A was answered before it reached the upstream: %d %s", r.status, r.body)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the request on A never reached the upstream")
+	}
+	// A records its charge on the claim as the generation starts.
+	conn, err := pgx.Connect(context.Background(), b.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var charged int64
+		err := conn.QueryRow(context.Background(), `SELECT charged FROM idempotency WHERE key = 'crash-1'`).Scan(&charged)
+		if err == nil && charged == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("A's claim never recorded its charge: charged %d, %v", charged, err)
+		}
+	}
+	pa.kill(t)
+	killed := time.Now()
+	open()
+
+	// The retry on B: 409 while A's lease lasts, then served on A's charge.
+	var r response
+	for {
+		r = gb.keyed(key, "crash-1", body)
+		if r.status != 409 {
+			break
+		}
+		if time.Since(killed) > 30*time.Second {
+			t.Fatalf("still 409 %v after A was killed", time.Since(killed))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("B served the retry %v after A was killed", time.Since(killed).Round(time.Millisecond))
+	if r.status != 200 || r.header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("the retry on B: %d (replayed %q) %s, want a new 200", r.status, r.header.Get("Idempotent-Replayed"), r.body)
+	}
+	if got := r.header.Get("X-Ratelimit-Remaining-Hour"); got != "99" {
+		t.Errorf("the retry: X-RateLimit-Remaining-Hour = %q, want 99 (A's charge only)", got)
+	}
+	if u := gb.do("GET", "/v1/usage", key, "").json(t); u["hour"].(map[string]any)["used"].(float64) != 1 {
+		t.Errorf("usage %v, want 1 image used", u)
+	}
+	if r := gb.keyed(key, "crash-1", `{"model":"sluice-sketch","prompt":"another"}`); r.status != 422 {
+		t.Errorf("another request with the key: %d %s, want 422", r.status, r.body)
+	}
+	if again := gb.keyed(key, "crash-1", body); again.header.Get("Idempotent-Replayed") != "true" || !bytes.Equal(again.body, r.body) {
+		t.Errorf("after the retry: %d, replayed %q", again.status, again.header.Get("Idempotent-Replayed"))
+	}
+	if n := up.calls.Load(); n != 2 {
+		t.Errorf("the upstream was called %d times, want 2 (A's, lost with it, and B's)", n)
 	}
 }
