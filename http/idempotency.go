@@ -225,42 +225,49 @@ func (s *Server) replay(w http.ResponseWriter, r *http.Request, q *quotaCtx, rec
 }
 
 // renew starts renewing the claim's lease every third of it, until
-// stopRenewing, and records the charge that charged hands it. A renewal
-// that finds the claim gone (taken over after the store was unreachable for
-// a whole lease) stops; other failures are logged and tried again at the
-// next tick (a failed charge record is not: the claim then ends without it,
-// as before there was one).
+// stopRenewing, and records the charge that charged hands it. A call that
+// finds the claim gone (taken over after the store was unreachable for a
+// whole lease) stops it; other failures are logged and tried again at the
+// next tick.
 func (c *idemClaim) renew() {
 	c.stop, c.done, c.charges = make(chan struct{}), make(chan struct{}), make(chan chargeMark, 1)
 	s, lease := c.s, c.s.Idempotency.lease()
+	// failed logs a failure of op and reports whether the claim is gone.
+	failed := func(op string, err error) bool {
+		if err == nil {
+			return false
+		}
+		s.logger().LogAttrs(context.Background(), slog.LevelWarn, op+" the claim of an idempotent request failed",
+			slog.String("request_id", requestID(c.r)), slog.Int64("account_id", c.rec.AccountID),
+			slog.String("error", err.Error()))
+		return sluice.ErrorCode(err) == sluice.ENOTFOUND
+	}
 	go func() {
 		defer close(c.done)
 		t := time.NewTicker(lease / 3)
 		defer t.Stop()
+		var pending *chargeMark // a charge not recorded yet
 		for {
-			var (
-				op  string
-				err error
-			)
 			select {
 			case <-c.stop:
 				return
 			case m := <-c.charges:
-				op = "recording the charge of"
-				ctx, cancel := context.WithTimeout(context.Background(), lease/3)
-				err = s.Idempotency.Store.Charge(ctx, c.rec.AccountID, c.rec.Key, c.rec.Token, m.units, m.at, m.at.Add(s.Idempotency.ttl()))
-				cancel()
+				pending = &m
 			case <-t.C:
-				op = "renewing"
 				ctx, cancel := context.WithTimeout(context.Background(), lease/3)
-				err = s.Idempotency.Store.Extend(ctx, c.rec.AccountID, c.rec.Key, c.rec.Token, s.now().Add(lease))
+				err := s.Idempotency.Store.Extend(ctx, c.rec.AccountID, c.rec.Key, c.rec.Token, s.now().Add(lease))
 				cancel()
+				if failed("renewing", err) {
+					return
+				}
 			}
-			if err != nil {
-				s.logger().LogAttrs(context.Background(), slog.LevelWarn, op+" the claim of an idempotent request failed",
-					slog.String("request_id", requestID(c.r)), slog.Int64("account_id", c.rec.AccountID),
-					slog.String("error", err.Error()))
-				if sluice.ErrorCode(err) == sluice.ENOTFOUND {
+			if pending != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), lease/3)
+				err := s.Idempotency.Store.Charge(ctx, c.rec.AccountID, c.rec.Key, c.rec.Token, pending.units, pending.at, pending.at.Add(s.Idempotency.ttl()))
+				cancel()
+				if err == nil {
+					pending = nil
+				} else if failed("recording the charge of", err) {
 					return
 				}
 			}

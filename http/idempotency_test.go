@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -565,4 +566,61 @@ func TestIdempotentChargeInherited(t *testing.T) {
 	if want := `sluice_idempotency_total{outcome="inherited"} 2`; !strings.Contains(metrics, want) {
 		t.Errorf("/metrics lacks %q", want)
 	}
+}
+
+// failFirstCharge is an idempotency store whose first Charge fails.
+type failFirstCharge struct {
+	sluice.IdempotencyStore
+	calls atomic.Int64
+}
+
+func (f *failFirstCharge) Charge(ctx context.Context, accountID int64, key, token string, units int64, at, until time.Time) error {
+	if f.calls.Add(1) == 1 {
+		return errors.New("the account store is unreachable")
+	}
+	return f.IdempotencyStore.Charge(ctx, accountID, key, token, units, at, until)
+}
+
+// TestIdempotentChargeRetried checks that a charge the store failed to
+// record is recorded at the claim's next renewal.
+func TestIdempotentChargeRetried(t *testing.T) {
+	const lease = 900 * time.Millisecond // renewed every 300 ms of the wall clock
+	store := &failFirstCharge{}
+	h := newHarness(t, func(h *harness, _ *quota.Limiter) {
+		store.IdempotencyStore = h.DB.Idempotency()
+		h.S.Idempotency = sluicehttp.Idempotency{Store: store, Lease: lease}
+	})
+	started, release := make(chan struct{}), make(chan struct{})
+	h.Gen.GenerateFn = func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
+		close(started)
+		<-release
+		return okImages(req.N), nil
+	}
+	id, key := h.account("vip")
+	done := make(chan *response)
+	go func() { done <- h.keyed("/v1/images/generations", key, "retried", idemBody) }()
+	<-started
+	sum := sha256.Sum256([]byte(idemBody))
+	probe := &sluice.IdempotencyRecord{AccountID: id, Key: "retried", Token: "probe",
+		Fingerprint: sluice.NewFingerprint("POST", "/v1/images/generations", sum), ExpiresAt: h.Clock.Now().Add(time.Minute)}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		got, _, err := store.Begin(context.Background(), probe, h.Clock.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Charged == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the charge was never recorded after the first failure (%d calls of Charge)", store.calls.Load())
+		}
+	}
+	if n := store.calls.Load(); n != 2 {
+		t.Errorf("Charge called %d times, want 2 (a failure, then the record)", n)
+	}
+	if !strings.Contains(h.Logs.String(), "recording the charge of the claim of an idempotent request failed") {
+		t.Errorf("the failure was not logged")
+	}
+	close(release)
+	wantStatus(t, <-done, 200)
 }
