@@ -31,7 +31,9 @@ import (
 //     the request is served, so a request is never taken over however long
 //     it runs (unless the store cannot be reached for a whole lease).
 //   - Once the quota is taken, the claim records the charge (units and
-//     instant), off the request's path. If the instance serving it stops
+//     instant), off the request's path, and after Idempotency.ChargeDelay
+//     (by when the counters hold it whatever happens). If the instance
+//     serving it stops
 //     (a crash, a kill), a retry of the same request after the lease takes
 //     the claim over and inherits the charge: it is served without a new
 //     charge, and a failure refunds the inherited one. A retry with another
@@ -77,6 +79,12 @@ type Idempotency struct {
 	// store be unreachable for a whole Lease, the request may be served
 	// twice.
 	Lease time.Duration
+	// ChargeDelay is how long after a charge a crash of the quota store
+	// may still lose it (the embedded store's flush interval, plus a
+	// flush); a claim records its charge only once that has passed, so that
+	// no retry inherits a charge that the counters lost (and is served
+	// free). 0: at once (Redis; the embedded store writing every charge).
+	ChargeDelay time.Duration
 }
 
 func (c *Idempotency) ttl() time.Duration   { return cmpOr(c.TTL, sluice.DefaultIdempotencyTTL) }
@@ -246,13 +254,24 @@ func (c *idemClaim) renew() {
 		defer close(c.done)
 		t := time.NewTicker(lease / 3)
 		defer t.Stop()
-		var pending *chargeMark // a charge not recorded yet
+		var (
+			pending *chargeMark      // a charge not recorded yet
+			delayed <-chan time.Time // fires when pending may be recorded; nil: it may
+		)
 		for {
 			select {
 			case <-c.stop:
 				return
 			case m := <-c.charges:
 				pending = &m
+				if d := s.Idempotency.ChargeDelay; d > 0 {
+					delay := time.NewTimer(d)
+					defer delay.Stop()
+					delayed = delay.C
+					continue
+				}
+			case <-delayed:
+				delayed = nil
 			case <-t.C:
 				ctx, cancel := context.WithTimeout(context.Background(), lease/3)
 				err := s.Idempotency.Store.Extend(ctx, c.rec.AccountID, c.rec.Key, c.rec.Token, s.now().Add(lease))
@@ -261,7 +280,7 @@ func (c *idemClaim) renew() {
 					return
 				}
 			}
-			if pending != nil {
+			if pending != nil && delayed == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), lease/3)
 				err := s.Idempotency.Store.Charge(ctx, c.rec.AccountID, c.rec.Key, c.rec.Token, pending.units, pending.at, pending.at.Add(s.Idempotency.ttl()))
 				cancel()

@@ -624,3 +624,48 @@ func TestIdempotentChargeRetried(t *testing.T) {
 	close(release)
 	wantStatus(t, <-done, 200)
 }
+
+// TestIdempotentChargeDelayed checks that a claim records its charge only
+// after Idempotency.ChargeDelay (the embedded counters' flush), and that a
+// request answered before then leaves no charge to inherit.
+func TestIdempotentChargeDelayed(t *testing.T) {
+	const delay = 500 * time.Millisecond
+	h := newHarness(t, func(h *harness, _ *quota.Limiter) {
+		h.S.Idempotency = sluicehttp.Idempotency{Store: h.DB.Idempotency(), ChargeDelay: delay}
+	})
+	started, release := make(chan struct{}), make(chan struct{})
+	h.Gen.GenerateFn = func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
+		close(started)
+		<-release
+		return okImages(req.N), nil
+	}
+	id, key := h.account("vip")
+	done := make(chan *response)
+	go func() { done <- h.keyed("/v1/images/generations", key, "delayed", idemBody) }()
+	<-started
+	entered := time.Now()
+	sum := sha256.Sum256([]byte(idemBody))
+	probe := &sluice.IdempotencyRecord{AccountID: id, Key: "delayed", Token: "probe",
+		Fingerprint: sluice.NewFingerprint("POST", "/v1/images/generations", sum), ExpiresAt: h.Clock.Now().Add(time.Minute)}
+	charged := func() int64 {
+		got, _, err := h.DB.Idempotency().Begin(context.Background(), probe, h.Clock.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.Charged
+	}
+	if n := charged(); n != 0 {
+		t.Fatalf("charge recorded at once: %d", n)
+	}
+	for charged() != 2 {
+		if time.Since(entered) > 10*time.Second {
+			t.Fatal("the charge was never recorded")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if waited := time.Since(entered); waited < delay-100*time.Millisecond {
+		t.Errorf("charge recorded %v after the generation began, before the delay of %v", waited, delay)
+	}
+	close(release)
+	wantStatus(t, <-done, 200)
+}
