@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -364,5 +365,79 @@ func TestIdempotentCrash(t *testing.T) {
 	}
 	if n := up.calls.Load(); n != 2 {
 		t.Errorf("the upstream was called %d times, want 2 (A's, lost with it, and B's)", n)
+	}
+}
+
+// TestIdempotentCrashEmbedded: the same as TestIdempotentCrash for one
+// gateway on the embedded stores, killed and started again on its data
+// directory. Its claim records the charge only once the counters' flush
+// holds it (a flush interval and a second), and the retry after the restart
+// is served on it.
+func TestIdempotentCrashEmbedded(t *testing.T) {
+	up := newFakeUpstream(t)
+	data := t.TempDir()
+	env := map[string]string{"SLUICE_ADMIN_TOKEN": "test-admin-token", "SLUICE_UPSTREAM_URL": up.srv.URL}
+	p := startProcess(t, env, data)
+	g := &gateway{t: t, url: p.url, admin: env["SLUICE_ADMIN_TOKEN"]}
+	_, key := g.account("embedded@example.com", "vip")
+	const body = `{"model":"sluice-sketch","prompt":"a lighthouse"}`
+
+	open := sync.OnceFunc(up.close())
+	defer open()
+	first := make(chan response, 1)
+	go func() { first <- g.keyedNoFatal(key, "crash-1", body) }()
+	select {
+	case <-up.in:
+	case r := <-first:
+		t.Fatalf("the request was answered before it reached the upstream: %d %s", r.status, r.body)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the request never reached the upstream")
+	}
+	entered := time.Now()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(data, "sluice.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var charged int64
+		err := db.QueryRow(`SELECT charged FROM idempotency WHERE key = 'crash-1'`).Scan(&charged)
+		if err == nil && charged == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the claim never recorded its charge: charged %d, %v", charged, err)
+		}
+	}
+	// The default flush interval is 1s: the record waits 2s.
+	if waited := time.Since(entered); waited < 1500*time.Millisecond {
+		t.Errorf("the charge was recorded %v after the generation began, before the counters' flush and a second", waited)
+	}
+	p.kill(t)
+	killed := time.Now()
+	open()
+
+	p = startProcess(t, env, data)
+	g = &gateway{t: t, url: p.url, admin: env["SLUICE_ADMIN_TOKEN"]}
+	var r response
+	for {
+		r = g.keyed(key, "crash-1", body)
+		if r.status != 409 {
+			break
+		}
+		if time.Since(killed) > 30*time.Second {
+			t.Fatalf("still 409 %v after the kill", time.Since(killed))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("the retry was served %v after the kill", time.Since(killed).Round(time.Millisecond))
+	if r.status != 200 || r.header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("the retry: %d (replayed %q) %s, want a new 200", r.status, r.header.Get("Idempotent-Replayed"), r.body)
+	}
+	if got := r.header.Get("X-Ratelimit-Remaining-Hour"); got != "99" {
+		t.Errorf("the retry: X-RateLimit-Remaining-Hour = %q, want 99 (the first charge only)", got)
+	}
+	if u := g.do("GET", "/v1/usage", key, "").json(t); u["hour"].(map[string]any)["used"].(float64) != 1 {
+		t.Errorf("usage %v, want 1 image used", u)
 	}
 }

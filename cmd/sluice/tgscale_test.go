@@ -37,6 +37,15 @@ func startGateway(t *testing.T, b *backend, extra map[string]string) *gatewayPro
 	for k, v := range extra {
 		env[k] = v
 	}
+	return startProcess(t, env, t.TempDir())
+}
+
+// startProcess starts one gateway process with the SLUICE_ environment env
+// (none of the test's own) and the data directory data, and waits until it
+// listens. It is stopped with SIGTERM when the test ends unless the test
+// killed it.
+func startProcess(t *testing.T, env map[string]string, data string) *gatewayProc {
+	t.Helper()
 	var base []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "SLUICE_") {
@@ -48,7 +57,7 @@ func startGateway(t *testing.T, b *backend, extra map[string]string) *gatewayPro
 		base = append(base, k+"="+v)
 	}
 	p := &gatewayProc{out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(os.Args[0], "serve", "--addr", "127.0.0.1:0", "--data", t.TempDir())
+	p.cmd = exec.Command(os.Args[0], "serve", "--addr", "127.0.0.1:0", "--data", data)
 	p.cmd.Env = base
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
