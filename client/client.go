@@ -18,7 +18,10 @@
 //     first attempt, so a request whose answer was lost on the way back is
 //     answered again from the gateway's copy, not generated and charged
 //     twice (CONTRACT.md §9). A 409 idempotency_in_progress (the first
-//     attempt is still being served) is retried after its Retry-After.
+//     attempt is still being served) is retried after its Retry-After, for
+//     up to WithMaxInProgress in all and outside the WithMaxRetries
+//     budget: if the gateway serving the first attempt died, a retry takes
+//     its claim over (and its charge) once the claim's 15 s lease lapses.
 //   - An account without limits (Elite) gets no quota headers, and the
 //     client never throttles it. Once the client knows the account's
 //     windows, a successful answer without quota headers leaves them
@@ -52,6 +55,10 @@ const (
 	DefaultMaxRetries  = 4
 	DefaultBackoffBase = 500 * time.Millisecond
 	DefaultBackoffMax  = 30 * time.Second
+	// DefaultMaxInProgress is twice the gateway's claim lease (15 s): a
+	// call whose first attempt died with its gateway is served, on that
+	// attempt's charge, by a retry after the lease.
+	DefaultMaxInProgress = 30 * time.Second
 	// maxResponse bounds the body read from an answer: four 2048x2048
 	// PNGs in base64 fit with room to spare.
 	maxResponse = 256 << 20
@@ -63,6 +70,7 @@ type Client struct {
 	key        string
 	hc         *http.Client
 	maxRetries int
+	maxInProg  time.Duration // the longest a call retries 409 idempotency_in_progress
 	maxWait    time.Duration // negative: no limit
 	backBase   time.Duration
 	backMax    time.Duration
@@ -88,6 +96,12 @@ func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc
 // a connection error (default DefaultMaxRetries; 0 never retries).
 // Proactive waits for quota are not retries: nothing is sent.
 func WithMaxRetries(n int) Option { return func(c *Client) { c.maxRetries = max(n, 0) } }
+
+// WithMaxInProgress sets how long, in all, a call retries answers 409
+// idempotency_in_progress (default DefaultMaxInProgress; 0 never retries
+// them). Those retries do not count against WithMaxRetries, but
+// WithMaxRetries(0) retries nothing, them included.
+func WithMaxInProgress(d time.Duration) Option { return func(c *Client) { c.maxInProg = max(d, 0) } }
 
 // WithMaxWait caps how long a call waits for quota, before sending (the view
 // shows a window without room) or after a 429 (its Retry-After). A call that
@@ -124,6 +138,7 @@ func New(baseURL, apiKey string, opts ...Option) *Client {
 		key:        apiKey,
 		hc:         &http.Client{},
 		maxRetries: DefaultMaxRetries,
+		maxInProg:  DefaultMaxInProgress,
 		maxWait:    -1,
 		backBase:   DefaultBackoffBase,
 		backMax:    DefaultBackoffMax,
@@ -299,6 +314,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, n int
 			idem = newIdempotencyKey()
 		}
 	}
+	var inProgress time.Time // the first 409 idempotency_in_progress
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("%s %s: %w", method, path, err)
@@ -355,6 +371,13 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, n int
 		case resp.StatusCode == http.StatusConflict && e.Code == sluice.EIDEMINFLIGHT:
 			wait = max(e.RetryAfter, time.Second)
 			wait += jitter(wait)
+			if inProgress.IsZero() {
+				inProgress = arrived
+			}
+			if c.maxRetries == 0 || arrived.Add(wait).Sub(inProgress) > c.maxInProg {
+				return e
+			}
+			attempt-- // outside the retry budget (the loop counts it back): bounded by maxInProg
 		case resp.StatusCode >= 500:
 			c.stats.serverErrors.Add(1)
 			wait = c.backoff(attempt)
