@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
 
@@ -124,7 +125,11 @@ func TestTokenBucketTooLarge(t *testing.T) {
 // it, a limited window with more than 128 pairs (an older gateway, in a
 // rolling upgrade, keeps writing those), counts every unit, and the next
 // charge in a new second coarsens its oldest pairs to fewer than 128, the
-// first moved to the end of its cell.
+// first moved to the end of its cell: at most 128 with the new one. How
+// many the cells hold depends on where the seconds fall in them, so the
+// test charges at each of a cell's 57 offsets (the script runs on the
+// caller's clock). With the wall clock alone, and asking for fewer than 128
+// with the new pair, it failed at the one offset in 57 that leaves 128.
 func TestUnboundedState(t *testing.T) {
 	ctx := context.Background()
 	c := sharedClient(t)
@@ -132,41 +137,51 @@ func TestUnboundedState(t *testing.T) {
 	cleanPrefix(t, c, prefix)
 	s := redis.New(storeClient(t), redis.Options{Prefix: prefix, CallerClock: true})
 	p := sluice.Policy{Windows: []sluice.Window{{Name: "hour", Length: time.Hour, Limit: 1000}}}
-	now := time.Now()
-	sec := now.Unix()
-	// ">BB" algorithm, windows; ">BI4" present, pairs; the pairs ">I4I4":
-	// a unit in each of the last 300 seconds; the trailer ">d" total.
-	old := []byte{0, 1, 1}
-	old = binary.BigEndian.AppendUint32(old, 300)
-	for i := range int64(300) {
-		old = binary.BigEndian.AppendUint32(old, uint32(sec-300+i))
-		old = binary.BigEndian.AppendUint32(old, 1)
+	base := time.Now().Truncate(time.Second)
+	full := 0
+	for off := range int64(57) { // ceil(3600/64) = 57 s a cell
+		now := base.Add(time.Duration(off) * time.Second)
+		sec := now.Unix()
+		key := "k" + strconv.FormatInt(off, 10)
+		// ">BB" algorithm, windows; ">BI4" present, pairs; the pairs
+		// ">I4I4": a unit in each of the last 300 seconds; the trailer
+		// ">d" total.
+		old := []byte{0, 1, 1}
+		old = binary.BigEndian.AppendUint32(old, 300)
+		for i := range int64(300) {
+			old = binary.BigEndian.AppendUint32(old, uint32(sec-300+i))
+			old = binary.BigEndian.AppendUint32(old, 1)
+		}
+		old = binary.BigEndian.AppendUint64(old, math.Float64bits(300))
+		if err := c.Set(ctx, prefix+key, old, time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		d, err := s.Take(ctx, key, &p, 1, now)
+		if err != nil || !d.Allowed || d.Windows[0].Counted != 301 || d.Windows[0].Remaining != 699 {
+			t.Fatalf("offset %d: take on an unbounded state: %+v, %v; want 301 counted", off, d, err)
+		}
+		first := sec - 300
+		first += (57 - first%57) % 57 // the end of its cell
+		if got, want := d.Windows[0].Reset.Unix(), first+3600; got != want {
+			t.Errorf("offset %d: reset %d, want %d (the oldest pair moved to the end of its cell)", off, got, want)
+		}
+		v, err := c.Get(ctx, prefix+key).Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pairs := binary.BigEndian.Uint32(v[3:])
+		if pairs > 128 || len(v) != 2+1+4+8*int(pairs)+8+8 {
+			t.Fatalf("offset %d: state of %d bytes, %d pairs after the charge; want at most 128", off, len(v), pairs)
+		}
+		if pairs == 128 {
+			full++
+		}
+		d, err = s.Peek(ctx, key, &p, now)
+		if err != nil || d.Windows[0].Counted != 301 {
+			t.Fatalf("offset %d: peek: %+v, %v; want 301 counted", off, d, err)
+		}
 	}
-	old = binary.BigEndian.AppendUint64(old, math.Float64bits(300))
-	if err := c.Set(ctx, prefix+"k", old, time.Hour).Err(); err != nil {
-		t.Fatal(err)
-	}
-	d, err := s.Take(ctx, "k", &p, 1, now)
-	if err != nil || !d.Allowed || d.Windows[0].Counted != 301 || d.Windows[0].Remaining != 699 {
-		t.Fatalf("take on an unbounded state: %+v, %v; want 301 counted", d, err)
-	}
-	first := sec - 300
-	first += (57 - first%57) % 57 // the end of its cell: ceil(3600/64) = 57 s
-	if got, want := d.Windows[0].Reset.Unix(), first+3600; got != want {
-		t.Errorf("reset %d, want %d (the oldest pair moved to the end of its cell)", got, want)
-	}
-	v, err := c.Get(ctx, prefix+"k").Bytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pairs := binary.BigEndian.Uint32(v[3:])
-	if pairs >= 128 || len(v) != 2+1+4+8*int(pairs)+8+8 {
-		t.Fatalf("state of %d bytes, %d pairs after the charge; want fewer than 128", len(v), pairs)
-	}
-	d, err = s.Peek(ctx, "k", &p, now)
-	if err != nil || d.Windows[0].Counted != 301 {
-		t.Fatalf("peek: %+v, %v; want 301 counted", d, err)
-	}
+	t.Logf("128 pairs after the charge at %d of 57 offsets", full)
 }
 
 // TestStateWithoutTotals: a sliding state as the script before running

@@ -29,7 +29,8 @@
 // the ratios of sluice to each peer per round (throughput, and CPU time per
 // request), min–max and median. The latency runs send requests at a fixed
 // rate whatever the answers' latency, to the upstream directly, through the
-// proxy and through sluice, and give what sluice adds to the p50 and p99.
+// proxy, through sluice and through sluice without history, and give what
+// sluice adds to the p50 and p99.
 // Each latency run starts with a second of the same traffic that is not
 // counted, so that the client's and the servers' connections are open and
 // warm: the figures are the steady state's, not a first second of dials.
