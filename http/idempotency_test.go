@@ -56,6 +56,36 @@ func wantRemaining(t *testing.T, res *response, want string) {
 	}
 }
 
+// blocked sends a keyed request of idemBody with the key idem, whose
+// generation waits; it returns once the generator was called, with what
+// lets the generation finish and returns the answer.
+func (h *harness) blocked(key, idem string) (finish func() *response) {
+	started, release := make(chan struct{}), make(chan struct{})
+	h.Gen.GenerateFn = func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
+		close(started)
+		<-release
+		return okImages(req.N), nil
+	}
+	done := make(chan *response)
+	go func() { done <- h.keyed("/v1/images/generations", key, idem, idemBody) }()
+	<-started
+	return func() *response { close(release); return <-done }
+}
+
+// claimOf returns the claim in flight of account id's request of idemBody
+// with the key idem, as a Begin of the same request through s sees it.
+func (h *harness) claimOf(s sluice.IdempotencyStore, id int64, idem string) *sluice.IdempotencyRecord {
+	h.t.Helper()
+	sum := sha256.Sum256([]byte(idemBody))
+	probe := &sluice.IdempotencyRecord{AccountID: id, Key: idem, Token: "probe",
+		Fingerprint: sluice.NewFingerprint("POST", "/v1/images/generations", sum), ExpiresAt: h.Clock.Now().Add(time.Minute)}
+	got, claimed, err := s.Begin(context.Background(), probe, h.Clock.Now())
+	if err != nil || claimed {
+		h.t.Fatalf("Begin of the same request while in flight = %v, %v", claimed, err)
+	}
+	return got
+}
+
 // TestIdempotentReplay checks that a retry with the key gets the first
 // answer byte for byte, marked replayed, with the quota as it stands now and
 // no second charge, under /v1/ and /openai/v1/ alike.
@@ -155,16 +185,8 @@ func TestIdempotentKeyReused(t *testing.T) {
 // and the replay once it is done.
 func TestIdempotentInFlight(t *testing.T) {
 	h := newHarness(t, withIdempotency(0))
-	started, release := make(chan struct{}), make(chan struct{})
-	h.Gen.GenerateFn = func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
-		close(started)
-		<-release
-		return okImages(req.N), nil
-	}
 	_, key := h.account("vip")
-	done := make(chan *response)
-	go func() { done <- h.keyed("/v1/images/generations", key, "slow", idemBody) }()
-	<-started
+	finish := h.blocked(key, "slow")
 
 	res := h.keyed("/v1/images/generations", key, "slow", idemBody)
 	wantStatus(t, res, 409)
@@ -179,8 +201,7 @@ func TestIdempotentInFlight(t *testing.T) {
 	// Another body with the key in flight is a 422, not a 409.
 	wantStatus(t, h.keyed("/v1/images/generations", key, "slow", `{"model":"sluice-sketch","prompt":"x"}`), 422)
 
-	close(release)
-	first := <-done
+	first := finish()
 	wantStatus(t, first, 200)
 	h.Gen.GenerateFn = nil
 	again := h.keyed("/v1/images/generations", key, "slow", idemBody)
@@ -382,16 +403,8 @@ func TestIdempotentLeaseRenewed(t *testing.T) {
 		store.IdempotencyStore = h.DB.Idempotency()
 		h.S.Idempotency = sluicehttp.Idempotency{Store: store, Lease: lease}
 	})
-	started, release := make(chan struct{}), make(chan struct{})
-	h.Gen.GenerateFn = func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
-		close(started)
-		<-release
-		return okImages(req.N), nil
-	}
 	_, key := h.account("vip")
-	done := make(chan *response)
-	go func() { done <- h.keyed("/v1/images/generations", key, "long", idemBody) }()
-	<-started
+	finish := h.blocked(key, "long")
 	// Three leases pass on the request's clock; after each step, wait for
 	// a renewal made at the new time.
 	for i := range 3 {
@@ -409,8 +422,7 @@ func TestIdempotentLeaseRenewed(t *testing.T) {
 			t.Fatalf("step %d, %v after the claim: %d %s, want 409", i, h.Clock.Now().Sub(T0), res.Status, res.Body)
 		}
 	}
-	close(release)
-	first := <-done
+	first := finish()
 	wantStatus(t, first, 200)
 	again := h.keyed("/v1/images/generations", key, "long", idemBody)
 	if again.Header.Get("Idempotent-Replayed") != "true" || !bytes.Equal(again.Body, first.Body) {
@@ -488,7 +500,6 @@ func TestIdempotentChargeInherited(t *testing.T) {
 		return okImages(req.N), nil
 	}
 	id, key := h.account("vip")
-	sum := sha256.Sum256([]byte(idemBody))
 
 	// crash serves a request with the Idempotency-Key idem until the
 	// generator is called, waits for its claim to record its charge, and
@@ -501,14 +512,8 @@ func TestIdempotentChargeInherited(t *testing.T) {
 		answered := make(chan *response, 1)
 		go func() { answered <- h.keyed("/v1/images/generations", key, idem, idemBody) }()
 		<-entered
-		probe := &sluice.IdempotencyRecord{AccountID: id, Key: idem, Token: "probe",
-			Fingerprint: sluice.NewFingerprint("POST", "/v1/images/generations", sum),
-			ExpiresAt:   h.Clock.Now().Add(time.Minute)}
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-			got, claimed, err := store.Begin(context.Background(), probe, h.Clock.Now())
-			if err != nil || claimed {
-				t.Fatalf("Begin of the same request while in flight = %v, %v", claimed, err)
-			}
+			got := h.claimOf(store, id, idem)
 			if got.Charged > 0 {
 				if got.Charged != 2 || !got.ChargedAt.Equal(h.Clock.Now()) {
 					t.Errorf("the claim's charge: %d at %v, want 2 at %v", got.Charged, got.ChargedAt, h.Clock.Now())
@@ -590,25 +595,10 @@ func TestIdempotentChargeRetried(t *testing.T) {
 		store.IdempotencyStore = h.DB.Idempotency()
 		h.S.Idempotency = sluicehttp.Idempotency{Store: store, Lease: lease}
 	})
-	started, release := make(chan struct{}), make(chan struct{})
-	h.Gen.GenerateFn = func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
-		close(started)
-		<-release
-		return okImages(req.N), nil
-	}
 	id, key := h.account("vip")
-	done := make(chan *response)
-	go func() { done <- h.keyed("/v1/images/generations", key, "retried", idemBody) }()
-	<-started
-	sum := sha256.Sum256([]byte(idemBody))
-	probe := &sluice.IdempotencyRecord{AccountID: id, Key: "retried", Token: "probe",
-		Fingerprint: sluice.NewFingerprint("POST", "/v1/images/generations", sum), ExpiresAt: h.Clock.Now().Add(time.Minute)}
+	finish := h.blocked(key, "retried")
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		got, _, err := store.Begin(context.Background(), probe, h.Clock.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Charged == 2 {
+		if h.claimOf(store, id, "retried").Charged == 2 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -621,8 +611,7 @@ func TestIdempotentChargeRetried(t *testing.T) {
 	if !strings.Contains(h.Logs.String(), "recording the charge of the claim of an idempotent request failed") {
 		t.Errorf("the failure was not logged")
 	}
-	close(release)
-	wantStatus(t, <-done, 200)
+	wantStatus(t, finish(), 200)
 }
 
 // TestIdempotentChargeDelayed checks that a claim records its charge only
@@ -633,27 +622,10 @@ func TestIdempotentChargeDelayed(t *testing.T) {
 	h := newHarness(t, func(h *harness, _ *quota.Limiter) {
 		h.S.Idempotency = sluicehttp.Idempotency{Store: h.DB.Idempotency(), ChargeDelay: delay}
 	})
-	started, release := make(chan struct{}), make(chan struct{})
-	h.Gen.GenerateFn = func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
-		close(started)
-		<-release
-		return okImages(req.N), nil
-	}
 	id, key := h.account("vip")
-	done := make(chan *response)
-	go func() { done <- h.keyed("/v1/images/generations", key, "delayed", idemBody) }()
-	<-started
+	finish := h.blocked(key, "delayed")
 	entered := time.Now()
-	sum := sha256.Sum256([]byte(idemBody))
-	probe := &sluice.IdempotencyRecord{AccountID: id, Key: "delayed", Token: "probe",
-		Fingerprint: sluice.NewFingerprint("POST", "/v1/images/generations", sum), ExpiresAt: h.Clock.Now().Add(time.Minute)}
-	charged := func() int64 {
-		got, _, err := h.DB.Idempotency().Begin(context.Background(), probe, h.Clock.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return got.Charged
-	}
+	charged := func() int64 { return h.claimOf(h.DB.Idempotency(), id, "delayed").Charged }
 	if n := charged(); n != 0 {
 		t.Fatalf("charge recorded at once: %d", n)
 	}
@@ -666,6 +638,5 @@ func TestIdempotentChargeDelayed(t *testing.T) {
 	if waited := time.Since(entered); waited < delay-100*time.Millisecond {
 		t.Errorf("charge recorded %v after the generation began, before the delay of %v", waited, delay)
 	}
-	close(release)
-	wantStatus(t, <-done, 200)
+	wantStatus(t, finish(), 200)
 }

@@ -131,15 +131,7 @@ UPDATE idempotency SET done = 1, status = ?, content_type = ?, body = ?, oversiz
 	charged = 0, charged_at = 0, charged_until = 0
 WHERE account_id = ? AND key = ? AND token = ? AND done = 0`,
 		rec.Status, rec.ContentType, body, rec.Oversize, exp, rec.AccountID, rec.Key, rec.Token)
-	if err != nil {
-		return fmt.Errorf("idempotency complete: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("idempotency complete: %w", err)
-	} else if n == 0 {
-		return sluice.Errorf(sluice.ENOTFOUND, "The idempotency claim is no longer held.")
-	}
-	return nil
+	return held("complete", res, err)
 }
 
 // Extend implements sluice.IdempotencyStore.
@@ -151,15 +143,7 @@ func (s *Idempotency) Extend(ctx context.Context, accountID int64, key, token st
 	res, err := s.db.w.ExecContext(ctx,
 		`UPDATE idempotency SET expires_at = ? WHERE account_id = ? AND key = ? AND token = ? AND done = 0`,
 		exp, accountID, key, token)
-	if err != nil {
-		return fmt.Errorf("idempotency extend: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("idempotency extend: %w", err)
-	} else if n == 0 {
-		return sluice.Errorf(sluice.ENOTFOUND, "The idempotency claim is no longer held.")
-	}
-	return nil
+	return held("extend", res, err)
 }
 
 // Charge implements sluice.IdempotencyStore.
@@ -175,11 +159,18 @@ func (s *Idempotency) Charge(ctx context.Context, accountID int64, key, token st
 	res, err := s.db.w.ExecContext(ctx,
 		`UPDATE idempotency SET charged = ?, charged_at = ?, charged_until = ? WHERE account_id = ? AND key = ? AND token = ? AND done = 0`,
 		units, atN, untilN, accountID, key, token)
+	return held("charge", res, err)
+}
+
+// held is the error of the update op of a claim in flight that returned
+// res, err: ENOTFOUND if it changed no row (the attempt no longer holds the
+// claim).
+func held(op string, res sql.Result, err error) error {
 	if err != nil {
-		return fmt.Errorf("idempotency charge: %w", err)
+		return fmt.Errorf("idempotency %s: %w", op, err)
 	}
 	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("idempotency charge: %w", err)
+		return fmt.Errorf("idempotency %s: %w", op, err)
 	} else if n == 0 {
 		return sluice.Errorf(sluice.ENOTFOUND, "The idempotency claim is no longer held.")
 	}

@@ -214,18 +214,8 @@ func TestIdempotentTwoInstances(t *testing.T) {
 	_, key := a.account("two@example.com", "vip")
 	const body = `{"model":"sluice-sketch","prompt":"a lighthouse"}`
 
-	open := up.close()
-	first := make(chan response, 1)
-	go func() { first <- a.keyedNoFatal(key, "shared-1", body) }()
-	select {
-	case <-up.in:
-	case r := <-first:
-		open()
-		t.Fatalf("the first request was answered before it reached the upstream: %d %s", r.status, r.body)
-	case <-time.After(30 * time.Second):
-		open()
-		t.Fatal("the first request never reached the upstream")
-	}
+	open, first := atUpstream(t, up, a, key, "shared-1", body)
+	defer open()
 	r := bb.keyed(key, "shared-1", body)
 	if r.status != 409 || r.header.Get("Retry-After") != "1" {
 		t.Errorf("on B while A serves: %d %s (Retry-After %q), want 409", r.status, r.body, r.header.Get("Retry-After"))
@@ -304,53 +294,24 @@ func TestIdempotentCrash(t *testing.T) {
 	_, key := gb.account("crash@example.com", "vip")
 	const body = `{"model":"sluice-sketch","prompt":"a lighthouse"}`
 
-	open := sync.OnceFunc(up.close())
+	open, _ := atUpstream(t, up, ga, key, "crash-1", body)
 	defer open()
-	first := make(chan response, 1)
-	go func() { first <- ga.keyedNoFatal(key, "crash-1", body) }()
-	select {
-	case <-up.in:
-	case r := <-first:
-		t.Fatalf("the request on A was answered before it reached the upstream: %d %s", r.status, r.body)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the request on A never reached the upstream")
-	}
 	// A records its charge on the claim as the generation starts.
 	conn, err := pgx.Connect(context.Background(), b.dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		var charged int64
-		err := conn.QueryRow(context.Background(), `SELECT charged FROM idempotency WHERE key = 'crash-1'`).Scan(&charged)
-		if err == nil && charged == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("A's claim never recorded its charge: charged %d, %v", charged, err)
-		}
-	}
+	waitCharged(t, 10*time.Second, func() (charged int64, err error) {
+		err = conn.QueryRow(context.Background(), `SELECT charged FROM idempotency WHERE key = 'crash-1'`).Scan(&charged)
+		return charged, err
+	})
 	pa.kill(t)
 	killed := time.Now()
 	open()
 
 	// The retry on B: 409 while A's lease lasts, then served on A's charge.
-	var r response
-	for {
-		r = gb.keyed(key, "crash-1", body)
-		if r.status != 409 {
-			break
-		}
-		if time.Since(killed) > 30*time.Second {
-			t.Fatalf("still 409 %v after A was killed", time.Since(killed))
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Logf("B served the retry %v after A was killed", time.Since(killed).Round(time.Millisecond))
-	if r.status != 200 || r.header.Get("Idempotent-Replayed") != "" {
-		t.Fatalf("the retry on B: %d (replayed %q) %s, want a new 200", r.status, r.header.Get("Idempotent-Replayed"), r.body)
-	}
+	r := takeOver(t, gb, key, "crash-1", body, killed)
 	if got := r.header.Get("X-Ratelimit-Remaining-Hour"); got != "99" {
 		t.Errorf("the retry: X-RateLimit-Remaining-Hour = %q, want 99 (A's charge only)", got)
 	}
@@ -382,33 +343,18 @@ func TestIdempotentCrashEmbedded(t *testing.T) {
 	_, key := g.account("embedded@example.com", "vip")
 	const body = `{"model":"sluice-sketch","prompt":"a lighthouse"}`
 
-	open := sync.OnceFunc(up.close())
+	open, _ := atUpstream(t, up, g, key, "crash-1", body)
 	defer open()
-	first := make(chan response, 1)
-	go func() { first <- g.keyedNoFatal(key, "crash-1", body) }()
-	select {
-	case <-up.in:
-	case r := <-first:
-		t.Fatalf("the request was answered before it reached the upstream: %d %s", r.status, r.body)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the request never reached the upstream")
-	}
 	entered := time.Now()
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(data, "sluice.db")+"?mode=ro")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		var charged int64
-		err := db.QueryRow(`SELECT charged FROM idempotency WHERE key = 'crash-1'`).Scan(&charged)
-		if err == nil && charged == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the claim never recorded its charge: charged %d, %v", charged, err)
-		}
-	}
+	waitCharged(t, 20*time.Second, func() (charged int64, err error) {
+		err = db.QueryRow(`SELECT charged FROM idempotency WHERE key = 'crash-1'`).Scan(&charged)
+		return charged, err
+	})
 	// The default flush interval is 1s: the record waits 2s.
 	if waited := time.Since(entered); waited < 1500*time.Millisecond {
 		t.Errorf("the charge was recorded %v after the generation began, before the counters' flush and a second", waited)
@@ -419,25 +365,69 @@ func TestIdempotentCrashEmbedded(t *testing.T) {
 
 	p = startProcess(t, env, data)
 	g = &gateway{t: t, url: p.url, admin: env["SLUICE_ADMIN_TOKEN"]}
-	var r response
-	for {
-		r = g.keyed(key, "crash-1", body)
-		if r.status != 409 {
-			break
-		}
-		if time.Since(killed) > 30*time.Second {
-			t.Fatalf("still 409 %v after the kill", time.Since(killed))
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Logf("the retry was served %v after the kill", time.Since(killed).Round(time.Millisecond))
-	if r.status != 200 || r.header.Get("Idempotent-Replayed") != "" {
-		t.Fatalf("the retry: %d (replayed %q) %s, want a new 200", r.status, r.header.Get("Idempotent-Replayed"), r.body)
-	}
+	r := takeOver(t, g, key, "crash-1", body, killed)
 	if got := r.header.Get("X-Ratelimit-Remaining-Hour"); got != "99" {
 		t.Errorf("the retry: X-RateLimit-Remaining-Hour = %q, want 99 (the first charge only)", got)
 	}
 	if u := g.do("GET", "/v1/usage", key, "").json(t); u["hour"].(map[string]any)["used"].(float64) != 1 {
 		t.Errorf("usage %v, want 1 image used", u)
+	}
+}
+
+// atUpstream closes up's gate and sends to g the request body with the
+// key idem, and returns once it reached the upstream: open lets it (and
+// those after it) go, and may be called more than once; first receives
+// its answer.
+func atUpstream(t *testing.T, up *fakeUpstream, g *gateway, key, idem, body string) (open func(), first <-chan response) {
+	t.Helper()
+	open = sync.OnceFunc(up.close())
+	answered := make(chan response, 1)
+	go func() { answered <- g.keyedNoFatal(key, idem, body) }()
+	select {
+	case <-up.in:
+	case r := <-answered:
+		open()
+		t.Fatalf("the request was answered before it reached the upstream: %d %s", r.status, r.body)
+	case <-time.After(30 * time.Second):
+		open()
+		t.Fatal("the request never reached the upstream")
+	}
+	return open, answered
+}
+
+// waitCharged waits, at most timeout, until charged reports the claim's
+// charge of 1 unit recorded.
+func waitCharged(t *testing.T, timeout time.Duration, charged func() (int64, error)) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
+		n, err := charged()
+		if err == nil && n == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the claim never recorded its charge: charged %d, %v", n, err)
+		}
+	}
+}
+
+// takeOver sends the request body with the key idem to g while it is
+// answered 409 (the claim of the gateway killed at killed holds), for at
+// most 30 s after the kill, and returns the answer that took the claim
+// over: a new 200.
+func takeOver(t *testing.T, g *gateway, key, idem, body string, killed time.Time) response {
+	t.Helper()
+	for {
+		r := g.keyed(key, idem, body)
+		if r.status != 409 {
+			t.Logf("the retry was served %v after the kill", time.Since(killed).Round(time.Millisecond))
+			if r.status != 200 || r.header.Get("Idempotent-Replayed") != "" {
+				t.Fatalf("the retry: %d (replayed %q) %s, want a new 200", r.status, r.header.Get("Idempotent-Replayed"), r.body)
+			}
+			return r
+		}
+		if time.Since(killed) > 30*time.Second {
+			t.Fatalf("still 409 %v after the kill", time.Since(killed))
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 }
