@@ -214,6 +214,8 @@ ALTER TABLE idempotency
 	ADD COLUMN charged_at timestamptz NOT NULL DEFAULT 'epoch',
 	ADD COLUMN charged_until timestamptz NOT NULL DEFAULT 'epoch';
 `,
+	// 9: the journal of the Telegram bot's updates (botupdate.go).
+	botUpdateMigration,
 }
 
 // migrationLock is the key of the advisory lock that migrations hold.

@@ -92,3 +92,16 @@ func BenchmarkIdempotencyRecordBytes(b *testing.B) {
 func TestUsageStore(t *testing.T) {
 	storetest.RunUsageStore(t, func(t *testing.T) sluice.UsageStore { return openSchema(t) })
 }
+
+func TestBotUpdateStore(t *testing.T) {
+	storetest.RunBotUpdateStore(t, func(t *testing.T) (sluice.BotUpdateStore, func() sluice.BotUpdateStore) {
+		url, _ := testenv.PostgresSchema(t)
+		return open(t, url).BotUpdates(), func() sluice.BotUpdateStore { return open(t, url).BotUpdates() }
+	})
+}
+
+// BenchmarkBotUpdates measures the bot's journal calls. Run it with a
+// count: -benchtime=2000x.
+func BenchmarkBotUpdates(b *testing.B) {
+	storetest.BenchmarkBotUpdateStore(b, openSchema(b).BotUpdates())
+}

@@ -246,6 +246,8 @@ ALTER TABLE idempotency ADD COLUMN charged INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE idempotency ADD COLUMN charged_at INTEGER NOT NULL DEFAULT 0;    -- Unix nanoseconds
 ALTER TABLE idempotency ADD COLUMN charged_until INTEGER NOT NULL DEFAULT 0; -- Unix nanoseconds
 `,
+	// 9: the journal of the Telegram bot's updates (botupdate.go).
+	botUpdateMigration,
 }
 
 // migrate applies the steps of ms that the database lacks, each in its own

@@ -363,3 +363,21 @@ func TestUsageStore(t *testing.T) {
 		return mustOpen(t, filepath.Join(t.TempDir(), "sluice.db"))
 	})
 }
+
+func TestBotUpdateStore(t *testing.T) {
+	storetest.RunBotUpdateStore(t, func(t *testing.T) (sluice.BotUpdateStore, func() sluice.BotUpdateStore) {
+		path := filepath.Join(t.TempDir(), "sluice.db")
+		return mustOpen(t, path).BotUpdates(), func() sluice.BotUpdateStore { return mustOpen(t, path).BotUpdates() }
+	})
+}
+
+// BenchmarkBotUpdates measures the bot's journal calls. Run it with a
+// count: -benchtime=2000x.
+func BenchmarkBotUpdates(b *testing.B) {
+	db, err := Open(b.Context(), filepath.Join(b.TempDir(), "sluice.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	storetest.BenchmarkBotUpdateStore(b, db.BotUpdates())
+}
