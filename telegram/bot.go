@@ -6,8 +6,10 @@
 // It talks to the Bot API through github.com/go-telegram/bot: long polling
 // by default, or webhook deliveries to WebhookHandler, mounted on the
 // gateway's HTTP server. With several instances on one token (Leases set),
-// exactly one polls at a time, elected by a lease (poll.go); Seen makes an
-// update delivered twice, to any instance, handled once.
+// exactly one polls at a time, elected by a lease (poll.go); the journal of
+// updates (journal.go) makes an update delivered twice, to any instance,
+// handled once, and one received by an instance that stops, handled by
+// another.
 //
 // Identity: a Telegram user's first message creates a Starter account bound
 // to the user, unless the message is /link CODE, which binds the user to the
@@ -48,7 +50,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -132,11 +133,21 @@ type Bot struct {
 	// instance that does not hold it tries to take it; 0 means
 	// DefaultLeaseTTL and DefaultLeaseRetry.
 	LeaseTTL, LeaseRetry time.Duration
-	// Seen, if set, remembers the updates handled by every instance that
-	// shares it, for SeenTTL, so that an update delivered twice (to two
-	// instances, or polled again by a new poller) is handled once; nil
-	// means this instance's memory only.
-	Seen sluice.OnceSet
+	// Journal, if set, keeps every update from its receipt until it is
+	// handled, shared by the instances that share it (see journal.go): an
+	// update delivered twice, to any instance, is handled once, and one
+	// whose instance stops before answering is answered by another (or by
+	// it, restarted), on the unit it was charged. nil means this
+	// instance's memory only: a stop loses what it had not answered.
+	Journal sluice.BotUpdateStore
+	// JournalLease is how long an instance holds an update it received
+	// unless it renews the lease; 0 means DefaultJournalLease.
+	JournalLease time.Duration
+	// ChargeDelay is how long after a prompt's charge a crash of the
+	// quota store may still lose it (the embedded store's flush interval,
+	// plus a flush): the journal records the charge only after that, so
+	// that no claim inherits a unit the counters lost. 0: at once.
+	ChargeDelay time.Duration
 
 	// Usage receives every quota decision of a prompt and every refund,
 	// with channel and key ID "telegram"; nil means none is recorded.
@@ -168,7 +179,10 @@ type Bot struct {
 	closed  bool
 
 	workers sync.WaitGroup // per-chat workers
-	poller  sync.WaitGroup // the long-polling loop
+	poller  sync.WaitGroup // the long-polling loop and the journal's keeper
+
+	botID  int64  // the bot's user id, from the token
+	holder string // this instance's name in the journal
 
 	username atomic.Pointer[string] // learnt by Start (getMe)
 }
@@ -176,7 +190,7 @@ type Bot struct {
 // chatQueue is the updates of one chat waiting for its worker: messages
 // and callback queries (a button pressed under one of the bot's messages).
 type chatQueue struct {
-	msgs []*models.Update
+	msgs []*job
 }
 
 func (b *Bot) init() error {
@@ -192,6 +206,7 @@ func (b *Bot) init() error {
 		b.gen = make(chan struct{}, orInt(b.MaxGenerations, DefaultMaxGenerations))
 		b.chats = make(map[int64]*chatQueue)
 		b.ctx, b.cancel = context.WithCancel(context.Background())
+		b.botID, b.holder = botID(b.Token), sluice.RandomString(16)
 
 		poll := b.PollTimeout
 		if poll <= 0 {
@@ -211,7 +226,7 @@ func (b *Bot) init() error {
 			tgbot.WithSkipGetMe(),
 			tgbot.WithHTTPClient(poll, client),
 			tgbot.WithNotAsyncHandlers(), // dispatch is quick and keeps the order
-			tgbot.WithDefaultHandler(func(_ context.Context, _ *tgbot.Bot, u *models.Update) { b.dispatch(u) }),
+			tgbot.WithDefaultHandler(func(_ context.Context, _ *tgbot.Bot, u *models.Update) { b.dispatch(u, nil) }),
 			tgbot.WithAllowedUpdates(tgbot.AllowedUpdates{"message"}),
 			tgbot.WithErrorsHandler(func(err error) {
 				b.logger().Warn("telegram: bot api", slog.String("error", err.Error()))
@@ -249,6 +264,13 @@ func (b *Bot) Start(ctx context.Context) error {
 	}
 	b.started = true
 	b.mu.Unlock()
+	if b.Journal != nil {
+		b.poller.Add(1)
+		go func() {
+			defer b.poller.Done()
+			b.keepJournal(b.ctx)
+		}()
+	}
 
 	if b.WebhookURL != "" {
 		if b.WebhookSecret == "" {
@@ -281,10 +303,12 @@ func (b *Bot) Start(ctx context.Context) error {
 }
 
 // Close stops the bot: it stops receiving updates, cancels the work in
-// progress (generations that were charged are refunded), drops the
-// messages still waiting (telling each chat so, once), and sends the
-// replies already queued until ctx ends. It does not remove the webhook, so that Telegram keeps the updates
-// that arrive meanwhile for the next start.
+// progress (generations that were charged are refunded), and sends the
+// replies already queued until ctx ends. The messages still waiting are
+// released to the journal, for another instance or the next start; those
+// the journal does not hold are dropped, and each chat is told so, once.
+// It does not remove the webhook, so that Telegram keeps the updates that
+// arrive meanwhile for the next start.
 func (b *Bot) Close(ctx context.Context) error {
 	if err := b.init(); err != nil {
 		return nil // nothing was started
@@ -295,10 +319,10 @@ func (b *Bot) Close(ctx context.Context) error {
 		return nil
 	}
 	b.closed = true
-	var dropped []*models.Message // the last waiting message of each chat
+	var dropped []*models.Message // of each chat, the last waiting message the journal does not hold
 	for _, q := range b.chats {
 		for i := len(q.msgs) - 1; i >= 0; i-- {
-			if m := q.msgs[i].Message; m != nil {
+			if m := q.msgs[i].u.Message; m != nil && !q.msgs[i].journaled {
 				dropped = append(dropped, m)
 				break
 			}
@@ -313,6 +337,11 @@ func (b *Bot) Close(ctx context.Context) error {
 		b.reply(m, restartingWaitingText)
 	}
 	b.out.stop(ctx)
+	if b.Journal != nil {
+		// After the photos in the outbox were sent or refunded: the
+		// updates left are those that waited, for another instance.
+		b.release()
+	}
 	return nil
 }
 
@@ -348,7 +377,7 @@ func (b *Bot) WebhookHandler() http.Handler {
 			http.Error(w, "bad request", http.StatusBadRequest)
 			return
 		}
-		if !b.dispatch(&u) {
+		if !b.dispatch(&u, body) {
 			http.Error(w, "closed", http.StatusServiceUnavailable)
 			return
 		}
@@ -356,30 +385,41 @@ func (b *Bot) WebhookHandler() http.Handler {
 	})
 }
 
-// dispatch queues an update's message for its chat's worker, starting the
-// worker if the chat has none. It never blocks on the work itself. It
-// reports false if the bot is closed.
-func (b *Bot) dispatch(u *models.Update) bool {
-	m := u.Message
+// dispatch records an update in the journal and queues it for its chat's
+// worker. raw is its JSON as Telegram sent it, if at hand. It never blocks
+// on the work itself. It reports false if the bot is closed, so that the
+// update is left to Telegram.
+func (b *Bot) dispatch(u *models.Update, raw []byte) bool {
+	m := messageOf(u)
 	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return false
-	}
-	if cb := u.CallbackQuery; cb != nil && cb.Message.Message != nil {
-		m = cb.Message.Message // the bot's message whose button was pressed: its chat
-	} else if m == nil || m.From == nil || m.From.IsBot {
-		b.mu.Unlock()
-		return true // not for us: edits, channel posts, other bots
-	}
-	if !b.recent.add(u.ID) {
-		b.mu.Unlock()
-		return true // a redelivery (Telegram retries a webhook it thinks failed): done once already
-	}
+	closed := b.closed
+	fresh := !closed && m != nil && b.recent.add(u.ID)
 	b.mu.Unlock()
-	if !b.firstSeen(u.ID) {
-		return true // handled by another instance
+	switch {
+	case closed:
+		return false
+	case !fresh:
+		// Not for us (edits, channel posts, other bots), or a redelivery
+		// (Telegram retries a webhook it thinks failed): done once already.
+		return true
 	}
+	j := b.receive(u, raw)
+	if j == nil {
+		return true // in the journal already: handled, or held, by an instance
+	}
+	if !b.enqueue(j, m) {
+		// Closed meanwhile: the journal has it for another instance; left
+		// to Telegram if not journaled.
+		return j.journaled
+	}
+	return true
+}
+
+// enqueue queues j, an update about the message m, for its chat's worker,
+// starting the worker if the chat has none. A chat with MaxPending messages
+// waiting is told to wait, and the update is finished. It reports false if
+// the bot is closed.
+func (b *Bot) enqueue(j *job, m *models.Message) bool {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -393,14 +433,16 @@ func (b *Bot) dispatch(u *models.Update) bool {
 		b.workers.Add(1)
 		go b.work(chat, q)
 	}
-	if len(q.msgs) >= orInt(b.MaxPending, DefaultMaxPending) {
+	if n := len(q.msgs); n >= orInt(b.MaxPending, DefaultMaxPending) {
 		b.mu.Unlock()
-		if u.CallbackQuery == nil {
-			b.reply(m, fmt.Sprintf("You have %d messages waiting already; I'll take new ones once I've worked through those.", len(q.msgs)))
+		if j.u.CallbackQuery == nil {
+			b.reply(m, fmt.Sprintf("You have %d messages waiting already; I'll take new ones once I've worked through those.", n))
 		}
+		b.refundInherited(j)
+		b.finish(j)
 		return true
 	}
-	q.msgs = append(q.msgs, u)
+	q.msgs = append(q.msgs, j)
 	b.mu.Unlock()
 	return true
 }
@@ -416,14 +458,20 @@ func (b *Bot) work(chat int64, q *chatQueue) {
 			b.mu.Unlock()
 			return
 		}
-		u := q.msgs[0]
+		j := q.msgs[0]
 		q.msgs[0] = nil
 		q.msgs = q.msgs[1:]
 		b.mu.Unlock()
-		if u.CallbackQuery != nil {
-			b.callback(b.ctx, u.CallbackQuery)
+		if j.u.CallbackQuery != nil {
+			b.callback(b.ctx, j.u.CallbackQuery)
 		} else {
-			b.handle(b.ctx, u.Message)
+			b.handle(b.ctx, j)
+		}
+		// A charge inherited and not served on (the prompt could not
+		// run) goes back.
+		b.refundInherited(j)
+		if !j.deferred {
+			b.finish(j)
 		}
 	}
 }
@@ -507,28 +555,6 @@ func orInt(v, def int) int {
 		return v
 	}
 	return def
-}
-
-// SeenTTL is how long Seen remembers an update: as long as Telegram keeps
-// an update it could deliver again.
-const SeenTTL = 24 * time.Hour
-
-// firstSeen reports whether no instance sharing b.Seen has seen the update
-// yet, and records it. When Seen fails the update is handled: a rare double
-// answer beats a lost message.
-func (b *Bot) firstSeen(id int64) bool {
-	if b.Seen == nil {
-		return true
-	}
-	ctx, cancel := context.WithTimeout(b.ctx, leaseCallTimeout)
-	defer cancel()
-	bot, _, _ := strings.Cut(b.Token, ":") // the bot's user id, not the secret part
-	first, err := b.Seen.MarkOnce(ctx, "telegram:"+bot+":update:"+strconv.FormatInt(id, 10), SeenTTL)
-	if err != nil {
-		b.logger().Warn("telegram: shared dedupe of updates", slog.Int64("update_id", id), slog.String("error", err.Error()))
-		return true
-	}
-	return first
 }
 
 // recentIDs remembers the last recentSize update IDs, so that an update

@@ -39,7 +39,8 @@ const (
 // messages of a chat are handled one at a time, in order. The changes it
 // makes (an account created by a first message, a /link) are made by
 // Actor{telegram, the sender's Telegram user id}.
-func (b *Bot) handle(ctx context.Context, m *models.Message) {
+func (b *Bot) handle(ctx context.Context, j *job) {
+	m := j.u.Message
 	ctx = sluice.WithActor(ctx, sluice.Actor{Type: sluice.ActorTelegram, ID: strconv.FormatInt(m.From.ID, 10)})
 	defer func() {
 		if v := recover(); v != nil {
@@ -73,7 +74,7 @@ func (b *Bot) handle(ctx context.Context, m *models.Message) {
 	}
 	switch cmd {
 	case "":
-		b.prompt(ctx, m, a, p, text)
+		b.prompt(ctx, j, a, p, text)
 	case "start":
 		hour, day := a.Limits(p)
 		b.reply(m, fmt.Sprintf("Hi! I turn text into images. You're on the %s plan: %s, %s.\n\n%s",
@@ -236,8 +237,10 @@ func (b *Bot) link(ctx context.Context, m *models.Message, code string) {
 
 // prompt generates an image for the text, under the same gating as the
 // API: the model's tier, then one unit of the account's quota, refunded if
-// nothing is delivered.
-func (b *Bot) prompt(ctx context.Context, m *models.Message, a *sluice.Account, p *sluice.Plan, text string) {
+// nothing is delivered. A prompt taken over from a stopped instance with its
+// charge (j.inherited) is served on that unit instead of a new one.
+func (b *Bot) prompt(ctx context.Context, j *job, a *sluice.Account, p *sluice.Plan, text string) {
+	m := j.u.Message
 	if utf8.RuneCountInString(text) > MaxPrompt {
 		b.reply(m, fmt.Sprintf("That prompt is too long: at most %d characters, please.", MaxPrompt))
 		return
@@ -254,23 +257,43 @@ func (b *Bot) prompt(ctx context.Context, m *models.Message, a *sluice.Account, 
 	}
 	key := sluice.AccountQuotaKey(a.ID)
 	pol := b.policy(a, p)
-	d, err := b.Quota.Take(ctx, key, pol, 1)
-	if err != nil {
-		b.fail(ctx, m, "take", err)
-		return
-	}
-	b.recordTake(a, md.ID, &d)
-	if !d.Allowed {
-		b.replyWith(m, overQuotaText(p, &d), b.upgradeKeyboard())
-		return
+	// d is the decision the caption shows (nil: none at hand); paid, the
+	// one whose charge a refund gives back.
+	var d *sluice.Decision
+	var paid sluice.Decision
+	if j.inherited > 0 {
+		paid = inheritedDecision(j, pol)
+		if peek, err := b.Quota.Peek(ctx, key, pol); err == nil {
+			d = &peek
+		}
+	} else {
+		if !b.held(j) {
+			return // claimed by another instance while this one was paused: the other answers it
+		}
+		taken, err := b.Quota.Take(ctx, key, pol, 1)
+		if err != nil {
+			b.fail(ctx, m, "take", err)
+			return
+		}
+		b.recordTake(a, md.ID, &taken)
+		if !taken.Allowed {
+			b.replyWith(m, overQuotaText(p, &taken), b.upgradeKeyboard())
+			return
+		}
+		d, paid = &taken, taken
+		if taken.Charged() {
+			b.charged(j, taken.Time)
+		}
 	}
 
 	// From here the unit is charged; every way out that delivers nothing
-	// refunds it, a panic included.
+	// refunds it, a panic included, after clearing it from the journal.
+	j.inherited = 0 // now this prompt's to refund
 	settled := false
 	refund := func(reason string) {
 		settled = true
-		b.refund(a, md.ID, key, pol, d, reason)
+		b.unrecord(j)
+		b.refund(a, md.ID, key, pol, paid, reason)
 	}
 	defer func() {
 		if !settled {
@@ -308,16 +331,19 @@ func (b *Bot) prompt(ctx context.Context, m *models.Message, a *sluice.Account, 
 		}
 		return
 	}
-	settled = true // now up to the delivery
+	settled = true // now up to the delivery, which finishes the update
+	j.deferred = true
 	err = b.out.enqueue(&outMsg{
 		chatID:  m.Chat.ID,
 		replyTo: m.ID,
-		text:    captionText(text, md.ID, &d),
+		text:    captionText(text, md.ID, d),
 		photo:   img,
 		done: func(err error) {
 			if err != nil {
-				b.refund(a, md.ID, key, pol, d, "delivery_failed")
+				b.unrecord(j)
+				b.refund(a, md.ID, key, pol, paid, "delivery_failed")
 			}
+			b.finish(j)
 		},
 	})
 	if err == errFull {

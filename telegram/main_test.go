@@ -64,7 +64,8 @@ func (g *generator) set(fn func(ctx context.Context, req *sluice.ImageRequest) (
 	g.fn.Store(&fn)
 }
 
-// env is a bot on a real SQLite account store and in-memory quota store,
+// env is a bot on a real SQLite account store (and journal of updates)
+// and in-memory quota store,
 // talking to a fake Bot API, with minute-long "hours" and five-minute
 // "days" on a settable clock.
 type env struct {
@@ -117,6 +118,7 @@ func newEnv(t *testing.T, configure func(b *telegram.Bot)) *env {
 		SendInterval: time.Millisecond / 10,
 		Logger:       logger,
 		Now:          c.Now,
+		Journal:      db.BotUpdates(),
 	}
 	if configure != nil {
 		configure(e.bot)
@@ -155,19 +157,23 @@ func (e *env) used(id int64) (hour, day int64) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	pol := e.policy(a)
+	d, err := e.quota.Peek(context.Background(), sluice.AccountQuotaKey(id), &pol)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return d.Windows[0].Used(), d.Windows[1].Used()
+}
+
+// policy is the account's policy, as the bot's.
+func (e *env) policy(a *sluice.Account) sluice.Policy {
 	var p *sluice.Plan
 	for i, q := range e.bot.Plans {
 		if q.ID == a.Plan {
 			p = &e.bot.Plans[i]
 		}
 	}
-	h, dd := a.Limits(p)
-	pol := e.bot.Windows.AccountPolicy(h, dd)
-	d, err := e.quota.Peek(context.Background(), sluice.AccountQuotaKey(id), &pol)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return d.Windows[0].Used(), d.Windows[1].Used()
+	return e.bot.Windows.AccountPolicy(a.Limits(p))
 }
 
 func (e *env) accountOf(user int64) *sluice.Account {

@@ -147,7 +147,7 @@ func (b *Bot) pollWhile(ctx context.Context, margin time.Duration, lease func() 
 			timeout = min(timeout, time.Until(end)-margin)
 			cctx, cancel = context.WithDeadline(ctx, end)
 		}
-		updates, err := b.getUpdates(cctx, b.offset, max(timeout, 0)/time.Second)
+		updates, raws, err := b.getUpdates(cctx, b.offset, max(timeout, 0)/time.Second)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -165,11 +165,11 @@ func (b *Bot) pollWhile(ctx context.Context, margin time.Duration, lease func() 
 			// do not spin.
 			pause = time.Second / 5
 		}
-		for _, u := range updates {
+		for i, u := range updates {
 			if u.ID >= b.offset {
 				b.offset = u.ID + 1
 			}
-			b.dispatch(u)
+			b.dispatch(u, raws[i])
 		}
 	}
 }
@@ -182,8 +182,9 @@ func (b *Bot) pollTimeout() time.Duration {
 }
 
 // getUpdates makes one getUpdates call asking Telegram to hold it up to
-// timeout seconds.
-func (b *Bot) getUpdates(ctx context.Context, offset int64, timeout time.Duration) ([]*models.Update, error) {
+// timeout seconds, and returns the updates with the JSON of each. An update
+// that does not decode is left out (and confirmed by the next call).
+func (b *Bot) getUpdates(ctx context.Context, offset int64, timeout time.Duration) ([]*models.Update, [][]byte, error) {
 	allowed, _ := json.Marshal(updateTypes)
 	form := url.Values{
 		"offset":          {strconv.FormatInt(offset, 10)},
@@ -192,31 +193,51 @@ func (b *Bot) getUpdates(ctx context.Context, offset int64, timeout time.Duratio
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.apiBase()+"/getUpdates", strings.NewReader(form.Encode()))
 	if err != nil {
-		return nil, errors.New("telegram: getUpdates: bad API URL")
+		return nil, nil, errors.New("telegram: getUpdates: bad API URL")
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	resp, err := b.client.Do(req)
 	if err != nil {
 		// The error holds the URL, and so the token: say less.
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
-		return nil, errors.New("telegram: getUpdates: the Bot API did not answer")
+		return nil, nil, errors.New("telegram: getUpdates: the Bot API did not answer")
 	}
 	defer resp.Body.Close()
 	var ans struct {
-		OK          bool             `json:"ok"`
-		Result      []*models.Update `json:"result"`
-		ErrorCode   int              `json:"error_code"`
-		Description string           `json:"description"`
+		OK          bool              `json:"ok"`
+		Result      []json.RawMessage `json:"result"`
+		ErrorCode   int               `json:"error_code"`
+		Description string            `json:"description"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&ans); err != nil {
-		return nil, fmt.Errorf("telegram: getUpdates: bad answer (HTTP %d)", resp.StatusCode)
+		return nil, nil, fmt.Errorf("telegram: getUpdates: bad answer (HTTP %d)", resp.StatusCode)
 	}
 	if !ans.OK {
-		return nil, fmt.Errorf("telegram: getUpdates: %d %s", ans.ErrorCode, shorten(ans.Description, 200))
+		return nil, nil, fmt.Errorf("telegram: getUpdates: %d %s", ans.ErrorCode, shorten(ans.Description, 200))
 	}
-	return ans.Result, nil
+	updates := make([]*models.Update, 0, len(ans.Result))
+	raws := make([][]byte, 0, len(ans.Result))
+	for _, raw := range ans.Result {
+		u := new(models.Update)
+		if err := json.Unmarshal(raw, u); err != nil {
+			// Its ID, at least, so that it is confirmed and not polled
+			// again and again.
+			var id struct {
+				ID int64 `json:"update_id"`
+			}
+			json.Unmarshal(raw, &id)
+			b.logger().Warn("telegram: an update that does not decode; skipped", slog.Int64("update_id", id.ID), slog.String("error", err.Error()))
+			if id.ID >= b.offset {
+				b.offset = id.ID + 1
+			}
+			continue
+		}
+		updates = append(updates, u)
+		raws = append(raws, raw)
+	}
+	return updates, raws, nil
 }
 
 func (b *Bot) apiBase() string {

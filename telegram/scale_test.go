@@ -62,29 +62,9 @@ func (l *memLeases) steal() {
 	l.holder, l.expires, l.refuse = l.fence, time.Now().Add(time.Hour), true
 }
 
-// memOnce is a sluice.OnceSet in memory.
-type memOnce struct {
-	mu   sync.Mutex
-	keys map[string]bool
-}
-
-func (o *memOnce) MarkOnce(_ context.Context, key string, _ time.Duration) (bool, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.keys == nil {
-		o.keys = map[string]bool{}
-	}
-	if o.keys[key] {
-		return false, nil
-	}
-	o.keys[key] = true
-	return true, nil
-}
-
-// peers returns n bots on e's stores and fake Bot API, sharing leases and
-// a set of seen updates, as n gateway instances on a shared store. e.bot is
-// the first.
-func (e *env) peers(n int, leases sluice.LeaseService, seen sluice.OnceSet) []*telegram.Bot {
+// peers returns n bots on e's stores, journal and fake Bot API, sharing
+// leases, as n gateway instances on a shared store. e.bot is the first.
+func (e *env) peers(n int, leases sluice.LeaseService) []*telegram.Bot {
 	bots := []*telegram.Bot{e.bot}
 	for range n - 1 {
 		bots = append(bots, &telegram.Bot{})
@@ -97,7 +77,8 @@ func (e *env) peers(n int, leases sluice.LeaseService, seen sluice.OnceSet) []*t
 			WebhookURL: e.bot.WebhookURL, WebhookSecret: e.bot.WebhookSecret,
 			PollTimeout: e.bot.PollTimeout, ChatInterval: e.bot.ChatInterval, SendInterval: e.bot.SendInterval,
 			Logger: e.bot.Logger, Now: e.bot.Now,
-			Leases: leases, Seen: seen, LeaseTTL: 3 * time.Second, LeaseRetry: 100 * time.Millisecond,
+			Journal: e.bot.Journal, JournalLease: e.bot.JournalLease,
+			Leases: leases, LeaseTTL: 3 * time.Second, LeaseRetry: 100 * time.Millisecond,
 		}
 	}
 	return bots
@@ -127,7 +108,7 @@ func startBot(t *testing.T, b *telegram.Bot) (stop func()) {
 // once, and when the poller stops another takes over.
 func TestOnePoller(t *testing.T) {
 	e := newEnv(t, nil)
-	bots := e.peers(3, &memLeases{}, &memOnce{})
+	bots := e.peers(3, &memLeases{})
 	stops := make([]func(), len(bots))
 	for i, b := range bots {
 		stops[i] = startBot(t, b)
@@ -175,7 +156,7 @@ func TestOnePoller(t *testing.T) {
 func TestLostLeaseStopsPolling(t *testing.T) {
 	e := newEnv(t, nil)
 	leases := &memLeases{}
-	b := e.peers(1, leases, nil)[0]
+	b := e.peers(1, leases)[0]
 	startBot(t, b)
 	wantPhoto(t, e.say(92, "a kite", 1))
 	leases.steal()
@@ -201,7 +182,7 @@ func TestWebhookSpread(t *testing.T) {
 		b.WebhookURL = "https://bot.example.com/telegram"
 		b.WebhookSecret = "s3cret_token"
 	})
-	bots := e.peers(3, nil, &memOnce{})
+	bots := e.peers(3, nil)
 	var urls []string
 	for _, b := range bots {
 		e.bot = b
@@ -234,7 +215,7 @@ func TestWebhookSpread(t *testing.T) {
 // a new bot (a restart, or another instance) uses it.
 func TestModelSurvivesRestart(t *testing.T) {
 	e := newEnv(t, nil)
-	bots := e.peers(2, nil, nil)
+	bots := e.peers(2, nil)
 	stop := startBot(t, bots[0])
 	const user = 94
 	wantText(t, e.say(user, "/model sluice-mosaic", 1), "now use sluice-mosaic")

@@ -222,6 +222,9 @@ func modelsText(models []sluice.Model, p *sluice.Plan, chosen string) string {
 
 // captionText is the caption of a generated image.
 func captionText(prompt, model string, d *sluice.Decision) string {
+	if d == nil {
+		return shorten(prompt, 300) + "\n" + model
+	}
 	return shorten(prompt, 300) + "\n" + model + " · " + remainingText(d)
 }
 

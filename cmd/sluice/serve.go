@@ -69,6 +69,9 @@ type Main struct {
 	// Idempotency keeps the answers of keyed image requests, in the
 	// account store's database.
 	Idempotency sluice.IdempotencyStore
+	// BotUpdates is the Telegram bot's journal of updates, in the account
+	// store's database.
+	BotUpdates sluice.BotUpdateStore
 	// History records every quota decision into the usage history, in the
 	// account database; Close flushes it.
 	History *history.Recorder
@@ -157,7 +160,7 @@ func (m *Main) Run(ctx context.Context) error {
 		m.Accounts = cache.New(db, cache.DefaultTTL)
 		m.Audit = db
 		marks = db
-		m.Idempotency = db.Idempotency()
+		m.Idempotency, m.BotUpdates = db.Idempotency(), db.BotUpdates()
 		usage = db
 	default:
 		db, err := postgres.Open(ctx, cfg.Database.URL)
@@ -172,11 +175,12 @@ func (m *Main) Run(ctx context.Context) error {
 		m.Accounts = cache.New(db, cache.DefaultTTL)
 		m.Audit = db
 		marks = db
-		m.Idempotency = db.Idempotency()
+		m.Idempotency, m.BotUpdates = db.Idempotency(), db.BotUpdates()
 		usage = db
 	}
 	m.closers = append(m.closers, janitor("sessions and tokens", janitorInterval, m.Accounts.DeleteExpired, log))
 	m.closers = append(m.closers, janitor("idempotency records", janitorInterval, m.Idempotency.DeleteExpired, log))
+	m.closers = append(m.closers, janitor("telegram updates", janitorInterval, m.BotUpdates.DeleteExpired, log))
 
 	// Quota.
 	var store sluice.QuotaStore
@@ -644,10 +648,11 @@ func (m *Main) testClockOffset() error {
 }
 
 // chargeDelay is how long after a charge a crash may still lose it from the
-// quota store's counters (shttp.Idempotency.ChargeDelay): the embedded
-// store's flush interval plus a second for the flush itself; nothing when
-// every charge is written at once, or on Redis (whose own persistence is
-// its operator's: a Redis that loses its data loses every count).
+// quota store's counters (shttp.Idempotency.ChargeDelay, and the bot's
+// telegram.Bot.ChargeDelay): the embedded store's flush interval plus a
+// second for the flush itself; nothing when every charge is written at
+// once, or on Redis (whose own persistence is its operator's: a Redis that
+// loses its data loses every count).
 func chargeDelay(cfg *config.Config) time.Duration {
 	if cfg.Quota.Store == config.StoreEmbedded && cfg.Quota.FlushInterval > 0 {
 		return cfg.Quota.FlushInterval + time.Second

@@ -52,18 +52,20 @@ func (m *Main) newBot(images sluice.ImageGenerator, log *slog.Logger) error {
 		Logger: log.With("channel", "telegram"),
 		Usage:  m.Server.Usage,
 	}
-	// With a shared store the instances elect one poller and share the
-	// updates already handled (CONTRACT.md §7): Redis if the counters are
-	// there (its lease expires on its own, even for a paused holder), else
-	// the shared PostgreSQL. Embedded storage is one instance: no election.
+	// The journal of updates is in the account database, shared by the
+	// instances that share it. With a shared store they elect one poller
+	// (CONTRACT.md §7): on Redis if the counters are there (its lease
+	// expires on its own, even for a paused holder), else on the shared
+	// PostgreSQL. Embedded storage is one instance: no election.
+	m.Bot.Journal, m.Bot.ChargeDelay = m.BotUpdates, chargeDelay(cfg)
 	switch {
 	case cfg.Quota.Store == config.StoreRedis:
 		if s, ok := m.Quota.Store.(*redis.Store); ok {
-			m.Bot.Leases, m.Bot.Seen = s, s
+			m.Bot.Leases = s
 		}
 	case cfg.Database.URL != "":
 		if db, ok := m.Audit.(*postgres.DB); ok {
-			m.Bot.Leases, m.Bot.Seen = db, db
+			m.Bot.Leases = db
 		}
 	}
 	if t.WebhookURL != "" {

@@ -1,0 +1,348 @@
+package telegram
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-telegram/bot/models"
+
+	"github.com/sluicehq/sluice"
+)
+
+// The journal of updates (CONTRACT.md §7 "Many instances"; Bot.Journal).
+//
+// An instance records every update it receives in the journal before
+// Telegram learns it arrived: before the webhook delivery is answered, and
+// before the next getUpdates confirms it. The record is held by the
+// instance (Bot.holder) under a lease that one goroutine renews for all of
+// its updates every JournalLease/3, and it is finished once handled: when
+// the reply is queued, or for a prompt, once its photo was sent or refunded.
+// An update delivered again (a webhook retried, a poller that restarts
+// before confirming) finds its record and is dropped.
+//
+// An instance that stops stops renewing. Every instance claims, every
+// JournalLease/3, the updates whose lease ended, and handles them as if
+// received: an update received by an instance that stopped before answering
+// is answered by another within about 1⅓ JournalLease, or by the same one
+// when it starts again. Like a keyed API request (CONTRACT.md §9), a prompt
+// records on its update the unit it took from the quota, and the instance
+// that claims it inherits that charge: it generates without charging again.
+// A refund clears the charge first, so that no claim inherits a unit given
+// back.
+//
+// Stopping cleanly (Close) releases the updates still waiting in the chat
+// queues, so that another instance takes them at once; the work in hand is
+// refunded and its chat told, as without a journal.
+//
+// An instance paused (not stopped) past its lease finds, when it wakes,
+// that others claimed its updates: it checks that it still holds an update
+// before charging for it, and leaves those it lost alone. An update that
+// stopped every instance that held it maxUpdateAttempts times is given up.
+//
+// Windows left, as with keyed requests: an instance that stops between a
+// take and the record of its charge makes the claimer charge again; a
+// prompt that a paused instance was generating is answered by both it and
+// the claimer (charged once if the charge was recorded, else once each).
+const (
+	DefaultJournalLease = 10 * time.Second
+	journalCallTimeout  = 5 * time.Second
+	journalClaimBatch   = 32
+	maxUpdateAttempts   = 3
+	givenUpText         = "Sorry, something went wrong with that message and I gave up on it. Nothing was charged; please send it again."
+)
+
+// job is an update on its way through the bot: queued for its chat's
+// worker, handled, and then finished in the journal.
+type job struct {
+	u         *models.Update
+	journaled bool // recorded in b.Journal and held by this instance
+	// inherited is the charge taken over with the update: its units at
+	// the instant inheritedAt, to be served on instead of a new charge.
+	inherited   int64
+	inheritedAt time.Time
+	deferred    bool // finished once its photo is sent, not by its worker
+
+	mu       sync.Mutex
+	pending  bool        // the charge is to be recorded
+	timer    *time.Timer // of that record, waiting for ChargeDelay
+	recorded bool        // the journal holds the charge of this job
+	finished bool
+}
+
+func (b *Bot) journalLease() time.Duration {
+	if b.JournalLease > 0 {
+		return b.JournalLease
+	}
+	return DefaultJournalLease
+}
+
+// botID is the bot's Telegram user id, the part of its token before the
+// colon (0 if that is not a number: a test's token).
+func botID(token string) int64 {
+	id, _, _ := strings.Cut(token, ":")
+	n, _ := strconv.ParseInt(id, 10, 64)
+	return n
+}
+
+// receive records a received update in the journal and returns its job,
+// or nil if the journal has it already (a delivery again). raw is the
+// update's JSON as Telegram sent it. When the journal cannot be written the
+// update is handled without it: a message answered without the journal's
+// safety beats a message lost.
+func (b *Bot) receive(u *models.Update, raw []byte) *job {
+	j := &job{u: u}
+	if b.Journal == nil {
+		return j
+	}
+	if raw == nil {
+		var err error
+		if raw, err = json.Marshal(u); err != nil {
+			return j
+		}
+	}
+	now := time.Now()
+	ctx, cancel := context.WithTimeout(b.ctx, journalCallTimeout)
+	defer cancel()
+	added, err := b.Journal.Add(ctx, &sluice.BotUpdate{
+		Bot: b.botID, ID: u.ID, Payload: raw, Holder: b.holder,
+		LeaseUntil: now.Add(b.journalLease()), Attempts: 1,
+		ReceivedAt: now, ExpiresAt: now.Add(UpdateTTL),
+	})
+	switch {
+	case err != nil:
+		b.logger().Warn("telegram: journal an update; handling it without", slog.Int64("update_id", u.ID), slog.String("error", err.Error()))
+		return j
+	case !added:
+		return nil
+	}
+	j.journaled = true
+	return j
+}
+
+// UpdateTTL is how long the journal keeps an update: as long as Telegram
+// keeps one it could deliver again. An update not handled by then is not.
+const UpdateTTL = 24 * time.Hour
+
+// keepJournal renews this instance's leases and claims the updates of
+// stopped instances until ctx ends.
+func (b *Bot) keepJournal(ctx context.Context) {
+	lease := b.journalLease()
+	tick := time.NewTicker(lease / 3)
+	defer tick.Stop()
+	for {
+		b.claim(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, journalCallTimeout)
+		if err := b.Journal.Renew(cctx, b.botID, b.holder, time.Now().Add(lease)); err != nil && ctx.Err() == nil {
+			b.logger().Warn("telegram: renew the journal's leases", slog.String("error", err.Error()))
+		}
+		cancel()
+	}
+}
+
+// claim takes over the updates whose holder stopped, and queues them.
+func (b *Bot) claim(ctx context.Context) {
+	for ctx.Err() == nil {
+		cctx, cancel := context.WithTimeout(ctx, journalCallTimeout)
+		now := time.Now()
+		got, err := b.Journal.Claim(cctx, b.botID, b.holder, now.Add(b.journalLease()), now, journalClaimBatch)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				b.logger().Warn("telegram: claim the updates of stopped instances", slog.String("error", err.Error()))
+			}
+			return
+		}
+		for _, r := range got {
+			b.takeOver(r)
+		}
+		if len(got) < journalClaimBatch {
+			return
+		}
+	}
+}
+
+// takeOver queues an update claimed from a stopped instance, or gives it up
+// if it was held too often.
+func (b *Bot) takeOver(r *sluice.BotUpdate) {
+	j := &job{u: new(models.Update), journaled: true, inherited: r.Charged, inheritedAt: r.ChargedAt}
+	err := json.Unmarshal(r.Payload, j.u)
+	m := messageOf(j.u)
+	log := b.logger().With(slog.Int64("update_id", r.ID), slog.Int("attempts", r.Attempts), slog.Int64("charged", r.Charged))
+	if err != nil || m == nil || r.Attempts > maxUpdateAttempts {
+		log.Error("telegram: gave up an update that stopped the instances that held it")
+		if m != nil {
+			b.refundInherited(j)
+			b.reply(m, givenUpText)
+		}
+		b.finish(j)
+		return
+	}
+	log.Info("telegram: took over an update whose instance stopped")
+	if !b.enqueue(j, m) {
+		b.finish(j)
+	}
+}
+
+// refundInherited gives back the charge that j inherited, if no prompt
+// served on it (the update was given up, or could not run as a prompt).
+// The account is the one bound to the sender now.
+func (b *Bot) refundInherited(j *job) {
+	m := j.u.Message
+	if j.inherited == 0 || m == nil || m.From == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), refundTimeout)
+	defer cancel()
+	a, err := b.Accounts.FindAccountByTelegram(ctx, m.From.ID)
+	if err != nil {
+		b.logger().Warn("telegram: refund a given-up update", slog.String("error", err.Error()))
+		return
+	}
+	p := b.plans[a.Plan]
+	if p == nil {
+		return
+	}
+	pol := b.policy(a, p)
+	d := inheritedDecision(j, pol)
+	b.unrecord(j)
+	b.refund(a, "", sluice.AccountQuotaKey(a.ID), pol, d, "not_served")
+}
+
+// inheritedDecision is the decision whose refund gives back j's inherited
+// charge: its instant, in the windows of pol.
+func inheritedDecision(j *job, pol *sluice.Policy) sluice.Decision {
+	return sluice.Decision{Allowed: true, Time: j.inheritedAt, Blocking: -1, N: len(pol.Windows)}
+}
+
+// charged records on j's update that one unit was taken at the instant at,
+// once ChargeDelay has passed.
+func (b *Bot) charged(j *job, at time.Time) {
+	if !j.journaled {
+		return
+	}
+	rec := func() {
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		if !j.pending {
+			return // finished, or refunded, meanwhile
+		}
+		j.pending = false
+		ctx, cancel := context.WithTimeout(context.Background(), journalCallTimeout)
+		defer cancel()
+		if err := b.Journal.Charge(ctx, b.botID, j.u.ID, b.holder, 1, at, at.Add(UpdateTTL)); err != nil {
+			b.logger().Warn("telegram: record a charge in the journal", slog.Int64("update_id", j.u.ID), slog.String("error", err.Error()))
+			return
+		}
+		j.recorded = true
+	}
+	j.mu.Lock()
+	j.pending = !j.finished
+	if b.ChargeDelay > 0 {
+		j.timer = time.AfterFunc(b.ChargeDelay, rec)
+	}
+	j.mu.Unlock()
+	if b.ChargeDelay <= 0 {
+		rec()
+	}
+}
+
+// unrecord clears j's charge from the journal before it is refunded, so
+// that no claim inherits a unit given back.
+func (b *Bot) unrecord(j *job) {
+	if !j.journaled {
+		return
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.stopRecord()
+	if !j.recorded && j.inherited == 0 {
+		return
+	}
+	j.recorded, j.inherited = false, 0
+	ctx, cancel := context.WithTimeout(context.Background(), journalCallTimeout)
+	defer cancel()
+	if err := b.Journal.Charge(ctx, b.botID, j.u.ID, b.holder, 0, time.Time{}, time.Time{}); err != nil {
+		b.logger().Warn("telegram: clear a refunded charge in the journal", slog.Int64("update_id", j.u.ID), slog.String("error", err.Error()))
+	}
+}
+
+// held reports whether this instance still holds j's update, which it
+// checks before charging for it: an instance paused past its lease (a
+// frozen VM) finds on waking that another claimed the updates it had
+// queued, and leaves them to it. It asks by clearing a charge that j does
+// not have; when the journal cannot answer, the update is handled.
+func (b *Bot) held(j *job) bool {
+	if !j.journaled {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), journalCallTimeout)
+	defer cancel()
+	err := b.Journal.Charge(ctx, b.botID, j.u.ID, b.holder, 0, time.Time{}, time.Time{})
+	if sluice.ErrorCode(err) == sluice.ENOTFOUND {
+		b.logger().Warn("telegram: an update this instance held was claimed by another; left to it", slog.Int64("update_id", j.u.ID))
+		j.journaled = false // not ours to finish
+		return false
+	}
+	return true
+}
+
+// stopRecord cancels a charge's record not yet made. j.mu is held.
+func (j *job) stopRecord() {
+	j.pending = false
+	if j.timer != nil {
+		j.timer.Stop()
+		j.timer = nil
+	}
+}
+
+// finish marks j's update handled in the journal.
+func (b *Bot) finish(j *job) {
+	if !j.journaled {
+		return
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.finished {
+		return
+	}
+	j.finished = true
+	j.stopRecord()
+	ctx, cancel := context.WithTimeout(context.Background(), journalCallTimeout)
+	defer cancel()
+	if err := b.Journal.Finish(ctx, b.botID, j.u.ID, b.holder); err != nil {
+		b.logger().Warn("telegram: finish an update in the journal", slog.Int64("update_id", j.u.ID), slog.String("error", err.Error()))
+	}
+}
+
+// release lets another instance claim this one's unfinished updates at
+// once: it is stopping.
+func (b *Bot) release() {
+	ctx, cancel := context.WithTimeout(context.Background(), journalCallTimeout)
+	defer cancel()
+	if err := b.Journal.Release(ctx, b.botID, b.holder, time.Now()); err != nil {
+		b.logger().Warn("telegram: release the journal's updates", slog.String("error", err.Error()))
+	}
+}
+
+// messageOf returns the message an update is about, for the bot: a message
+// from a user, or the bot's message whose button was pressed; nil for
+// anything else (edits, channel posts, other bots).
+func messageOf(u *models.Update) *models.Message {
+	if cb := u.CallbackQuery; cb != nil {
+		return cb.Message.Message
+	}
+	if m := u.Message; m != nil && m.From != nil && !m.From.IsBot {
+		return m
+	}
+	return nil
+}

@@ -1,0 +1,302 @@
+package telegram_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/telegram"
+)
+
+const (
+	webhookSecret = "s3cret_token"
+	journalLease  = 600 * time.Millisecond
+)
+
+// webhookBots returns n bots on e's stores, fake Bot API and journal, in
+// webhook mode, with a short journal lease, and their webhook URLs. They
+// are not started.
+func (e *env) webhookBots(n int) ([]*telegram.Bot, []string) {
+	e.bot.WebhookURL, e.bot.WebhookSecret = "https://bot.example.com/telegram", webhookSecret
+	bots := e.peers(n, nil)
+	var urls []string
+	for _, b := range bots {
+		b.JournalLease = journalLease
+		e.bot = b
+		urls = append(urls, e.webhook())
+	}
+	e.bot = bots[0]
+	return bots, urls
+}
+
+// deadJournal is the journal of an instance that stops, as a process
+// killed would: once dead, its renewals and claims do nothing, so that its
+// updates' leases run out; it dies as soon as it records a charge.
+type deadJournal struct {
+	sluice.BotUpdateStore
+	dead atomic.Bool
+}
+
+func (d *deadJournal) Charge(ctx context.Context, bot, id int64, holder string, units int64, at, until time.Time) error {
+	if d.dead.Load() {
+		return nil
+	}
+	err := d.BotUpdateStore.Charge(ctx, bot, id, holder, units, at, until)
+	d.dead.Store(units > 0)
+	return err
+}
+
+func (d *deadJournal) Renew(ctx context.Context, bot int64, holder string, until time.Time) error {
+	if d.dead.Load() {
+		return nil
+	}
+	return d.BotUpdateStore.Renew(ctx, bot, holder, until)
+}
+
+func (d *deadJournal) Claim(ctx context.Context, bot int64, holder string, until, now time.Time, n int) ([]*sluice.BotUpdate, error) {
+	if d.dead.Load() {
+		return nil, nil
+	}
+	return d.BotUpdateStore.Claim(ctx, bot, holder, until, now, n)
+}
+
+func (d *deadJournal) Finish(ctx context.Context, bot, id int64, holder string) error {
+	if d.dead.Load() {
+		return nil
+	}
+	return d.BotUpdateStore.Finish(ctx, bot, id, holder)
+}
+
+// TestJournalTakeOver: an instance that received a prompt, charged it and
+// stopped before answering: another instance claims the update once its
+// lease runs out and answers it on the unit already charged.
+func TestJournalTakeOver(t *testing.T) {
+	e := newEnv(t, nil)
+	bots, urls := e.webhookBots(2)
+	dead := &deadJournal{BotUpdateStore: e.accounts.BotUpdates()}
+	bots[0].Journal = dead
+	stuck := make(chan struct{})
+	defer close(stuck)
+	var calls atomic.Int64
+	e.gen.set(func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
+		if calls.Add(1) == 1 {
+			// The first instance's generation: it never comes back.
+			select {
+			case <-stuck:
+			case <-ctx.Done():
+			}
+			return nil, context.Canceled
+		}
+		return e.gen.demo.Generate(ctx, req)
+	})
+	startBot(t, bots[0])
+	const user = 96
+	update := e.api.Update(user, user, "a lighthouse")
+	if got := e.api.Deliver(urls[0], webhookSecret, update); got != http.StatusOK {
+		t.Fatalf("delivery: %d", got)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !dead.dead.Load(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first instance never recorded its charge")
+		}
+	}
+	began := time.Now()
+	startBot(t, bots[1])
+	m := e.api.WaitSentTo(user, 1)[0]
+	wantPhoto(t, m)
+	t.Logf("answered by the second instance %v after the first stopped", time.Since(began).Round(time.Millisecond))
+	a := e.accountOf(user)
+	if h, d := e.used(a.ID); h != 1 || d != 1 {
+		t.Fatalf("used %d this hour, %d today; want 1 and 1: the take-over charged again", h, d)
+	}
+	if c := calls.Load(); c != 2 {
+		t.Fatalf("%d generations, want 2 (the stopped one and the take-over)", c)
+	}
+	// The caption carries the figures of a peek: one used.
+	if !strings.Contains(m.Text, "4 of 5 left") {
+		t.Fatalf("caption %q, want the figures after one unit", m.Text)
+	}
+	// The update delivered again, to either instance, is not handled
+	// again.
+	for _, u := range urls {
+		e.api.Deliver(u, webhookSecret, update)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := len(e.api.SentTo(user)); got != 1 {
+		t.Fatalf("%d messages, want 1", got)
+	}
+}
+
+// seed records a prompt of user in the journal as held by an instance that
+// stopped, its lease over, with attempts and, if charged, one unit taken
+// from the account now. It returns the account.
+func (e *env) seed(user int64, text string, attempts int, charged bool) *sluice.Account {
+	e.t.Helper()
+	ctx := context.Background()
+	a := &sluice.Account{Plan: sluice.DefaultPlan, TelegramID: user}
+	if err := e.accounts.CreateAccount(ctx, a); err != nil {
+		e.t.Fatal(err)
+	}
+	raw := e.api.Update(user, user, text)
+	var u struct {
+		ID int64 `json:"update_id"`
+	}
+	if err := json.Unmarshal(raw, &u); err != nil {
+		e.t.Fatal(err)
+	}
+	now := time.Now()
+	rec := &sluice.BotUpdate{Bot: 123456, ID: u.ID, Payload: raw, Holder: "stopped", LeaseUntil: now.Add(-time.Second),
+		Attempts: attempts, ReceivedAt: now.Add(-time.Minute), ExpiresAt: now.Add(time.Hour)}
+	j := e.accounts.BotUpdates()
+	if added, err := j.Add(ctx, rec); err != nil || !added {
+		e.t.Fatalf("seed: %v, %v", added, err)
+	}
+	for range attempts - 1 {
+		// Claimed by as many instances, that stopped too.
+		if got, err := j.Claim(ctx, rec.Bot, "stopped", now.Add(-time.Second), now, 100); err != nil || len(got) != 1 {
+			e.t.Fatalf("seed claim: %v, %v", got, err)
+		}
+	}
+	if charged {
+		pol := e.policy(a)
+		d, err := e.quota.Take(ctx, sluice.AccountQuotaKey(a.ID), &pol, 1)
+		if err != nil || !d.Allowed {
+			e.t.Fatalf("seed take: %+v, %v", d, err)
+		}
+		if err := j.Charge(ctx, rec.Bot, rec.ID, "stopped", 1, d.Time, d.Time.Add(time.Hour)); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	return a
+}
+
+// TestJournalInherited: a prompt whose instance charged it and stopped is
+// answered by the next instance to start, on that charge.
+func TestJournalInherited(t *testing.T) {
+	e := newEnv(t, nil)
+	const user = 97
+	a := e.seed(user, "a heron", 1, true)
+	e.bot.JournalLease = journalLease
+	e.start()
+	wantPhoto(t, e.api.WaitSentTo(user, 1)[0])
+	if h, _ := e.used(a.ID); h != 1 {
+		t.Fatalf("used %d, want 1: one charge for one image", h)
+	}
+	if c := e.gen.calls.Load(); c != 1 {
+		t.Fatalf("%d generations, want 1", c)
+	}
+}
+
+// TestJournalInheritedRefunded: the take-over's generation fails, and the
+// inherited unit is given back.
+func TestJournalInheritedRefunded(t *testing.T) {
+	e := newEnv(t, nil)
+	const user = 98
+	a := e.seed(user, "a heron", 1, true)
+	e.gen.set(func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
+		return nil, errUpstream
+	})
+	e.start()
+	wantText(t, e.api.WaitSentTo(user, 1)[0])
+	if h, _ := e.used(a.ID); h != 0 {
+		t.Fatalf("used %d, want 0: the inherited unit is refunded", h)
+	}
+}
+
+// TestJournalGivesUp: an update that stopped every instance that held it
+// maxUpdateAttempts times is given up: the user is told, and its charge
+// refunded.
+func TestJournalGivesUp(t *testing.T) {
+	e := newEnv(t, nil)
+	const user = 99
+	a := e.seed(user, "a heron", 3, true)
+	e.start()
+	wantText(t, e.api.WaitSentTo(user, 1)[0], "gave up", "Nothing was charged")
+	if h, _ := e.used(a.ID); h != 0 {
+		t.Fatalf("used %d, want 0", h)
+	}
+	if c := e.gen.calls.Load(); c != 0 {
+		t.Fatalf("%d generations of a given-up update", c)
+	}
+}
+
+// TestJournalCloseReleases: a bot that stops cleanly leaves its waiting
+// messages to the journal, and the next instance answers them at once; the
+// one it was working on is refunded and its chat told.
+func TestJournalCloseReleases(t *testing.T) {
+	e := newEnv(t, nil)
+	bots, urls := e.webhookBots(2)
+	for _, b := range bots {
+		b.JournalLease = time.Hour // only a release lets the second take them
+		b.MaxGenerations = 1
+	}
+	started := make(chan struct{}, 1)
+	e.gen.set(func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
+		if req.Prompt == "first" {
+			started <- struct{}{}
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return e.gen.demo.Generate(ctx, req)
+	})
+	stop := startBot(t, bots[0])
+	const user = 100
+	e.api.Deliver(urls[0], webhookSecret, e.api.Update(user, user, "first"))
+	<-started
+	e.api.Deliver(urls[0], webhookSecret, e.api.Update(user, user, "second"))
+	time.Sleep(100 * time.Millisecond) // queued behind the first
+	stop()
+	wantText(t, e.api.WaitSentTo(user, 1)[0], "restarting", "nothing was charged")
+	startBot(t, bots[1])
+	m := e.api.WaitSentTo(user, 2)[1]
+	wantPhoto(t, m)
+	if h, _ := e.used(e.accountOf(user).ID); h != 1 {
+		t.Fatalf("used %d, want 1", h)
+	}
+}
+
+// pausedJournal is the journal of an instance that does not renew its
+// leases, as one paused (SIGSTOP, a frozen VM) would not.
+type pausedJournal struct{ sluice.BotUpdateStore }
+
+func (pausedJournal) Renew(context.Context, int64, string, time.Time) error { return nil }
+
+// TestJournalPausedLeaves: an instance that lost the lease of a queued
+// prompt (it was paused, and another instance claimed it) does not charge
+// or answer it when it gets to it.
+func TestJournalPausedLeaves(t *testing.T) {
+	e := newEnv(t, nil)
+	e.bot.Journal, e.bot.JournalLease = pausedJournal{e.accounts.BotUpdates()}, journalLease
+	release := make(chan struct{})
+	e.gen.set(func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
+		if req.Prompt == "first" {
+			<-release
+		}
+		return e.gen.demo.Generate(ctx, req)
+	})
+	e.start()
+	const user = 101
+	e.api.Say(user, "first")
+	e.api.Say(user, "second") // waits in the chat's queue behind the first
+	// Another instance claims both once their leases have run out (the
+	// first is in hand: its answer stays this instance's).
+	time.Sleep(journalLease + 100*time.Millisecond)
+	got, err := e.accounts.BotUpdates().Claim(context.Background(), 123456, "another", time.Now().Add(time.Hour), time.Now(), 10)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("claimed %d, %v; want both updates", len(got), err)
+	}
+	close(release)
+	wantPhoto(t, e.api.WaitSentTo(user, 1)[0])
+	time.Sleep(300 * time.Millisecond)
+	if n := len(e.api.SentTo(user)); n != 1 {
+		t.Fatalf("%d answers, want 1: the second is the other instance's", n)
+	}
+	if h, _ := e.used(e.accountOf(user).ID); h != 1 {
+		t.Fatalf("used %d, want 1", h)
+	}
+}
