@@ -39,15 +39,3 @@ type LeaseService interface {
 	// longer fence's.
 	ReleaseLease(ctx context.Context, name string, fence int64) error
 }
-
-// OnceSet remembers keys for a time, across the instances that share it,
-// so that a piece of work delivered several times (a Telegram update) is
-// done once.
-//
-// Implementations are safe for concurrent use.
-type OnceSet interface {
-	// MarkOnce records key for ttl and reports whether it was new: of
-	// concurrent calls with one key, across instances, exactly one gets
-	// true while the key is remembered.
-	MarkOnce(ctx context.Context, key string, ttl time.Duration) (first bool, err error)
-}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -12,10 +11,7 @@ import (
 	"github.com/sluicehq/sluice"
 )
 
-var (
-	_ sluice.LeaseService = (*DB)(nil)
-	_ sluice.OnceSet      = (*DB)(nil)
-)
+var _ sluice.LeaseService = (*DB)(nil)
 
 // Leases are rows of the leases table, with their expiry on the database's
 // clock (clock_timestamp()), so that the instances' clocks need not agree.
@@ -60,28 +56,4 @@ func (db *DB) ReleaseLease(ctx context.Context, name string, fence int64) error 
 		return fmt.Errorf("release lease %s: %w", name, err)
 	}
 	return nil
-}
-
-// oncePurgeEvery is how many MarkOnce calls of a DB pass between two
-// deletions of the expired keys.
-const oncePurgeEvery = 1024
-
-var onceCalls atomic.Int64
-
-// MarkOnce implements sluice.OnceSet: a row of once_keys, taken again
-// once expired. Every oncePurgeEvery calls it also deletes the expired
-// rows.
-func (db *DB) MarkOnce(ctx context.Context, key string, ttl time.Duration) (bool, error) {
-	if onceCalls.Add(1)%oncePurgeEvery == 0 {
-		if _, err := db.pool.Exec(ctx, `DELETE FROM once_keys WHERE expires_at <= clock_timestamp()`); err != nil {
-			return false, fmt.Errorf("mark once: purge: %w", err)
-		}
-	}
-	tag, err := db.pool.Exec(ctx, `
-INSERT INTO once_keys AS o (key, expires_at) VALUES ($1, clock_timestamp() + $2 * interval '1 millisecond')
-ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at WHERE o.expires_at <= clock_timestamp()`, key, ttl.Milliseconds())
-	if err != nil {
-		return false, fmt.Errorf("mark once: %w", err)
-	}
-	return tag.RowsAffected() == 1, nil
 }

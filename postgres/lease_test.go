@@ -21,9 +21,3 @@ func TestLease(t *testing.T) {
 		return twoInstances(t)
 	})
 }
-
-func TestMarkOnce(t *testing.T) {
-	storetest.RunOnceSet(t, func(t *testing.T) (sluice.OnceSet, sluice.OnceSet) {
-		return twoInstances(t)
-	})
-}

@@ -11,10 +11,7 @@ import (
 	"github.com/sluicehq/sluice"
 )
 
-var (
-	_ sluice.LeaseService = (*Store)(nil)
-	_ sluice.OnceSet      = (*Store)(nil)
-)
+var _ sluice.LeaseService = (*Store)(nil)
 
 // A lease is two keys in one hash slot (so that the scripts run on Redis
 // Cluster): Prefix+"{lease:NAME}" holds the fencing token of its holder,
@@ -85,21 +82,4 @@ func (s *Store) ReleaseLease(ctx context.Context, name string, fence int64) erro
 		return fmt.Errorf("redis: release lease %s: %w", name, err)
 	}
 	return nil
-}
-
-// MarkOnce implements sluice.OnceSet: SET Prefix+"once:"+key NX PX ttl.
-func (s *Store) MarkOnce(ctx context.Context, key string, ttl time.Duration) (bool, error) {
-	c, err := s.conn(ctx)
-	if err != nil {
-		return false, err
-	}
-	err = c.Do(ctx, c.B().Set().Key(s.prefix+"once:"+key).Value("1").Nx().PxMilliseconds(ttl.Milliseconds()).Build()).Error()
-	switch {
-	case err == nil:
-		return true, nil
-	case rueidis.IsRedisNil(err):
-		return false, nil
-	default:
-		return false, fmt.Errorf("redis: mark once: %w", err)
-	}
 }

@@ -21,7 +21,3 @@ func twoStores(t *testing.T) (a, b *redis.Store) {
 func TestLease(t *testing.T) {
 	storetest.RunLeaseService(t, func(t *testing.T) (sluice.LeaseService, sluice.LeaseService) { return twoStores(t) })
 }
-
-func TestMarkOnce(t *testing.T) {
-	storetest.RunOnceSet(t, func(t *testing.T) (sluice.OnceSet, sluice.OnceSet) { return twoStores(t) })
-}
