@@ -57,6 +57,7 @@ import (
 
 	tgbot "github.com/go-telegram/bot"
 	"github.com/go-telegram/bot/models"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice"
 )
@@ -153,6 +154,10 @@ type Bot struct {
 	// with channel and key ID "telegram"; nil means none is recorded.
 	Usage sluice.UsageRecorder
 
+	// Registry receives the bot's metrics (sluice_telegram_updates_total);
+	// nil means none are exported.
+	Registry prometheus.Registerer
+
 	// Logger receives errors; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock of link codes; nil means time.Now. Quota decisions
@@ -181,8 +186,9 @@ type Bot struct {
 	workers sync.WaitGroup // per-chat workers
 	poller  sync.WaitGroup // the long-polling loop and the journal's keeper
 
-	botID  int64  // the bot's user id, from the token
-	holder string // this instance's name in the journal
+	botID   int64  // the bot's user id, from the token
+	holder  string // this instance's name in the journal
+	updates *prometheus.CounterVec
 
 	username atomic.Pointer[string] // learnt by Start (getMe)
 }
@@ -207,6 +213,7 @@ func (b *Bot) init() error {
 		b.chats = make(map[int64]*chatQueue)
 		b.ctx, b.cancel = context.WithCancel(context.Background())
 		b.botID, b.holder = botID(b.Token), sluice.RandomString(16)
+		b.updates = newUpdatesMetric(b.Registry)
 
 		poll := b.PollTimeout
 		if poll <= 0 {

@@ -262,6 +262,7 @@ func (b *Bot) prompt(ctx context.Context, j *job, a *sluice.Account, p *sluice.P
 	var d *sluice.Decision
 	var paid sluice.Decision
 	if j.inherited > 0 {
+		b.count("inherited")
 		paid = inheritedDecision(j, pol)
 		if peek, err := b.Quota.Peek(ctx, key, pol); err == nil {
 			d = &peek

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-telegram/bot/models"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice"
 )
@@ -55,6 +56,28 @@ const (
 	maxUpdateAttempts   = 3
 	givenUpText         = "Sorry, something went wrong with that message and I gave up on it. Nothing was charged; please send it again."
 )
+
+// journalOutcomes are the values of sluice_telegram_updates_total's label.
+var journalOutcomes = []string{"journaled", "duplicate", "unjournaled", "taken_over", "inherited", "given_up"}
+
+// newUpdatesMetric returns sluice_telegram_updates_total, registered with
+// reg if not nil, every outcome's series at zero.
+func newUpdatesMetric(reg prometheus.Registerer) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_telegram_updates_total",
+		Help: "Telegram updates for the bot, by what the journal of updates did with them: journaled (received and recorded), duplicate (delivered again; dropped), unjournaled (the record failed; handled without it), taken_over (claimed from a gateway that stopped), inherited (of those, a prompt served on the unit that gateway charged), given_up (held by too many gateways that stopped).",
+	}, []string{"outcome"})
+	for _, o := range journalOutcomes {
+		c.WithLabelValues(o)
+	}
+	if reg != nil {
+		reg.MustRegister(c)
+	}
+	return c
+}
+
+// count adds one to the journal's outcome o.
+func (b *Bot) count(o string) { b.updates.WithLabelValues(o).Inc() }
 
 // job is an update on its way through the bot: queued for its chat's
 // worker, handled, and then finished in the journal.
@@ -116,10 +139,13 @@ func (b *Bot) receive(u *models.Update, raw []byte) *job {
 	switch {
 	case err != nil:
 		b.logger().Warn("telegram: journal an update; handling it without", slog.Int64("update_id", u.ID), slog.String("error", err.Error()))
+		b.count("unjournaled")
 		return j
 	case !added:
+		b.count("duplicate")
 		return nil
 	}
+	b.count("journaled")
 	j.journaled = true
 	return j
 }
@@ -180,6 +206,7 @@ func (b *Bot) takeOver(r *sluice.BotUpdate) {
 	log := b.logger().With(slog.Int64("update_id", r.ID), slog.Int("attempts", r.Attempts), slog.Int64("charged", r.Charged))
 	if err != nil || m == nil || r.Attempts > maxUpdateAttempts {
 		log.Error("telegram: gave up an update that stopped the instances that held it")
+		b.count("given_up")
 		if m != nil {
 			b.refundInherited(j)
 			b.reply(m, givenUpText)
@@ -188,6 +215,7 @@ func (b *Bot) takeOver(r *sluice.BotUpdate) {
 		return
 	}
 	log.Info("telegram: took over an update whose instance stopped")
+	b.count("taken_over")
 	if !b.enqueue(j, m) {
 		b.finish(j)
 	}

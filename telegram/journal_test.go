@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/telegram"
 )
@@ -106,6 +108,8 @@ func TestJournalTakeOver(t *testing.T) {
 		}
 	}
 	began := time.Now()
+	reg := prometheus.NewRegistry()
+	bots[1].Registry = reg
 	startBot(t, bots[1])
 	m := e.api.WaitSentTo(user, 1)[0]
 	wantPhoto(t, m)
@@ -130,6 +134,34 @@ func TestJournalTakeOver(t *testing.T) {
 	if got := len(e.api.SentTo(user)); got != 1 {
 		t.Fatalf("%d messages, want 1", got)
 	}
+	for outcome, want := range map[string]float64{"taken_over": 1, "inherited": 1, "duplicate": 1, "journaled": 0, "given_up": 0} {
+		if got := counterValue(t, reg, "sluice_telegram_updates_total", outcome); got != want {
+			t.Errorf("sluice_telegram_updates_total{outcome=%q} = %v, want %v", outcome, got, want)
+		}
+	}
+}
+
+// counterValue returns the value of the counter name{outcome} in reg.
+func counterValue(t *testing.T, reg *prometheus.Registry, name, outcome string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" && l.GetValue() == outcome {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no %s{outcome=%q}", name, outcome)
+	return 0
 }
 
 // seed records a prompt of user in the journal as held by an instance that

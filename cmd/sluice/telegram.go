@@ -49,8 +49,9 @@ func (m *Main) newBot(images sluice.ImageGenerator, log *slog.Logger) error {
 			ChatMessages: t.Outbox.ChatMessages, ChatBytes: int(t.Outbox.ChatBytes),
 			Messages: t.Outbox.Messages, Bytes: int(t.Outbox.Bytes),
 		},
-		Logger: log.With("channel", "telegram"),
-		Usage:  m.Server.Usage,
+		Registry: m.Server.Registry,
+		Logger:   log.With("channel", "telegram"),
+		Usage:    m.Server.Usage,
 	}
 	// The journal of updates is in the account database, shared by the
 	// instances that share it. With a shared store they elect one poller
