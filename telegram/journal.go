@@ -46,9 +46,11 @@ import (
 // stopped every instance that held it maxUpdateAttempts times is given up.
 //
 // Windows left, as with keyed requests: an instance that stops between a
-// take and the record of its charge makes the claimer charge again; a
-// prompt that a paused instance was generating is answered by both it and
-// the claimer (charged once if the charge was recorded, else once each).
+// take and the record of its charge makes the claimer charge again; one
+// that stops between sending a reply and finishing its update has it
+// answered again by the claimer (at least once, not exactly once); a prompt
+// that a paused instance was generating is answered by both it and the
+// claimer (charged once if the charge was recorded, else once each).
 const (
 	DefaultJournalLease = 10 * time.Second
 	journalCallTimeout  = 5 * time.Second
