@@ -310,11 +310,12 @@ func (b *Bot) Start(ctx context.Context) error {
 }
 
 // Close stops the bot: it stops receiving updates, cancels the work in
-// progress (generations that were charged are refunded), and sends the
-// replies already queued until ctx ends. The messages still waiting are
-// released to the journal, for another instance or the next start; those
-// the journal does not hold are dropped, and each chat is told so, once.
-// It does not remove the webhook, so that Telegram keeps the updates that
+// progress, and sends the replies already queued until ctx ends. The
+// messages still waiting and the prompts it interrupts are released to the
+// journal, for another instance or the next start (an interrupted prompt
+// with its charge: handBack). Without the journal, an interrupted prompt is
+// refunded and the waiting messages dropped, and each chat is told so. It
+// does not remove the webhook, so that Telegram keeps the updates that
 // arrive meanwhile for the next start.
 func (b *Bot) Close(ctx context.Context) error {
 	if err := b.init(); err != nil {

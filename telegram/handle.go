@@ -305,6 +305,10 @@ func (b *Bot) prompt(ctx context.Context, j *job, a *sluice.Account, p *sluice.P
 	select {
 	case b.gen <- struct{}{}:
 	case <-ctx.Done():
+		if b.handBack(j, &paid) {
+			settled = true
+			return
+		}
 		refund("canceled")
 		b.reply(m, restartingText)
 		return
@@ -318,6 +322,10 @@ func (b *Bot) prompt(ctx context.Context, j *job, a *sluice.Account, p *sluice.P
 		User:           "telegram:" + strconv.FormatInt(m.From.ID, 10),
 	})
 	<-b.gen
+	if err != nil && ctx.Err() != nil && b.handBack(j, &paid) {
+		settled = true
+		return
+	}
 	if err != nil {
 		refund("upstream_error")
 		b.logger().LogAttrs(ctx, slog.LevelWarn, "telegram: image generator failed; refunded",

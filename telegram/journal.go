@@ -37,8 +37,9 @@ import (
 // back.
 //
 // Stopping cleanly (Close) releases the updates still waiting in the chat
-// queues, so that another instance takes them at once; the work in hand is
-// refunded and its chat told, as without a journal.
+// queues and the prompts it interrupts, their charges recorded, so that
+// another instance (or the next start) answers them at once and on those
+// charges: a restart is invisible to the users.
 //
 // An instance paused (not stopped) past its lease finds, when it wakes,
 // that others claimed its updates: it checks that it still holds an update
@@ -94,6 +95,7 @@ type job struct {
 
 	mu       sync.Mutex
 	pending  bool        // the charge is to be recorded
+	recordAt time.Time   // when: the take plus ChargeDelay
 	timer    *time.Timer // of that record, waiting for ChargeDelay
 	recorded bool        // the journal holds the charge of this job
 	finished bool
@@ -202,7 +204,7 @@ func (b *Bot) claim(ctx context.Context) {
 // takeOver queues an update claimed from a stopped instance, or gives it up
 // if it was held too often.
 func (b *Bot) takeOver(r *sluice.BotUpdate) {
-	j := &job{u: new(models.Update), journaled: true, inherited: r.Charged, inheritedAt: r.ChargedAt}
+	j := &job{u: new(models.Update), journaled: true, inherited: r.Charged, inheritedAt: r.ChargedAt, recorded: r.Charged > 0}
 	err := json.Unmarshal(r.Payload, j.u)
 	m := messageOf(j.u)
 	log := b.logger().With(slog.Int64("update_id", r.ID), slog.Int("attempts", r.Attempts), slog.Int64("charged", r.Charged))
@@ -277,6 +279,7 @@ func (b *Bot) charged(j *job, at time.Time) {
 	}
 	j.mu.Lock()
 	j.pending = !j.finished
+	j.recordAt = time.Now().Add(b.ChargeDelay)
 	if b.ChargeDelay > 0 {
 		j.timer = time.AfterFunc(b.ChargeDelay, rec)
 	}
@@ -295,7 +298,7 @@ func (b *Bot) unrecord(j *job) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.stopRecord()
-	if !j.recorded && j.inherited == 0 {
+	if !j.recorded {
 		return
 	}
 	j.recorded, j.inherited = false, 0
@@ -304,6 +307,35 @@ func (b *Bot) unrecord(j *job) {
 	if err := b.Journal.Charge(ctx, b.botID, j.u.ID, b.holder, 0, time.Time{}, time.Time{}); err != nil {
 		b.logger().Warn("telegram: clear a refunded charge in the journal", slog.Int64("update_id", j.u.ID), slog.String("error", err.Error()))
 	}
+}
+
+// handBack leaves a prompt that Close interrupted to the instance that
+// claims it next (another, or this one started again), instead of refunding
+// it and asking the user to send it again: its charge is recorded on its
+// update (once ChargeDelay has passed since the take, which Close waits
+// for), so that the claimer serves it on that unit, and it is not finished,
+// so that Close releases it. It reports false if that cannot be done (the
+// bot is not closing, the update is not journaled, or the record fails):
+// the caller refunds and tells the chat instead.
+func (b *Bot) handBack(j *job, paid *sluice.Decision) bool {
+	if !j.journaled || b.ctx.Err() == nil {
+		return false
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if paid.Charged() && !j.recorded {
+		j.stopRecord()
+		time.Sleep(time.Until(j.recordAt))
+		ctx, cancel := context.WithTimeout(context.Background(), journalCallTimeout)
+		defer cancel()
+		if err := b.Journal.Charge(ctx, b.botID, j.u.ID, b.holder, 1, paid.Time, paid.Time.Add(UpdateTTL)); err != nil {
+			b.logger().Warn("telegram: record the charge of a prompt handed back", slog.Int64("update_id", j.u.ID), slog.String("error", err.Error()))
+			return false
+		}
+		j.recorded = true
+	}
+	j.deferred = true
+	return true
 }
 
 // held reports whether this instance still holds j's update, which it

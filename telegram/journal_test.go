@@ -257,21 +257,26 @@ func TestJournalGivesUp(t *testing.T) {
 	}
 }
 
-// TestJournalCloseReleases: a bot that stops cleanly leaves its waiting
-// messages to the journal, and the next instance answers them at once; the
-// one it was working on is refunded and its chat told.
+// TestJournalCloseReleases: a bot that stops cleanly hands its waiting
+// messages and the prompt it was generating back to the journal, the
+// latter with its charge recorded (after ChargeDelay), and the next instance
+// answers them at once, the interrupted one on its charge: the restart is
+// invisible to the user.
 func TestJournalCloseReleases(t *testing.T) {
 	e := newEnv(t, nil)
 	bots, urls := e.webhookBots(2)
 	for _, b := range bots {
 		b.JournalLease = time.Hour // only a release lets the second take them
 		b.MaxGenerations = 1
+		b.ChargeDelay = 300 * time.Millisecond
 	}
 	started := make(chan struct{}, 1)
+	var interrupted atomic.Bool
 	e.gen.set(func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
-		if req.Prompt == "first" {
+		if req.Prompt == "first" && !interrupted.Load() {
 			started <- struct{}{}
 			<-ctx.Done()
+			interrupted.Store(true)
 			return nil, ctx.Err()
 		}
 		return e.gen.demo.Generate(ctx, req)
@@ -283,12 +288,19 @@ func TestJournalCloseReleases(t *testing.T) {
 	e.api.Deliver(urls[0], webhookSecret, e.api.Update(user, user, "second"))
 	time.Sleep(100 * time.Millisecond) // queued behind the first
 	stop()
-	wantText(t, e.api.WaitSentTo(user, 1)[0], "restarting", "nothing was charged")
+	if n := len(e.api.SentTo(user)); n != 0 {
+		t.Fatalf("the stopping bot sent %d messages: %v", n, e.api.SentTo(user))
+	}
 	startBot(t, bots[1])
-	m := e.api.WaitSentTo(user, 2)[1]
-	wantPhoto(t, m)
-	if h, _ := e.used(e.accountOf(user).ID); h != 1 {
-		t.Fatalf("used %d, want 1", h)
+	got := e.api.WaitSentTo(user, 2)
+	for i, want := range []string{"first", "second"} {
+		wantPhoto(t, got[i])
+		if !strings.HasPrefix(got[i].Text, want) {
+			t.Fatalf("photo %d captioned %q, want the %s prompt", i+1, got[i].Text, want)
+		}
+	}
+	if h, _ := e.used(e.accountOf(user).ID); h != 2 {
+		t.Fatalf("used %d, want 2: one unit per prompt", h)
 	}
 }
 
@@ -330,5 +342,31 @@ func TestJournalPausedLeaves(t *testing.T) {
 	}
 	if h, _ := e.used(e.accountOf(user).ID); h != 1 {
 		t.Fatalf("used %d, want 1", h)
+	}
+}
+
+// TestCloseWithoutJournal: without a journal, a bot that stops refunds the
+// prompt it was generating and drops the waiting one, telling the chat
+// both.
+func TestCloseWithoutJournal(t *testing.T) {
+	e := newEnv(t, func(b *telegram.Bot) { b.Journal = nil })
+	started := make(chan struct{}, 1)
+	e.gen.set(func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	bots, urls := e.webhookBots(1)
+	stop := startBot(t, bots[0])
+	const user = 102
+	e.api.Deliver(urls[0], webhookSecret, e.api.Update(user, user, "first"))
+	<-started
+	e.api.Deliver(urls[0], webhookSecret, e.api.Update(user, user, "second")) // queued behind the first
+	stop()
+	got := e.api.WaitSentTo(user, 2)
+	wantText(t, got[0], "I'm restarting, so I didn't do that and nothing was charged")
+	wantText(t, got[1], "I didn't get to your waiting messages")
+	if h, _ := e.used(e.accountOf(user).ID); h != 0 {
+		t.Fatalf("used %d, want 0", h)
 	}
 }

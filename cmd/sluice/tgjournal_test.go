@@ -80,6 +80,18 @@ func TestTelegramCrashEmbedded(t *testing.T) {
 // the victim, calls restart if not nil, and checks that the prompt is
 // answered with one photo, on one unit.
 func testTelegramCrash(t *testing.T, api *telegramtest.Server, up *fakeUpstream, victim *gatewayProc, charged func() (int64, error), restart func()) {
+	testTelegramStop(t, api, up, func() {
+		entered := time.Now()
+		waitCharged(t, 20*time.Second, charged)
+		t.Logf("the charge was recorded %v after the generation began", time.Since(entered).Round(time.Millisecond))
+		victim.kill(t)
+	}, restart)
+}
+
+// testTelegramStop sends a prompt, stops its gateway with stop once the
+// prompt reached the upstream, calls restart if not nil, and checks that
+// the prompt is answered with one photo, on one unit.
+func testTelegramStop(t *testing.T, api *telegramtest.Server, up *fakeUpstream, stop, restart func()) {
 	const user = 8100
 	open := sync.OnceFunc(up.close())
 	defer open()
@@ -89,18 +101,15 @@ func testTelegramCrash(t *testing.T, api *telegramtest.Server, up *fakeUpstream,
 	case <-time.After(30 * time.Second):
 		t.Fatal("the prompt never reached the upstream")
 	}
-	entered := time.Now()
-	waitCharged(t, 20*time.Second, charged)
-	t.Logf("the charge was recorded %v after the generation began", time.Since(entered).Round(time.Millisecond))
-	victim.kill(t)
-	killed := time.Now()
+	stop()
+	stopped := time.Now()
 	open()
 	if restart != nil {
 		restart()
 	}
 
 	photo := api.WaitSentTo(user, 1)[0]
-	t.Logf("answered %v after the kill", time.Since(killed).Round(time.Millisecond))
+	t.Logf("answered %v after the stop", time.Since(stopped).Round(time.Millisecond))
 	// Starter: 5 an hour; the caption's figures are after one unit.
 	wantBotPhoto(t, photo, "4 of 5 left this hour")
 	api.Say(user, "/usage")
@@ -109,10 +118,26 @@ func testTelegramCrash(t *testing.T, api *telegramtest.Server, up *fakeUpstream,
 		t.Errorf("/usage after the take-over: %q, want 1 of 5 used", usage.Text)
 	}
 	if n := up.calls.Load(); n != 2 {
-		t.Errorf("the upstream was called %d times, want 2 (the victim's, lost with it, and the take-over's)", n)
+		t.Errorf("the upstream was called %d times, want 2 (the stopped gateway's and the take-over's)", n)
 	}
 	time.Sleep(time.Second) // a second answer would come by now
 	if got := api.SentTo(user); len(got) != 2 {
 		t.Errorf("%d messages, want 2 (the photo and /usage)", len(got))
 	}
+}
+
+// TestTelegramRestartEmbedded: a gateway on the embedded stores stopped
+// cleanly (SIGTERM, as a deploy does) while it generates a prompt hands the
+// prompt back with its charge; started again on its data, it answers it on
+// that charge, without a word to the user about the restart.
+func TestTelegramRestartEmbedded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts gateway processes")
+	}
+	up := newFakeUpstream(t)
+	api := telegramtest.NewServer(t, botToken)
+	data := t.TempDir()
+	env := map[string]string{"SLUICE_TELEGRAM_TOKEN": botToken, "SLUICE_TELEGRAM_API_URL": api.URL, "SLUICE_UPSTREAM_URL": up.srv.URL}
+	p := startProcess(t, env, data)
+	testTelegramStop(t, api, up, func() { p.stop(t) }, func() { startProcess(t, env, data) })
 }

@@ -115,6 +115,24 @@ func (p *gatewayProc) kill(t *testing.T) {
 	<-p.done
 }
 
+// stop stops the process with SIGTERM, as a deploy would, and waits until
+// it exits (30 s at most).
+func (p *gatewayProc) stop(t *testing.T) {
+	t.Helper()
+	p.killed = true
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+		t.Fatal("gateway did not stop within 30s of SIGTERM")
+	}
+	if p.err != nil {
+		t.Fatalf("gateway: %v; its output:\n%s", p.err, p.out)
+	}
+}
+
 // leads reports how many times the process became the poller.
 func (p *gatewayProc) leads() int {
 	return strings.Count(p.out.String(), "telegram: this instance polls")
