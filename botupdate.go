@@ -68,7 +68,8 @@ type BotUpdateStore interface {
 	Release(ctx context.Context, bot int64, holder string, now time.Time) error
 
 	// Claim takes over up to n updates of bot that are not done, whose
-	// lease ended at or before now and that have not expired, lowest ID
+	// lease ended at or before now, that have not expired and that another
+	// holder holds (a holder renews its own, even late), lowest ID
 	// first, for holder until until, and returns them as stored after the
 	// claim: Attempts one more; the charge kept if ChargedUntil is after
 	// now, else zeroed. Two instances claiming at once never get the same

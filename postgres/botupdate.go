@@ -107,7 +107,7 @@ UPDATE bot_updates SET holder = $2, lease_until = $3, attempts = attempts + 1,
 	charged_until = CASE WHEN charged_until > $4 THEN charged_until ELSE 'epoch' END
 WHERE bot = $1 AND id = ANY (ARRAY (
 	SELECT id FROM bot_updates
-	WHERE bot = $1 AND NOT done AND lease_until <= $4 AND expires_at > $4
+	WHERE bot = $1 AND NOT done AND lease_until <= $4 AND expires_at > $4 AND holder <> $2
 	ORDER BY id LIMIT $5
 	FOR UPDATE SKIP LOCKED))
 RETURNING id, payload, attempts, received_at, expires_at, charged, charged_at, charged_until`,

@@ -133,7 +133,7 @@ UPDATE bot_updates SET holder = ?2, lease_until = ?3, attempts = attempts + 1,
 	charged_until = iif(charged_until > ?4, charged_until, 0)
 WHERE rowid IN (
 	SELECT rowid FROM bot_updates
-	WHERE bot = ?1 AND done = 0 AND lease_until <= ?4 AND expires_at > ?4
+	WHERE bot = ?1 AND done = 0 AND lease_until <= ?4 AND expires_at > ?4 AND holder <> ?2
 	ORDER BY id LIMIT ?5)
 RETURNING id, payload, attempts, received_at, expires_at, charged, charged_at, charged_until`,
 		bot, holder, untilN, nowN, n)

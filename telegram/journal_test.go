@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -188,9 +189,11 @@ func (e *env) seed(user int64, text string, attempts int, charged bool) *sluice.
 	if added, err := j.Add(ctx, rec); err != nil || !added {
 		e.t.Fatalf("seed: %v, %v", added, err)
 	}
-	for range attempts - 1 {
+	holder := rec.Holder
+	for i := range attempts - 1 {
 		// Claimed by as many instances, that stopped too.
-		if got, err := j.Claim(ctx, rec.Bot, "stopped", now.Add(-time.Second), now, 100); err != nil || len(got) != 1 {
+		holder = "stopped-" + strconv.Itoa(i)
+		if got, err := j.Claim(ctx, rec.Bot, holder, now.Add(-time.Second), now, 100); err != nil || len(got) != 1 {
 			e.t.Fatalf("seed claim: %v, %v", got, err)
 		}
 	}
@@ -200,7 +203,7 @@ func (e *env) seed(user int64, text string, attempts int, charged bool) *sluice.
 		if err != nil || !d.Allowed {
 			e.t.Fatalf("seed take: %+v, %v", d, err)
 		}
-		if err := j.Charge(ctx, rec.Bot, rec.ID, "stopped", 1, d.Time, d.Time.Add(time.Hour)); err != nil {
+		if err := j.Charge(ctx, rec.Bot, rec.ID, holder, 1, d.Time, d.Time.Add(time.Hour)); err != nil {
 			e.t.Fatal(err)
 		}
 	}

@@ -274,12 +274,14 @@ func testBotClaim(t *testing.T, s sluice.BotUpdateStore) {
 	// Held by c and d until until; 13 is free from now + 1s.
 	claimIDs(t, "Claim a second on", s, 1, "e", until, now.Add(time.Second), 10, 13)
 	claimIDs(t, "Claim before the claims' lease ends", s, 1, "e", until, until.Add(-time.Second), 10)
-	got = claimIDs(t, "Claim at the claims' lease end", s, 1, "e", until.Add(botLease), until, 10, 11, 12, 13, 16, 17)
+	// e's own 13 is not e's to claim: a holder renews its updates.
+	got = claimIDs(t, "Claim at the claims' lease end", s, 1, "e", until.Add(botLease), until, 10, 11, 12, 16, 17)
 	for _, u := range got {
 		if u.Attempts != 3 {
 			t.Errorf("Attempts of update %d claimed a second time = %d, want 3", u.ID, u.Attempts)
 		}
 	}
+	claimIDs(t, "Claim of e's own by another", s, 1, "f", until.Add(botLease), until, 10, 13)
 }
 
 // testBotChargeInherited: a claim keeps the charge while it holds
