@@ -373,3 +373,18 @@ func TestCloseWithoutJournal(t *testing.T) {
 		t.Fatalf("used %d, want 0", h)
 	}
 }
+
+// TestPollSkipsBadUpdate: an update that does not decode is skipped (and
+// confirmed), and the updates after it in the same answer are handled.
+func TestPollSkipsBadUpdate(t *testing.T) {
+	e := newEnv(t, nil)
+	const user = 103
+	e.api.Push([]byte(`{"update_id":1,"message":{"message_id":"not a number","text":5}}`))
+	e.api.Say(user, "/help")
+	e.start()
+	wantText(t, e.api.WaitSentTo(user, 1)[0], "/usage")
+	time.Sleep(200 * time.Millisecond)
+	if n := len(e.api.Sent()); n != 1 {
+		t.Fatalf("%d messages sent, want 1", n)
+	}
+}
