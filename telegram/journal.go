@@ -88,7 +88,9 @@ type job struct {
 	u         *models.Update
 	journaled bool // recorded in b.Journal and held by this instance
 	// inherited is the charge taken over with the update: its units at
-	// the instant inheritedAt, to be served on instead of a new charge.
+	// the instant inheritedAt, to be served on instead of a new charge;
+	// 0 once a prompt serves on it or it is refunded. Only the goroutine
+	// that has the job (its chat's worker, once queued) touches it.
 	inherited   int64
 	inheritedAt time.Time
 	deferred    bool // finished once its photo is sent, not by its worker
@@ -237,7 +239,7 @@ func (b *Bot) refundInherited(j *job) {
 	defer cancel()
 	a, err := b.Accounts.FindAccountByTelegram(ctx, m.From.ID)
 	if err != nil {
-		b.logger().Warn("telegram: refund a given-up update", slog.String("error", err.Error()))
+		b.logger().Warn("telegram: refund an inherited charge", slog.String("error", err.Error()))
 		return
 	}
 	p := b.plans[a.Plan]
@@ -246,6 +248,7 @@ func (b *Bot) refundInherited(j *job) {
 	}
 	pol := b.policy(a, p)
 	d := inheritedDecision(j, pol)
+	j.inherited = 0
 	b.unrecord(j)
 	b.refund(a, "", sluice.AccountQuotaKey(a.ID), pol, d, "not_served")
 }
@@ -301,7 +304,7 @@ func (b *Bot) unrecord(j *job) {
 	if !j.recorded {
 		return
 	}
-	j.recorded, j.inherited = false, 0
+	j.recorded = false
 	ctx, cancel := context.WithTimeout(context.Background(), journalCallTimeout)
 	defer cancel()
 	if err := b.Journal.Charge(ctx, b.botID, j.u.ID, b.holder, 0, time.Time{}, time.Time{}); err != nil {
