@@ -222,9 +222,7 @@ func (b *Bot) takeOver(r *sluice.BotUpdate) {
 	}
 	log.Info("telegram: took over an update whose instance stopped")
 	b.count("taken_over")
-	if !b.enqueue(j, m) {
-		b.finish(j)
-	}
+	b.enqueue(j, m) // if the bot is closing, Close releases it again
 }
 
 // refundInherited gives back the charge that j inherited, if no prompt
