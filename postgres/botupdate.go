@@ -175,18 +175,7 @@ WHERE bot = $1 AND id = $2 AND holder = $3 AND NOT done`,
 // DeleteExpired implements sluice.BotUpdateStore, deleteBatch updates per
 // statement.
 func (s *BotUpdates) DeleteExpired(ctx context.Context, now time.Time) (int64, error) {
-	var total int64
-	for {
-		tag, err := s.db.pool.Exec(ctx, `
+	return s.db.deleteBatches(ctx, "bot updates delete expired", `
 DELETE FROM bot_updates WHERE ctid = ANY (ARRAY (
-	SELECT ctid FROM bot_updates WHERE expires_at <= $1 LIMIT $2))`, now.UTC(), deleteBatch)
-		if err != nil {
-			return total, fmt.Errorf("bot updates delete expired: %w", err)
-		}
-		n := tag.RowsAffected()
-		total += n
-		if n < deleteBatch {
-			return total, nil
-		}
-	}
+	SELECT ctid FROM bot_updates WHERE expires_at <= $1 LIMIT $2))`, now)
 }

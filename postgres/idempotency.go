@@ -160,13 +160,20 @@ func (s *Idempotency) Abandon(ctx context.Context, accountID int64, key, token s
 // DeleteExpired implements sluice.IdempotencyStore, deleteBatch records per
 // statement.
 func (s *Idempotency) DeleteExpired(ctx context.Context, now time.Time) (int64, error) {
+	return s.db.deleteBatches(ctx, "idempotency delete expired", `
+DELETE FROM idempotency WHERE ctid = ANY (ARRAY (
+	SELECT ctid FROM idempotency WHERE expires_at <= $1 AND charged_until <= $1 LIMIT $2))`, now)
+}
+
+// deleteBatches runs the DELETE query, whose parameters are $1 now and $2
+// the batch's size, until it deletes fewer than deleteBatch rows, so that
+// no statement holds its locks long, and returns how many it deleted.
+func (db *DB) deleteBatches(ctx context.Context, op, query string, now time.Time) (int64, error) {
 	var total int64
 	for {
-		tag, err := s.db.pool.Exec(ctx, `
-DELETE FROM idempotency WHERE ctid = ANY (ARRAY (
-	SELECT ctid FROM idempotency WHERE expires_at <= $1 AND charged_until <= $1 LIMIT $2))`, now.UTC(), deleteBatch)
+		tag, err := db.pool.Exec(ctx, query, now.UTC(), deleteBatch)
 		if err != nil {
-			return total, fmt.Errorf("idempotency delete expired: %w", err)
+			return total, fmt.Errorf("%s: %w", op, err)
 		}
 		n := tag.RowsAffected()
 		total += n

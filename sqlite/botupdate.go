@@ -195,15 +195,7 @@ WHERE bot = ? AND id = ? AND holder = ? AND done = 0`,
 // returned res, err: ENOTFOUND if it changed no row (the holder no longer
 // holds the update, it is done, or it does not exist).
 func updateHeld(op string, res sql.Result, err error) error {
-	if err != nil {
-		return fmt.Errorf("bot updates %s: %w", op, err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("bot updates %s: %w", op, err)
-	} else if n == 0 {
-		return sluice.Errorf(sluice.ENOTFOUND, "The bot update is not held.")
-	}
-	return nil
+	return oneRow("bot updates "+op, "The bot update is not held.", res, err)
 }
 
 // DeleteExpired implements sluice.BotUpdateStore, deleteBatch updates per
@@ -213,21 +205,7 @@ func (s *BotUpdates) DeleteExpired(ctx context.Context, now time.Time) (int64, e
 	if err != nil {
 		return 0, fmt.Errorf("bot updates delete expired: %w", err)
 	}
-	var total int64
-	for {
-		res, err := s.db.w.ExecContext(ctx, `
+	return deleteBatches(ctx, s.db.w, "bot updates delete expired", `
 DELETE FROM bot_updates WHERE rowid IN (
-	SELECT rowid FROM bot_updates WHERE expires_at <= ?1 LIMIT ?2)`, nowN, deleteBatch)
-		if err != nil {
-			return total, fmt.Errorf("bot updates delete expired: %w", err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return total, fmt.Errorf("bot updates delete expired: %w", err)
-		}
-		total += n
-		if n < deleteBatch {
-			return total, nil
-		}
-	}
+	SELECT rowid FROM bot_updates WHERE expires_at <= ?1 LIMIT ?2)`, nowN)
 }

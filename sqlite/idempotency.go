@@ -166,13 +166,19 @@ func (s *Idempotency) Charge(ctx context.Context, accountID int64, key, token st
 // res, err: ENOTFOUND if it changed no row (the attempt no longer holds the
 // claim).
 func held(op string, res sql.Result, err error) error {
+	return oneRow("idempotency "+op, "The idempotency claim is no longer held.", res, err)
+}
+
+// oneRow is the error of the statement op that returned res, err and was
+// to change one row: ENOTFOUND with the message gone if it changed none.
+func oneRow(op, gone string, res sql.Result, err error) error {
 	if err != nil {
-		return fmt.Errorf("idempotency %s: %w", op, err)
+		return fmt.Errorf("%s: %w", op, err)
 	}
 	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("idempotency %s: %w", op, err)
+		return fmt.Errorf("%s: %w", op, err)
 	} else if n == 0 {
-		return sluice.Errorf(sluice.ENOTFOUND, "The idempotency claim is no longer held.")
+		return sluice.Errorf(sluice.ENOTFOUND, "%s", gone)
 	}
 	return nil
 }
@@ -194,17 +200,24 @@ func (s *Idempotency) DeleteExpired(ctx context.Context, now time.Time) (int64, 
 	if err != nil {
 		return 0, fmt.Errorf("idempotency delete expired: %w", err)
 	}
+	return deleteBatches(ctx, s.db.w, "idempotency delete expired", `
+DELETE FROM idempotency WHERE rowid IN (
+	SELECT rowid FROM idempotency WHERE expires_at <= ?1 AND charged_until <= ?1 LIMIT ?2)`, nowN)
+}
+
+// deleteBatches runs the DELETE query, whose parameters are ?1 now and ?2
+// the batch's size, until it deletes fewer than deleteBatch rows, so that
+// the writer is never held long, and returns how many it deleted.
+func deleteBatches(ctx context.Context, w *sql.DB, op, query string, now int64) (int64, error) {
 	var total int64
 	for {
-		res, err := s.db.w.ExecContext(ctx, `
-DELETE FROM idempotency WHERE rowid IN (
-	SELECT rowid FROM idempotency WHERE expires_at <= ?1 AND charged_until <= ?1 LIMIT ?2)`, nowN, deleteBatch)
+		res, err := w.ExecContext(ctx, query, now, deleteBatch)
 		if err != nil {
-			return total, fmt.Errorf("idempotency delete expired: %w", err)
+			return total, fmt.Errorf("%s: %w", op, err)
 		}
 		n, err := res.RowsAffected()
 		if err != nil {
-			return total, fmt.Errorf("idempotency delete expired: %w", err)
+			return total, fmt.Errorf("%s: %w", op, err)
 		}
 		total += n
 		if n < deleteBatch {

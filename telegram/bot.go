@@ -232,9 +232,6 @@ func (b *Bot) init() error {
 			tgbot.WithServerURL(strings.TrimRight(url, "/")),
 			tgbot.WithSkipGetMe(),
 			tgbot.WithHTTPClient(poll, client),
-			tgbot.WithNotAsyncHandlers(), // dispatch is quick and keeps the order
-			tgbot.WithDefaultHandler(func(_ context.Context, _ *tgbot.Bot, u *models.Update) { b.dispatch(u, nil) }),
-			tgbot.WithAllowedUpdates(tgbot.AllowedUpdates{"message"}),
 			tgbot.WithErrorsHandler(func(err error) {
 				b.logger().Warn("telegram: bot api", slog.String("error", err.Error()))
 			}),
@@ -394,7 +391,7 @@ func (b *Bot) WebhookHandler() http.Handler {
 }
 
 // dispatch records an update in the journal and queues it for its chat's
-// worker. raw is its JSON as Telegram sent it, if at hand. It never blocks
+// worker. raw is its JSON as Telegram sent it. It never blocks
 // on the work itself. It reports false if the bot is closed, so that the
 // update is left to Telegram.
 func (b *Bot) dispatch(u *models.Update, raw []byte) bool {

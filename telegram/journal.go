@@ -128,12 +128,6 @@ func (b *Bot) receive(u *models.Update, raw []byte) *job {
 	if b.Journal == nil {
 		return j
 	}
-	if raw == nil {
-		var err error
-		if raw, err = json.Marshal(u); err != nil {
-			return j
-		}
-	}
 	now := time.Now()
 	ctx, cancel := context.WithTimeout(b.ctx, journalCallTimeout)
 	defer cancel()

@@ -216,7 +216,6 @@ func TestJournalInherited(t *testing.T) {
 	e := newEnv(t, nil)
 	const user = 97
 	a := e.seed(user, "a heron", 1, true)
-	e.bot.JournalLease = journalLease
 	e.start()
 	wantPhoto(t, e.api.WaitSentTo(user, 1)[0])
 	if h, _ := e.used(a.ID); h != 1 {

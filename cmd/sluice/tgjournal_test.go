@@ -58,10 +58,7 @@ func TestTelegramCrashEmbedded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts gateway processes")
 	}
-	up := newFakeUpstream(t)
-	api := telegramtest.NewServer(t, botToken)
-	data := t.TempDir()
-	env := map[string]string{"SLUICE_TELEGRAM_TOKEN": botToken, "SLUICE_TELEGRAM_API_URL": api.URL, "SLUICE_UPSTREAM_URL": up.srv.URL}
+	up, api, env, data := embeddedBot(t)
 	p := startProcess(t, env, data)
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(data, "sluice.db")+"?mode=ro")
 	if err != nil {
@@ -73,6 +70,15 @@ func TestTelegramCrashEmbedded(t *testing.T) {
 		err := db.QueryRow(`SELECT coalesce(sum(charged), 0) FROM bot_updates WHERE done = 0`).Scan(&charged)
 		return charged, err
 	}, func() { startProcess(t, env, data) })
+}
+
+// embeddedBot returns a fake upstream and Bot API, the environment of a
+// gateway on the embedded stores that uses both, and its data directory.
+func embeddedBot(t *testing.T) (*fakeUpstream, *telegramtest.Server, map[string]string, string) {
+	up := newFakeUpstream(t)
+	api := telegramtest.NewServer(t, botToken)
+	env := map[string]string{"SLUICE_TELEGRAM_TOKEN": botToken, "SLUICE_TELEGRAM_API_URL": api.URL, "SLUICE_UPSTREAM_URL": up.srv.URL}
+	return up, api, env, t.TempDir()
 }
 
 // testTelegramCrash sends a prompt that the gateway victim takes to the
@@ -134,10 +140,7 @@ func TestTelegramRestartEmbedded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts gateway processes")
 	}
-	up := newFakeUpstream(t)
-	api := telegramtest.NewServer(t, botToken)
-	data := t.TempDir()
-	env := map[string]string{"SLUICE_TELEGRAM_TOKEN": botToken, "SLUICE_TELEGRAM_API_URL": api.URL, "SLUICE_UPSTREAM_URL": up.srv.URL}
+	up, api, env, data := embeddedBot(t)
 	p := startProcess(t, env, data)
 	testTelegramStop(t, api, up, func() { p.stop(t) }, func() { startProcess(t, env, data) })
 }

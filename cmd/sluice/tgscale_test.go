@@ -71,12 +71,7 @@ func startProcess(t *testing.T, env map[string]string, data string) *gatewayProc
 		if p.killed {
 			return
 		}
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(30 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.done
+		if !p.terminate() {
 			t.Errorf("gateway did not stop within 30s of SIGTERM")
 		}
 		switch out := p.out.String(); {
@@ -120,16 +115,25 @@ func (p *gatewayProc) kill(t *testing.T) {
 func (p *gatewayProc) stop(t *testing.T) {
 	t.Helper()
 	p.killed = true
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
+	if !p.terminate() {
 		t.Fatal("gateway did not stop within 30s of SIGTERM")
 	}
 	if p.err != nil {
 		t.Fatalf("gateway: %v; its output:\n%s", p.err, p.out)
+	}
+}
+
+// terminate sends the process SIGTERM and waits until it exits; after 30 s
+// it kills it, and reports false.
+func (p *gatewayProc) terminate() bool {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return true
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+		return false
 	}
 }
 
