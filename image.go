@@ -46,3 +46,26 @@ type QuotaService interface {
 	// Ping reports whether the store behind the service is reachable.
 	Ping(ctx context.Context) error
 }
+
+// QuotaSyncer is a QuotaStore or QuotaService whose charges live in memory
+// for a while before a crash can no longer lose them (the embedded store,
+// which writes its counters to disk every flush interval). Sync returns
+// once the counters of key, as they stand, would survive a crash of the
+// process.
+//
+// A charge that another record builds on (an idempotency claim's, a
+// journaled Telegram prompt's, which a retry or another instance inherits
+// instead of charging again) is recorded only after Sync: a crash then
+// either loses both, and the retry pays once, or keeps both.
+type QuotaSyncer interface {
+	Sync(ctx context.Context, key string) error
+}
+
+// SyncQuota calls q's Sync if q is a QuotaSyncer; otherwise every charge
+// already survives what q survives, and it returns nil.
+func SyncQuota(ctx context.Context, q QuotaService, key string) error {
+	if s, ok := q.(QuotaSyncer); ok {
+		return s.Sync(ctx, key)
+	}
+	return nil
+}

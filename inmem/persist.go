@@ -236,6 +236,47 @@ func (p *persister) write(rows []row, cleanup bool, now time.Time) error {
 	return nil
 }
 
+// Sync returns once the counters of key, as they stand, are on disk: at
+// once if the key has no change that a committed write does not hold (or
+// the store writes every change, or keeps none), else after writing that
+// key alone. It is what a caller needs before recording a charge that a
+// crash must not outlive the counters (sluice.QuotaSyncer); a flush
+// interval's worth of other keys stays in memory.
+func (s *Store) Sync(ctx context.Context, key string) error {
+	if s.p == nil || s.p.sync {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p := s.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// Under p.mu no write is under way: a clean key's last snapshot was
+	// committed (a failed write marks its keys dirty again).
+	sh, h := s.shard(key)
+	sh.mu.Lock()
+	ks := sh.t.find(h, key)
+	clean := ks == nil || ks.flags&flagDirty == 0
+	var r row
+	if !clean {
+		r = snapshotLocked(sh, h, key)
+	}
+	sh.mu.Unlock()
+	if clean {
+		return nil
+	}
+	if err := p.write([]row{r}, false, time.Time{}); err != nil {
+		sh.mu.Lock()
+		if ks := sh.t.find(h, key); ks != nil {
+			ks.flags |= flagDirty // still listed in sh.dirty: the next flush writes it
+		}
+		sh.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
 // writeKey writes the current state of one key (flush interval 0).
 func (p *persister) writeKey(s *Store, key string) error {
 	p.mu.Lock()

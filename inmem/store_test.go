@@ -112,6 +112,81 @@ func TestRestart(t *testing.T) {
 	}
 }
 
+// TestSync: Sync writes one key's counters at once on a store that
+// flushes periodically, leaving the other keys to the flush; a key with no
+// unwritten change is not written again; a failed write keeps the key for
+// the next flush. A store that writes every change, or none, syncs at once.
+func TestSync(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "quota.db")
+	now := time.Now()
+	s, err := inmem.Open(ctx, path, time.Hour, inmem.Options{}) // only Sync, Flush and Close write
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// onDisk returns the hour's remaining units of key in the file.
+	onDisk := func(key string) int64 {
+		t.Helper()
+		other, err := inmem.Open(ctx, path, time.Hour, inmem.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		d, err := other.Peek(ctx, key, &hourDay, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Windows[0].Remaining
+	}
+	s.Take(ctx, "a", &hourDay, 3, now)
+	s.Take(ctx, "b", &hourDay, 1, now)
+	if r := onDisk("a"); r != 100 {
+		t.Fatalf("before Sync: %d left on disk, want 100 (nothing written)", r)
+	}
+	if err := s.Sync(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := onDisk("a"), onDisk("b"); a != 97 || b != 100 {
+		t.Fatalf("after Sync(a): a %d, b %d left on disk; want 97 and 100", a, b)
+	}
+	// Nothing to write: no write is tried (it would fail).
+	if err := inmem.FailWritesForTest(path, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(ctx, "a"); err != nil {
+		t.Fatalf("Sync of a key already written: %v", err)
+	}
+	if err := s.Sync(ctx, "never-taken"); err != nil {
+		t.Fatalf("Sync of an unknown key: %v", err)
+	}
+	s.Take(ctx, "a", &hourDay, 2, now)
+	if err := s.Sync(ctx, "a"); err == nil {
+		t.Fatal("Sync with failing writes: no error")
+	}
+	if err := inmem.FailWritesForTest(path, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := onDisk("a"), onDisk("b"); a != 95 || b != 99 {
+		t.Fatalf("after a failed Sync and a flush: a %d, b %d left on disk; want 95 and 99", a, b)
+	}
+
+	writesAll, err := inmem.Open(ctx, filepath.Join(t.TempDir(), "sync.db"), 0, inmem.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, st := range map[string]*inmem.Store{"in memory": inmem.New(inmem.Options{}), "flush interval 0": writesAll} {
+		st.Take(ctx, "a", &hourDay, 1, now)
+		if err := st.Sync(ctx, "a"); err != nil {
+			t.Errorf("%s: Sync: %v", name, err)
+		}
+		st.Close()
+	}
+}
+
 func TestOpenCorruptState(t *testing.T) {
 	// A row that cannot be decoded is skipped, not fatal.
 	ctx := context.Background()

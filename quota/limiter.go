@@ -285,6 +285,17 @@ func (l *Limiter) Peek(ctx context.Context, key string, p *sluice.Policy) (sluic
 	return d, err
 }
 
+// Sync returns once the counters of key survive a crash of this process
+// (sluice.QuotaSyncer): at once unless Store keeps charges in memory
+// between writes, as the embedded store does between flushes. A charge
+// made by Fallback is not synced: it is this instance's memory only.
+func (l *Limiter) Sync(ctx context.Context, key string) error {
+	if s, ok := l.Store.(sluice.QuotaSyncer); ok {
+		return s.Sync(ctx, key)
+	}
+	return nil
+}
+
 // Reset forgets the counters of key. The store's call runs under Timeout,
 // not under the breaker: an operator's reset is tried even while the
 // decisions fail over.
