@@ -31,15 +31,16 @@ import (
 //     the request is served, so a request is never taken over however long
 //     it runs (unless the store cannot be reached for a whole lease).
 //   - Once the quota is taken, the claim records the charge (units and
-//     instant), off the request's path, and after Idempotency.ChargeDelay
-//     (by when the counters hold it whatever happens). If the instance
-//     serving it stops
+//     instant), off the request's path, once the quota's counters hold it
+//     whatever happens (sluice.SyncQuota: the embedded store writes the
+//     account's counters first). If the instance serving it stops
 //     (a crash, a kill), a retry of the same request after the lease takes
 //     the claim over and inherits the charge: it is served without a new
 //     charge, and a failure refunds the inherited one. A retry with another
 //     body gets 422 while the charge holds (Idempotency.TTL). Left open: a
-//     crash between the quota's take and that record (one write to the
-//     account store), after which the retry is charged again; and a
+//     crash between the counters' write (the quota's take; with the
+//     embedded store, the sync) and that record (one write to the account
+//     store), after which the retry is charged again; and a
 //     charge that an instance took from its local fallback during an
 //     outage of the shared quota store, whose refund by another instance
 //     goes to the shared store.
@@ -79,12 +80,6 @@ type Idempotency struct {
 	// store be unreachable for a whole Lease, the request may be served
 	// twice.
 	Lease time.Duration
-	// ChargeDelay is how long after a charge a crash of the quota store
-	// may still lose it (the embedded store's flush interval, plus a
-	// flush); a claim records its charge only once that has passed, so that
-	// no retry inherits a charge that the counters lost (and is served
-	// free). 0: at once (Redis; the embedded store writing every charge).
-	ChargeDelay time.Duration
 }
 
 func (c *Idempotency) ttl() time.Duration   { return cmpOr(c.TTL, sluice.DefaultIdempotencyTTL) }
@@ -161,8 +156,10 @@ type idemClaim struct {
 	charges    chan chargeMark
 }
 
-// chargeMark is a charge for the claim to record: units at an instant.
+// chargeMark is a charge for the claim to record: units at an instant,
+// of the quota key key.
 type chargeMark struct {
+	key   string
 	units int64
 	at    time.Time
 }
@@ -254,24 +251,13 @@ func (c *idemClaim) renew() {
 		defer close(c.done)
 		t := time.NewTicker(lease / 3)
 		defer t.Stop()
-		var (
-			pending *chargeMark      // a charge not recorded yet
-			delayed <-chan time.Time // fires when pending may be recorded; nil: it may
-		)
+		var pending *chargeMark // a charge not recorded yet
 		for {
 			select {
 			case <-c.stop:
 				return
 			case m := <-c.charges:
 				pending = &m
-				if d := s.Idempotency.ChargeDelay; d > 0 {
-					delay := time.NewTimer(d)
-					defer delay.Stop()
-					delayed = delay.C
-					continue
-				}
-			case <-delayed:
-				delayed = nil
 			case <-t.C:
 				ctx, cancel := context.WithTimeout(context.Background(), lease/3)
 				err := s.Idempotency.Store.Extend(ctx, c.rec.AccountID, c.rec.Key, c.rec.Token, s.now().Add(lease))
@@ -280,13 +266,18 @@ func (c *idemClaim) renew() {
 					return
 				}
 			}
-			if pending != nil && delayed == nil {
+			if pending != nil {
+				// The counters first: a charge that a crash took from
+				// them must not be inherited (served free).
 				ctx, cancel := context.WithTimeout(context.Background(), lease/3)
-				err := s.Idempotency.Store.Charge(ctx, c.rec.AccountID, c.rec.Key, c.rec.Token, pending.units, pending.at, pending.at.Add(s.Idempotency.ttl()))
+				op, err := "syncing the counters for", sluice.SyncQuota(ctx, s.Quota, pending.key)
+				if err == nil {
+					op, err = "recording the charge of", s.Idempotency.Store.Charge(ctx, c.rec.AccountID, c.rec.Key, c.rec.Token, pending.units, pending.at, pending.at.Add(s.Idempotency.ttl()))
+				}
 				cancel()
 				if err == nil {
 					pending = nil
-				} else if failed("recording the charge of", err) {
+				} else if failed(op, err) {
 					return
 				}
 			}
@@ -294,14 +285,15 @@ func (c *idemClaim) renew() {
 	}()
 }
 
-// charged has the claim record that its request took n units at the
-// instant at, off the request's path (by the renewal's goroutine).
-func (c *idemClaim) charged(n int64, at time.Time) {
+// charged has the claim record that its request took n units of the quota
+// key key at the instant at, off the request's path (by the renewal's
+// goroutine).
+func (c *idemClaim) charged(key string, n int64, at time.Time) {
 	if c == nil || c.charges == nil {
 		return
 	}
 	select {
-	case c.charges <- chargeMark{n, at}:
+	case c.charges <- chargeMark{key, n, at}:
 	default: // one charge a request: never blocks
 	}
 }

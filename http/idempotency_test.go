@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicehq/sluice"
 	sluicehttp "github.com/sluicehq/sluice/http"
+	"github.com/sluicehq/sluice/internal/storetest"
 	"github.com/sluicehq/sluice/quota"
 )
 
@@ -614,29 +615,41 @@ func TestIdempotentChargeRetried(t *testing.T) {
 	wantStatus(t, finish(), 200)
 }
 
-// TestIdempotentChargeDelayed checks that a claim records its charge only
-// after Idempotency.ChargeDelay (the embedded counters' flush), and that a
-// request answered before then leaves no charge to inherit.
-func TestIdempotentChargeDelayed(t *testing.T) {
-	const delay = 500 * time.Millisecond
-	h := newHarness(t, func(h *harness, _ *quota.Limiter) {
-		h.S.Idempotency = sluicehttp.Idempotency{Store: h.DB.Idempotency(), ChargeDelay: delay}
+// TestIdempotentChargeSynced checks that a claim records its charge only
+// once the quota's counters hold it (sluice.QuotaSyncer, the embedded store
+// between flushes), so that no retry inherits a charge that a crash took
+// from them, and that a failed sync is tried again at the next renewal.
+func TestIdempotentChargeSynced(t *testing.T) {
+	const lease = 900 * time.Millisecond // renewed every 300 ms of the wall clock
+	q := &storetest.SyncingQuota{}
+	q.Fail.Store(true)
+	h := newHarness(t, func(h *harness, lim *quota.Limiter) {
+		q.QuotaStore = lim.Store
+		lim.Store = q
+		h.S.Idempotency = sluicehttp.Idempotency{Store: h.DB.Idempotency(), Lease: lease}
 	})
 	id, key := h.account("vip")
-	finish := h.blocked(key, "delayed")
-	entered := time.Now()
-	charged := func() int64 { return h.claimOf(h.DB.Idempotency(), id, "delayed").Charged }
-	if n := charged(); n != 0 {
-		t.Fatalf("charge recorded at once: %d", n)
-	}
-	for charged() != 2 {
-		if time.Since(entered) > 10*time.Second {
-			t.Fatal("the charge was never recorded")
+	finish := h.blocked(key, "synced")
+	charged := func() int64 { return h.claimOf(h.DB.Idempotency(), id, "synced").Charged }
+	for deadline := time.Now().Add(10 * time.Second); q.Calls() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Sync called %d times in 10 s, want a call and a retry", q.Calls())
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
-	if waited := time.Since(entered); waited < delay-100*time.Millisecond {
-		t.Errorf("charge recorded %v after the generation began, before the delay of %v", waited, delay)
+	if n := charged(); n != 0 {
+		t.Fatalf("charge recorded while the counters could not be synced: %d", n)
+	}
+	if !strings.Contains(h.Logs.String(), "syncing the counters for the claim of an idempotent request failed") {
+		t.Errorf("the failed sync was not logged")
+	}
+	q.Fail.Store(false)
+	for deadline := time.Now().Add(10 * time.Second); charged() != 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the charge was never recorded once the sync succeeded")
+		}
+	}
+	if k := sluice.AccountQuotaKey(id); !q.Synced(k) {
+		t.Errorf("the counters of %q were never synced", k)
 	}
 	wantStatus(t, finish(), 200)
 }

@@ -263,7 +263,7 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 		s.metrics.decision(q.plan.ID, outcome)
 		paid = d
 		if d.Charged() {
-			claim.charged(n, d.Time)
+			claim.charged(q.key, n, d.Time)
 		}
 	}
 

@@ -144,11 +144,6 @@ type Bot struct {
 	// JournalLease is how long an instance holds an update it received
 	// unless it renews the lease; 0 means DefaultJournalLease.
 	JournalLease time.Duration
-	// ChargeDelay is how long after a prompt's charge a crash of the
-	// quota store may still lose it (the embedded store's flush interval,
-	// plus a flush): the journal records the charge only after that, so
-	// that no claim inherits a unit the counters lost. 0: at once.
-	ChargeDelay time.Duration
 
 	// Usage receives every quota decision of a prompt and every refund,
 	// with channel and key ID "telegram"; nil means none is recorded.

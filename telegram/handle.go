@@ -283,7 +283,7 @@ func (b *Bot) prompt(ctx context.Context, j *job, a *sluice.Account, p *sluice.P
 		}
 		d, paid = &taken, taken
 		if taken.Charged() {
-			b.charged(j, taken.Time)
+			b.charged(j, key, taken.Time)
 		}
 	}
 
@@ -305,7 +305,7 @@ func (b *Bot) prompt(ctx context.Context, j *job, a *sluice.Account, p *sluice.P
 	select {
 	case b.gen <- struct{}{}:
 	case <-ctx.Done():
-		if b.handBack(j, &paid) {
+		if b.handBack(j, key, &paid) {
 			settled = true
 			return
 		}
@@ -322,7 +322,7 @@ func (b *Bot) prompt(ctx context.Context, j *job, a *sluice.Account, p *sluice.P
 		User:           "telegram:" + strconv.FormatInt(m.From.ID, 10),
 	})
 	<-b.gen
-	if err != nil && ctx.Err() != nil && b.handBack(j, &paid) {
+	if err != nil && ctx.Err() != nil && b.handBack(j, key, &paid) {
 		settled = true
 		return
 	}

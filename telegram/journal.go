@@ -96,10 +96,7 @@ type job struct {
 	deferred    bool // finished once its photo is sent, not by its worker
 
 	mu       sync.Mutex
-	pending  bool        // the charge is to be recorded
-	recordAt time.Time   // when: the take plus ChargeDelay
-	timer    *time.Timer // of that record, waiting for ChargeDelay
-	recorded bool        // the journal holds the charge of this job
+	recorded bool // the journal holds the charge of this job
 	finished bool
 }
 
@@ -251,37 +248,38 @@ func inheritedDecision(j *job, pol *sluice.Policy) sluice.Decision {
 	return sluice.Decision{Allowed: true, Time: j.inheritedAt, Blocking: -1, N: len(pol.Windows)}
 }
 
-// charged records on j's update that one unit was taken at the instant at,
-// once ChargeDelay has passed.
-func (b *Bot) charged(j *job, at time.Time) {
+// charged records on j's update that one unit of the quota key key was
+// taken at the instant at, once the counters hold it whatever happens
+// (sluice.SyncQuota), so that no claim inherits a unit that a crash took
+// from them (and serves it free). A failure leaves the charge unrecorded:
+// a claimer would charge again.
+func (b *Bot) charged(j *job, key string, at time.Time) {
 	if !j.journaled {
 		return
 	}
-	rec := func() {
-		j.mu.Lock()
-		defer j.mu.Unlock()
-		if !j.pending {
-			return // finished, or refunded, meanwhile
-		}
-		j.pending = false
-		ctx, cancel := context.WithTimeout(context.Background(), journalCallTimeout)
-		defer cancel()
-		if err := b.Journal.Charge(ctx, b.botID, j.u.ID, b.holder, 1, at, at.Add(UpdateTTL)); err != nil {
-			b.logger().Warn("telegram: record a charge in the journal", slog.Int64("update_id", j.u.ID), slog.String("error", err.Error()))
-			return
-		}
-		j.recorded = true
-	}
 	j.mu.Lock()
-	j.pending = !j.finished
-	j.recordAt = time.Now().Add(b.ChargeDelay)
-	if b.ChargeDelay > 0 {
-		j.timer = time.AfterFunc(b.ChargeDelay, rec)
+	defer j.mu.Unlock()
+	if j.finished {
+		return
 	}
-	j.mu.Unlock()
-	if b.ChargeDelay <= 0 {
-		rec()
+	if err := b.recordCharge(j, key, at); err != nil {
+		b.logger().Warn("telegram: record a charge in the journal", slog.Int64("update_id", j.u.ID), slog.String("error", err.Error()))
 	}
+}
+
+// recordCharge syncs the counters of key and records on j's update the
+// unit taken at the instant at. j.mu is held.
+func (b *Bot) recordCharge(j *job, key string, at time.Time) error {
+	ctx, cancel := context.WithTimeout(context.Background(), journalCallTimeout)
+	defer cancel()
+	if err := sluice.SyncQuota(ctx, b.Quota, key); err != nil {
+		return err
+	}
+	if err := b.Journal.Charge(ctx, b.botID, j.u.ID, b.holder, 1, at, at.Add(UpdateTTL)); err != nil {
+		return err
+	}
+	j.recorded = true
+	return nil
 }
 
 // unrecord clears j's charge from the journal before it is refunded, so
@@ -292,7 +290,6 @@ func (b *Bot) unrecord(j *job) {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.stopRecord()
 	if !j.recorded {
 		return
 	}
@@ -306,28 +303,23 @@ func (b *Bot) unrecord(j *job) {
 
 // handBack leaves a prompt that Close interrupted to the instance that
 // claims it next (another, or this one started again), instead of refunding
-// it and asking the user to send it again: its charge is recorded on its
-// update (once ChargeDelay has passed since the take, which Close waits
-// for), so that the claimer serves it on that unit, and it is not finished,
-// so that Close releases it. It reports false if that cannot be done (the
-// bot is not closing, the update is not journaled, or the record fails):
-// the caller refunds and tells the chat instead.
-func (b *Bot) handBack(j *job, paid *sluice.Decision) bool {
+// it and asking the user to send it again: its charge (of the quota key
+// key) is recorded on its update, so that the claimer serves it on that
+// unit, and it is not finished, so that Close releases it. It reports false
+// if that cannot be done (the bot is not closing, the update is not
+// journaled, or the record fails): the caller refunds and tells the chat
+// instead.
+func (b *Bot) handBack(j *job, key string, paid *sluice.Decision) bool {
 	if !j.journaled || b.ctx.Err() == nil {
 		return false
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if paid.Charged() && !j.recorded {
-		j.stopRecord()
-		time.Sleep(time.Until(j.recordAt))
-		ctx, cancel := context.WithTimeout(context.Background(), journalCallTimeout)
-		defer cancel()
-		if err := b.Journal.Charge(ctx, b.botID, j.u.ID, b.holder, 1, paid.Time, paid.Time.Add(UpdateTTL)); err != nil {
+		if err := b.recordCharge(j, key, paid.Time); err != nil {
 			b.logger().Warn("telegram: record the charge of a prompt handed back", slog.Int64("update_id", j.u.ID), slog.String("error", err.Error()))
 			return false
 		}
-		j.recorded = true
 	}
 	j.deferred = true
 	return true
@@ -353,15 +345,6 @@ func (b *Bot) held(j *job) bool {
 	return true
 }
 
-// stopRecord cancels a charge's record not yet made. j.mu is held.
-func (j *job) stopRecord() {
-	j.pending = false
-	if j.timer != nil {
-		j.timer.Stop()
-		j.timer = nil
-	}
-}
-
 // finish marks j's update handled in the journal.
 func (b *Bot) finish(j *job) {
 	if !j.journaled {
@@ -373,7 +356,6 @@ func (b *Bot) finish(j *job) {
 		return
 	}
 	j.finished = true
-	j.stopRecord()
 	ctx, cancel := context.WithTimeout(context.Background(), journalCallTimeout)
 	defer cancel()
 	if err := b.Journal.Finish(ctx, b.botID, j.u.ID, b.holder); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/internal/storetest"
 	"github.com/sluicehq/sluice/telegram"
 )
 
@@ -261,7 +262,7 @@ func TestJournalGivesUp(t *testing.T) {
 
 // TestJournalCloseReleases: a bot that stops cleanly hands its waiting
 // messages and the prompt it was generating back to the journal, the
-// latter with its charge recorded (after ChargeDelay), and the next instance
+// latter with its charge recorded, and the next instance
 // answers them at once, the interrupted one on its charge: the restart is
 // invisible to the user.
 func TestJournalCloseReleases(t *testing.T) {
@@ -270,7 +271,6 @@ func TestJournalCloseReleases(t *testing.T) {
 	for _, b := range bots {
 		b.JournalLease = time.Hour // only a release lets the second take them
 		b.MaxGenerations = 1
-		b.ChargeDelay = 300 * time.Millisecond
 	}
 	started := make(chan struct{}, 1)
 	var interrupted atomic.Bool
@@ -303,6 +303,59 @@ func TestJournalCloseReleases(t *testing.T) {
 	}
 	if h, _ := e.used(e.accountOf(user).ID); h != 2 {
 		t.Fatalf("used %d, want 2: one unit per prompt", h)
+	}
+}
+
+// syncCheckJournal is a journal that notes, for every charge recorded,
+// whether the quota's counters of the account had been synced first.
+type syncCheckJournal struct {
+	sluice.BotUpdateStore
+	q        *storetest.SyncingQuota
+	key      atomic.Pointer[string] // the account's quota key
+	recorded atomic.Int64           // charges recorded
+	early    atomic.Int64           // of which before the sync of key
+}
+
+func (j *syncCheckJournal) Charge(ctx context.Context, bot, id int64, holder string, units int64, at, until time.Time) error {
+	if units > 0 {
+		j.recorded.Add(1)
+		if k := j.key.Load(); k == nil || !j.q.Synced(*k) {
+			j.early.Add(1)
+		}
+	}
+	return j.BotUpdateStore.Charge(ctx, bot, id, holder, units, at, until)
+}
+
+// TestJournalChargeSynced: a prompt's charge is recorded on its update only
+// once the counters hold it (sluice.QuotaSyncer, the embedded store between
+// flushes), so that no claimer inherits a unit that a crash took from them;
+// a failed sync leaves it unrecorded (a claimer would charge again) and the
+// prompt is answered all the same.
+func TestJournalChargeSynced(t *testing.T) {
+	e := newEnv(t, nil)
+	q := &storetest.SyncingQuota{QuotaStore: e.quota.Store}
+	e.quota.Store = q
+	j := &syncCheckJournal{BotUpdateStore: e.bot.Journal, q: q}
+	e.bot.Journal = j
+	const user = 102
+	e.start()
+	e.api.Say(user, "/start")
+	e.api.WaitSentTo(user, 1)
+	key := sluice.AccountQuotaKey(e.accountOf(user).ID)
+	j.key.Store(&key)
+	e.api.Say(user, "first")
+	wantPhoto(t, e.api.WaitSentTo(user, 2)[1])
+	if r, early := j.recorded.Load(), j.early.Load(); r != 1 || early != 0 {
+		t.Fatalf("charges recorded %d, %d of them before the counters' sync; want 1, 0", r, early)
+	}
+	q.Fail.Store(true)
+	e.api.Say(user, "second")
+	wantPhoto(t, e.api.WaitSentTo(user, 3)[2])
+	if r := j.recorded.Load(); r != 1 {
+		t.Fatalf("%d charges recorded; a charge whose sync failed was recorded", r)
+	}
+	if h, _ := e.used(e.accountOf(user).ID); h != 2 {
+		t.Fatalf("used %d, want 2", h)
 	}
 }
 

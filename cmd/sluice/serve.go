@@ -361,10 +361,9 @@ func (m *Main) Run(ctx context.Context) error {
 		m.Server.Usage = m.usage
 	}
 	m.Server.Idempotency = shttp.Idempotency{
-		Store:       m.Idempotency,
-		TTL:         cfg.Limits.IdempotencyTTL,
-		MaxBody:     int64(cfg.Limits.IdempotencyMaxBody),
-		ChargeDelay: chargeDelay(cfg),
+		Store:   m.Idempotency,
+		TTL:     cfg.Limits.IdempotencyTTL,
+		MaxBody: int64(cfg.Limits.IdempotencyMaxBody),
 	}
 	m.mountConsole(usage, token)
 	if cfg.Telegram.Token != "" {
@@ -645,17 +644,4 @@ func (m *Main) testClockOffset() error {
 	now := func() time.Time { return time.Now().Add(d) }
 	m.Quota.Now, m.AuthQuota.Now = now, now
 	return nil
-}
-
-// chargeDelay is how long after a charge a crash may still lose it from the
-// quota store's counters (shttp.Idempotency.ChargeDelay, and the bot's
-// telegram.Bot.ChargeDelay): the embedded store's flush interval plus a
-// second for the flush itself; nothing when every charge is written at
-// once, or on Redis (whose own persistence is its operator's: a Redis that
-// loses its data loses every count).
-func chargeDelay(cfg *config.Config) time.Duration {
-	if cfg.Quota.Store == config.StoreEmbedded && cfg.Quota.FlushInterval > 0 {
-		return cfg.Quota.FlushInterval + time.Second
-	}
-	return 0
 }

@@ -58,7 +58,7 @@ func (m *Main) newBot(images sluice.ImageGenerator, log *slog.Logger) error {
 	// (CONTRACT.md §7): on Redis if the counters are there (its lease
 	// expires on its own, even for a paused holder), else on the shared
 	// PostgreSQL. Embedded storage is one instance: no election.
-	m.Bot.Journal, m.Bot.ChargeDelay = m.BotUpdates, chargeDelay(cfg)
+	m.Bot.Journal = m.BotUpdates
 	switch {
 	case cfg.Quota.Store == config.StoreRedis:
 		if s, ok := m.Quota.Store.(*redis.Store); ok {

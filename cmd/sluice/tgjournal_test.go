@@ -30,7 +30,10 @@ func TestTelegramCrash(t *testing.T) {
 	b := sharedBackend(t)
 	up := newFakeUpstream(t)
 	api := telegramtest.NewServer(t, botToken)
-	env := map[string]string{"SLUICE_TELEGRAM_TOKEN": botToken, "SLUICE_TELEGRAM_API_URL": api.URL, "SLUICE_UPSTREAM_URL": up.srv.URL}
+	// Counters flushed only every hour: a charge survives a kill only if
+	// the bot synced them before recording it on the update.
+	env := map[string]string{"SLUICE_TELEGRAM_TOKEN": botToken, "SLUICE_TELEGRAM_API_URL": api.URL, "SLUICE_UPSTREAM_URL": up.srv.URL,
+		"SLUICE_QUOTA_FLUSH_INTERVAL": "1h"}
 	pa := startGateway(t, b, env)
 	livePoller(t, []*gatewayProc{pa})
 	pb := startGateway(t, b, env)
@@ -52,8 +55,9 @@ func TestTelegramCrash(t *testing.T) {
 
 // TestTelegramCrashEmbedded: the same for one gateway on the embedded
 // stores, killed and started again on its data directory. The journal
-// records the charge only once the counters' flush holds it (a flush
-// interval and a second).
+// records the charge only once the bot synced the account's counters to
+// disk (they flush only every hour here): the restarted gateway serves the
+// prompt on that unit.
 func TestTelegramCrashEmbedded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts gateway processes")
@@ -77,7 +81,10 @@ func TestTelegramCrashEmbedded(t *testing.T) {
 func embeddedBot(t *testing.T) (*fakeUpstream, *telegramtest.Server, map[string]string, string) {
 	up := newFakeUpstream(t)
 	api := telegramtest.NewServer(t, botToken)
-	env := map[string]string{"SLUICE_TELEGRAM_TOKEN": botToken, "SLUICE_TELEGRAM_API_URL": api.URL, "SLUICE_UPSTREAM_URL": up.srv.URL}
+	// Counters flushed only every hour: a charge survives a kill only if
+	// the bot synced them before recording it on the update.
+	env := map[string]string{"SLUICE_TELEGRAM_TOKEN": botToken, "SLUICE_TELEGRAM_API_URL": api.URL, "SLUICE_UPSTREAM_URL": up.srv.URL,
+		"SLUICE_QUOTA_FLUSH_INTERVAL": "1h"}
 	return up, api, env, t.TempDir()
 }
 
