@@ -167,3 +167,26 @@ func BenchmarkMemoryPerKey(b *testing.B) {
 		s.Close()
 	}
 }
+
+// BenchmarkTakeSync is a take followed by a Sync of its key on a store that
+// flushes every second: what a charge costs with embedded storage when an
+// idempotency claim or a journaled Telegram prompt is to record it.
+func BenchmarkTakeSync(b *testing.B) {
+	ctx := context.Background()
+	s, err := inmem.Open(ctx, b.TempDir()+"/quota.db", time.Second, inmem.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	keys := benchKeys(1000)
+	now := time.Unix(1_800_000_000, 0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		k := keys[i%len(keys)]
+		s.Take(ctx, k, &benchPolicy, 1, now)
+		if err := s.Sync(ctx, k); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
