@@ -340,6 +340,16 @@ func (b *Bot) prompt(ctx context.Context, j *job, a *sluice.Account, p *sluice.P
 		}
 		return
 	}
+	if !b.held(j) {
+		// Claimed by another instance while this one generated (it was
+		// paused past its lease): the claimer answers, on the charge
+		// recorded on the update, or on one of its own if none was.
+		settled = true
+		if j.charged == 0 {
+			b.refund(a, md.ID, key, pol, paid, "claimed")
+		}
+		return
+	}
 	settled = true // now up to the delivery, which finishes the update
 	j.deferred = true
 	err = b.out.enqueue(&outMsg{

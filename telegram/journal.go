@@ -43,15 +43,16 @@ import (
 //
 // An instance paused (not stopped) past its lease finds, when it wakes,
 // that others claimed its updates: it checks that it still holds an update
-// before charging for it, and leaves those it lost alone. An update that
-// stopped every instance that held it maxUpdateAttempts times is given up.
+// before charging for it and again before sending a prompt's photo, and
+// leaves those it lost to the claimer (giving back a charge it could not
+// record, which the claimer does not see). An update that stopped every
+// instance that held it maxUpdateAttempts times is given up.
 //
 // Windows left, as with keyed requests: an instance that stops between a
 // take and the record of its charge makes the claimer charge again; one
 // that stops between sending a reply and finishing its update has it
-// answered again by the claimer (at least once, not exactly once); a prompt
-// that a paused instance was generating is answered by both it and the
-// claimer (charged once if the charge was recorded, else once each).
+// answered again by the claimer (at least once, not exactly once), and so
+// does one paused between its last check and the photo's sending.
 const (
 	DefaultJournalLease = 10 * time.Second
 	journalCallTimeout  = 5 * time.Second
@@ -95,9 +96,10 @@ type job struct {
 	inheritedAt time.Time
 	deferred    bool // finished once its photo is sent, not by its worker
 
-	mu       sync.Mutex
-	recorded bool // the journal holds the charge of this job
-	finished bool
+	mu        sync.Mutex
+	charged   int64     // the units of this job's charge that the journal holds
+	chargedAt time.Time // the instant of that charge
+	finished  bool
 }
 
 func (b *Bot) journalLease() time.Duration {
@@ -197,7 +199,7 @@ func (b *Bot) claim(ctx context.Context) {
 // takeOver queues an update claimed from a stopped instance, or gives it up
 // if it was held too often.
 func (b *Bot) takeOver(r *sluice.BotUpdate) {
-	j := &job{u: new(models.Update), journaled: true, inherited: r.Charged, inheritedAt: r.ChargedAt, recorded: r.Charged > 0}
+	j := &job{u: new(models.Update), journaled: true, inherited: r.Charged, inheritedAt: r.ChargedAt, charged: r.Charged, chargedAt: r.ChargedAt}
 	err := json.Unmarshal(r.Payload, j.u)
 	m := messageOf(j.u)
 	log := b.logger().With(slog.Int64("update_id", r.ID), slog.Int("attempts", r.Attempts), slog.Int64("charged", r.Charged))
@@ -278,7 +280,7 @@ func (b *Bot) recordCharge(j *job, key string, at time.Time) error {
 	if err := b.Journal.Charge(ctx, b.botID, j.u.ID, b.holder, 1, at, at.Add(UpdateTTL)); err != nil {
 		return err
 	}
-	j.recorded = true
+	j.charged, j.chargedAt = 1, at
 	return nil
 }
 
@@ -290,10 +292,10 @@ func (b *Bot) unrecord(j *job) {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if !j.recorded {
+	if j.charged == 0 {
 		return
 	}
-	j.recorded = false
+	j.charged = 0
 	ctx, cancel := context.WithTimeout(context.Background(), journalCallTimeout)
 	defer cancel()
 	if err := b.Journal.Charge(ctx, b.botID, j.u.ID, b.holder, 0, time.Time{}, time.Time{}); err != nil {
@@ -315,7 +317,7 @@ func (b *Bot) handBack(j *job, key string, paid *sluice.Decision) bool {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if paid.Charged() && !j.recorded {
+	if paid.Charged() && j.charged == 0 {
 		if err := b.recordCharge(j, key, paid.Time); err != nil {
 			b.logger().Warn("telegram: record the charge of a prompt handed back", slog.Int64("update_id", j.u.ID), slog.String("error", err.Error()))
 			return false
@@ -325,18 +327,27 @@ func (b *Bot) handBack(j *job, key string, paid *sluice.Decision) bool {
 	return true
 }
 
-// held reports whether this instance still holds j's update, which it
-// checks before charging for it: an instance paused past its lease (a
-// frozen VM) finds on waking that another claimed the updates it had
-// queued, and leaves them to it. It asks by clearing a charge that j does
-// not have; when the journal cannot answer, the update is handled.
+// held reports whether this instance still holds j's update. It checks
+// before charging for a prompt, and again before sending its photo: an
+// instance paused past its lease (SIGSTOP, a frozen VM) finds on waking
+// that another claimed what it had queued or was generating, and leaves it
+// to that one, which serves it on the charge recorded on the update, if
+// any. It asks by writing again the charge the journal holds for j (none,
+// or the one recorded); when the journal cannot answer, the update is
+// handled.
 func (b *Bot) held(j *job) bool {
 	if !j.journaled {
 		return true
 	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var until time.Time
+	if j.charged > 0 {
+		until = j.chargedAt.Add(UpdateTTL)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), journalCallTimeout)
 	defer cancel()
-	err := b.Journal.Charge(ctx, b.botID, j.u.ID, b.holder, 0, time.Time{}, time.Time{})
+	err := b.Journal.Charge(ctx, b.botID, j.u.ID, b.holder, j.charged, j.chargedAt, until)
 	if sluice.ErrorCode(err) == sluice.ENOTFOUND {
 		b.logger().Warn("telegram: an update this instance held was claimed by another; left to it", slog.Int64("update_id", j.u.ID))
 		j.journaled = false // not ours to finish

@@ -3,9 +3,11 @@ package telegram_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -306,24 +308,38 @@ func TestJournalCloseReleases(t *testing.T) {
 	}
 }
 
-// syncCheckJournal is a journal that notes, for every charge recorded,
-// whether the quota's counters of the account had been synced first.
+// syncCheckJournal is a journal that notes, for every update given a
+// charge, whether the quota's counters of the account had been synced
+// first.
 type syncCheckJournal struct {
 	sluice.BotUpdateStore
-	q        *storetest.SyncingQuota
-	key      atomic.Pointer[string] // the account's quota key
-	recorded atomic.Int64           // charges recorded
-	early    atomic.Int64           // of which before the sync of key
+	q     *storetest.SyncingQuota
+	key   atomic.Pointer[string] // the account's quota key
+	mu    sync.Mutex
+	ids   map[int64]bool // the updates given a charge
+	early int            // of which before the sync of key
 }
 
 func (j *syncCheckJournal) Charge(ctx context.Context, bot, id int64, holder string, units int64, at, until time.Time) error {
 	if units > 0 {
-		j.recorded.Add(1)
-		if k := j.key.Load(); k == nil || !j.q.Synced(*k) {
-			j.early.Add(1)
+		j.mu.Lock()
+		if !j.ids[id] {
+			j.ids[id] = true
+			if k := j.key.Load(); k == nil || !j.q.Synced(*k) {
+				j.early++
+			}
 		}
+		j.mu.Unlock()
 	}
 	return j.BotUpdateStore.Charge(ctx, bot, id, holder, units, at, until)
+}
+
+// recorded returns the number of updates given a charge, and of those
+// given it before the counters' sync.
+func (j *syncCheckJournal) recorded() (n, early int) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return len(j.ids), j.early
 }
 
 // TestJournalChargeSynced: a prompt's charge is recorded on its update only
@@ -335,7 +351,7 @@ func TestJournalChargeSynced(t *testing.T) {
 	e := newEnv(t, nil)
 	q := &storetest.SyncingQuota{QuotaStore: e.quota.Store}
 	e.quota.Store = q
-	j := &syncCheckJournal{BotUpdateStore: e.bot.Journal, q: q}
+	j := &syncCheckJournal{BotUpdateStore: e.bot.Journal, q: q, ids: map[int64]bool{}}
 	e.bot.Journal = j
 	const user = 102
 	e.start()
@@ -345,13 +361,13 @@ func TestJournalChargeSynced(t *testing.T) {
 	j.key.Store(&key)
 	e.api.Say(user, "first")
 	wantPhoto(t, e.api.WaitSentTo(user, 2)[1])
-	if r, early := j.recorded.Load(), j.early.Load(); r != 1 || early != 0 {
+	if r, early := j.recorded(); r != 1 || early != 0 {
 		t.Fatalf("charges recorded %d, %d of them before the counters' sync; want 1, 0", r, early)
 	}
 	q.Fail.Store(true)
 	e.api.Say(user, "second")
 	wantPhoto(t, e.api.WaitSentTo(user, 3)[2])
-	if r := j.recorded.Load(); r != 1 {
+	if r, _ := j.recorded(); r != 1 {
 		t.Fatalf("%d charges recorded; a charge whose sync failed was recorded", r)
 	}
 	if h, _ := e.used(e.accountOf(user).ID); h != 2 {
@@ -365,38 +381,51 @@ type pausedJournal struct{ sluice.BotUpdateStore }
 
 func (pausedJournal) Renew(context.Context, int64, string, time.Time) error { return nil }
 
-// TestJournalPausedLeaves: an instance that lost the lease of a queued
-// prompt (it was paused, and another instance claimed it) does not charge
-// or answer it when it gets to it.
+// TestJournalPausedLeaves: an instance that lost the lease of its updates
+// (it was paused, and another instance claimed them) neither charges nor
+// answers a prompt that was queued, nor sends the photo of the one it was
+// generating, whose charge the claimer inherits; had that charge not been
+// recorded, it gives it back, the claimer charging its own.
 func TestJournalPausedLeaves(t *testing.T) {
-	e := newEnv(t, nil)
-	e.bot.Journal, e.bot.JournalLease = pausedJournal{e.accounts.BotUpdates()}, journalLease
-	release := make(chan struct{})
-	e.gen.set(func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
-		if req.Prompt == "first" {
-			<-release
-		}
-		return e.gen.demo.Generate(ctx, req)
-	})
-	e.start()
-	const user = 101
-	e.api.Say(user, "first")
-	e.api.Say(user, "second") // waits in the chat's queue behind the first
-	// Another instance claims both once their leases have run out (the
-	// first is in hand: its answer stays this instance's).
-	time.Sleep(journalLease + 100*time.Millisecond)
-	got, err := e.accounts.BotUpdates().Claim(context.Background(), 123456, "another", time.Now().Add(time.Hour), time.Now(), 10)
-	if err != nil || len(got) != 2 {
-		t.Fatalf("claimed %d, %v; want both updates", len(got), err)
-	}
-	close(release)
-	wantPhoto(t, e.api.WaitSentTo(user, 1)[0])
-	time.Sleep(300 * time.Millisecond)
-	if n := len(e.api.SentTo(user)); n != 1 {
-		t.Fatalf("%d answers, want 1: the second is the other instance's", n)
-	}
-	if h, _ := e.used(e.accountOf(user).ID); h != 1 {
-		t.Fatalf("used %d, want 1", h)
+	for _, recorded := range []bool{true, false} {
+		t.Run(fmt.Sprintf("recorded=%v", recorded), func(t *testing.T) {
+			e := newEnv(t, nil)
+			q := &storetest.SyncingQuota{QuotaStore: e.quota.Store}
+			q.Fail.Store(!recorded) // a failed sync: the charge goes unrecorded
+			e.quota.Store = q
+			e.bot.Journal, e.bot.JournalLease = pausedJournal{e.accounts.BotUpdates()}, journalLease
+			generating, release := make(chan struct{}), make(chan struct{})
+			e.gen.set(func(ctx context.Context, req *sluice.ImageRequest) (*sluice.ImageResult, error) {
+				if req.Prompt == "first" {
+					close(generating)
+					<-release
+				}
+				return e.gen.demo.Generate(ctx, req)
+			})
+			e.start()
+			const user = 101
+			e.api.Say(user, "first")
+			e.api.Say(user, "second") // waits in the chat's queue behind the first
+			<-generating
+			// Another instance claims both once their leases have run out.
+			time.Sleep(journalLease + 100*time.Millisecond)
+			got, err := e.accounts.BotUpdates().Claim(context.Background(), 123456, "another", time.Now().Add(time.Hour), time.Now(), 10)
+			if err != nil || len(got) != 2 {
+				t.Fatalf("claimed %d, %v; want both updates", len(got), err)
+			}
+			if want := map[bool]int64{true: 1, false: 0}[recorded]; got[0].Charged != want || got[1].Charged != 0 {
+				t.Fatalf("claimed with charges %d and %d, want %d and 0", got[0].Charged, got[1].Charged, want)
+			}
+			close(release)
+			time.Sleep(500 * time.Millisecond)
+			if sent := e.api.SentTo(user); len(sent) != 0 {
+				t.Fatalf("%d answers, want none: both are the other instance's (%v)", len(sent), sent)
+			}
+			want := map[bool]int64{true: 1, false: 0}[recorded] // the charge the claimer inherits, or none
+			if h, _ := e.used(e.accountOf(user).ID); h != want {
+				t.Fatalf("used %d, want %d", h, want)
+			}
+		})
 	}
 }
 
