@@ -34,7 +34,10 @@ import (
 // once before the run, so that their states hold a charge or two; one busy account whose windows hold a charge in
 // each of the last 2,000 seconds; calendar and token bucket, two windows over
 // 10,000 accounts. Decisions run at the server's clock but for the busy
-// account, whose history is written at passed instants.
+// account, whose history is written at passed instants. The case "floor" is
+// no decision but the least any such script does: TIME, a GET and a SET
+// (KEEPTTL) of a value the size of a two-window sliding state, over the
+// same 10,000 keys: what a decision would cost were its logic free.
 //
 // With SLUICE_BENCH_CALLGRIND=1 the server runs under valgrind's callgrind,
 // which counts the instructions of the script commands (redis-Ir/op): a
@@ -76,21 +79,35 @@ func BenchmarkRedisCPU(b *testing.B) {
 		alg      sluice.Algorithm
 		windows  []sluice.Window
 		accounts int
-		history  int // charges per window, one a second, before the run
+		history  int  // charges per window, one a second, before the run
+		floor    bool // the floor script instead of decisions
 	}{
-		{"sliding-2-windows/keys=10000", sluice.Sliding, hourDay, 10_000, 0},
-		{"sliding-2-windows/busy=2000", sluice.Sliding, hourDay, 1, 2000},
-		{"calendar-2-windows/keys=10000", sluice.Calendar, hourDay, 10_000, 0},
-		{"bucket-2-windows/keys=10000", sluice.TokenBucket, bucketWindows, 10_000, 0},
-		{"calendar-unlimited/keys=10000", sluice.Calendar, unlimited, 10_000, 0},
-		{"bucket-unlimited/keys=10000", sluice.TokenBucket, unlimited, 10_000, 0},
+		{"sliding-2-windows/keys=10000", sluice.Sliding, hourDay, 10_000, 0, false},
+		{"sliding-2-windows/busy=2000", sluice.Sliding, hourDay, 1, 2000, false},
+		{"calendar-2-windows/keys=10000", sluice.Calendar, hourDay, 10_000, 0, false},
+		{"bucket-2-windows/keys=10000", sluice.TokenBucket, bucketWindows, 10_000, 0, false},
+		{"calendar-unlimited/keys=10000", sluice.Calendar, unlimited, 10_000, 0, false},
+		{"bucket-unlimited/keys=10000", sluice.TokenBucket, unlimited, 10_000, 0, false},
+		{"floor/keys=10000", sluice.Sliding, hourDay, 10_000, 0, true},
 	}
+	floor := rueidis.NewLuaScript(`local t = redis.call('TIME')
+local v = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+return v`)
+	state := strings.Repeat("s", 52) // ">BB", per window ">BI4I4I4", the totals and the expiry: 2+2*13+3*8
 	for ci, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
 			p := sluice.Policy{Algorithm: tc.alg, Windows: tc.windows}
 			prefix := "cpu" + strconv.Itoa(ci) + ":" + strconv.Itoa(b.N) + ":"
 			s := redis.New(c, redis.Options{Prefix: prefix})
 			key := func(i int) string { return "{acct:" + strconv.Itoa(i%tc.accounts) + "}" }
+			take := func(i int) error {
+				if tc.floor {
+					return floor.Exec(ctx, c, []string{prefix + key(i)}, []string{state}).NonRedisError()
+				}
+				_, err := s.Take(ctx, key(i), &p, 1, time.Now())
+				return err
+			}
 			if tc.history > 0 {
 				past := redis.New(c, redis.Options{Prefix: prefix, CallerClock: true})
 				now := time.Now()
@@ -107,7 +124,7 @@ func BenchmarkRedisCPU(b *testing.B) {
 					go func() {
 						defer wg.Done()
 						for i := g; i < tc.accounts; i += 16 {
-							if _, err := s.Take(ctx, key(i), &p, 1, time.Now()); err != nil {
+							if err := take(i); err != nil {
 								b.Error(err)
 								return
 							}
@@ -127,7 +144,7 @@ func BenchmarkRedisCPU(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					i := int(next.Add(1))
-					if _, err := s.Take(ctx, key(i*7919), &p, 1, time.Now()); err != nil {
+					if err := take(i * 7919); err != nil {
 						b.Error(err)
 						return
 					}
