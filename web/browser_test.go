@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice"
 	shttp "github.com/sluicehq/sluice/http"
 	"github.com/sluicehq/sluice/internal/browsertest"
+	"github.com/sluicehq/sluice/quota"
 )
 
 var updateScreenshots = flag.Bool("update-screenshots", false, "write the README's console screenshots to docs/")
@@ -47,6 +48,16 @@ func TestConsoleScreenshots(t *testing.T) {
 			sluice.UsageBucket{Start: start, Group: sluice.ChannelAPI, Images: api},
 			sluice.UsageBucket{Start: start, Group: sluice.ChannelTelegram, Images: int64(12 + (i*11)%30)})
 	}
+	// Today's bar holds what the hourly chart shows since midnight.
+	for i := range 2 {
+		last := &f.daily[len(f.daily)-2+i]
+		last.Images = 0
+		for _, h := range f.hourly {
+			if h.Group == last.Group && !h.Start.Before(today) {
+				last.Images += h.Images
+			}
+		}
+	}
 	at := func(d time.Duration) time.Time { return now.Add(-d).Truncate(time.Minute) }
 	f.events = []*sluice.AuditEvent{
 		{ID: 6, At: at(2 * time.Hour), Actor: sluice.Actor{Type: sluice.ActorUser, ID: "1", IP: "203.0.113.7"}, Action: sluice.AuditKeyCreated, AccountID: 1, Details: map[string]any{"name": "batch job"}},
@@ -56,7 +67,6 @@ func TestConsoleScreenshots(t *testing.T) {
 		{ID: 2, At: at(21 * 24 * time.Hour), Actor: sluice.Actor{Type: sluice.ActorUser, ID: "1", IP: "203.0.113.7"}, Action: sluice.AuditPasswordReset, AccountID: 1},
 		{ID: 1, At: at(22 * 24 * time.Hour), Actor: sluice.Actor{Type: sluice.ActorUser, IP: "203.0.113.7"}, Action: sluice.AuditAccountCreated, AccountID: 1},
 	}
-	f.top = []sluice.UsageTotal{{AccountID: 1, Images: 64}, {AccountID: 2, Images: 17}}
 	alerts := &alertSpy{}
 	e := newEnv(t, func(c *Server, _ *shttp.Server) {
 		c.Usage, c.Audit = f, f
@@ -75,16 +85,32 @@ func TestConsoleScreenshots(t *testing.T) {
 		}
 		e.db.TouchAPIKey(ctx, id, now.Add(-14*time.Minute))
 	}
+	// The counters hold what the chart shows: each hour's images charged
+	// at its start (the current hour's now), so the rolling hour counts
+	// the last bar and the rolling day all 24.
 	pol := sluice.WindowConfig{}.AccountPolicy(100, 1000)
-	if _, err := e.console.Quota.Take(ctx, sluice.AccountQuotaKey(a.ID), &pol, 64); err != nil {
-		t.Fatal(err)
+	store := e.console.Quota.(*quota.Limiter).Store
+	var hourUsed, dayUsed int64
+	for i := 0; i < len(f.hourly); i += 2 {
+		n := f.hourly[i].Images + f.hourly[i+1].Images
+		at := f.hourly[i].Start
+		if i == len(f.hourly)-2 {
+			at, hourUsed = now, n
+		}
+		dayUsed += n
+		if _, err := store.Take(ctx, sluice.AccountQuotaKey(a.ID), &pol, n, at); err != nil {
+			t.Fatal(err)
+		}
 	}
+	f.topHour = []sluice.UsageTotal{{AccountID: a.ID, Images: hourUsed}, {AccountID: a.ID + 1, Images: 3}}
+	f.top = []sluice.UsageTotal{{AccountID: a.ID, Images: dayUsed}, {AccountID: a.ID + 1, Images: 17}}
 
 	b := browsertest.New(t, e.ts.URL)
 	b.Open("/login")
 	b.Fill("#email", "ann@example.com", "#password", "correct horse")
 	b.Submit("main form button[type=submit]", "/account")
-	b.WantText("main", "64 of 100 used", "VIP plan", "Last 24 hours", "Last 30 days", "batch job",
+	b.WantText("main", fmt.Sprintf("%d of 100 used", hourUsed), fmt.Sprintf("%d of 1,000 used", dayUsed),
+		fmt.Sprintf("Last 24 hours %d images", dayUsed), "VIP plan", "Last 30 days", "batch job",
 		"API key “laptop” created", "by you from 203.0.113.7", "Turn mail alerts off")
 	b.Eventually("the chart has bars", `document.querySelectorAll(".chart-svg rect.seg-api").length > 20`, 5*time.Second)
 	shot(t, b, "account-history", "console-account.png")
@@ -103,7 +129,7 @@ func TestConsoleScreenshots(t *testing.T) {
 	b.Open("/ops/login")
 	b.Fill("#token", "admin-token-for-tests")
 	b.Submit("main form button[type=submit]", "/ops/")
-	b.WantText("main", "Top accounts", "ann@example.com", "64")
+	b.WantText("main", "Top accounts", "ann@example.com", fmt.Sprintf("vip %d", hourUsed), fmt.Sprintf("vip %d", dayUsed))
 	b.Shot("ops-home")
 	b.Open(fmt.Sprintf("/ops/accounts/%d", a.ID))
 	b.WantText("main", "Plan changed from starter to vip", "by the operator from 198.51.100.4", "Telegram account linked",

@@ -641,6 +641,7 @@ type fakeHistory struct {
 	hourly, daily []sluice.UsageBucket
 	events        []*sluice.AuditEvent
 	top           []sluice.UsageTotal
+	topHour       []sluice.UsageTotal // the top of spans of an hour, if set
 }
 
 func (f *fakeHistory) UsageHistory(_ context.Context, q sluice.UsageQuery) ([]sluice.UsageBucket, error) {
@@ -657,7 +658,10 @@ func (f *fakeHistory) UsageHistory(_ context.Context, q sluice.UsageQuery) ([]sl
 	return out, nil
 }
 
-func (f *fakeHistory) TopUsage(context.Context, time.Time, time.Time, int) ([]sluice.UsageTotal, error) {
+func (f *fakeHistory) TopUsage(_ context.Context, from, to time.Time, _ int) ([]sluice.UsageTotal, error) {
+	if f.topHour != nil && to.Sub(from) < 2*time.Hour {
+		return f.topHour, nil
+	}
 	return f.top, nil
 }
 
