@@ -26,14 +26,7 @@ func TestFlushIntervalZero(t *testing.T) {
 		t.Fatalf("take: %+v, %v", d, err)
 	}
 	// Another store on the same file sees the charge at once.
-	other, err := inmem.Open(ctx, filepath.Join(data, "quota.db"), time.Hour, inmem.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	if d, err := other.Peek(ctx, "k", &p, g.clock.Now()); err != nil || d.Windows[0].Remaining != 7 {
-		t.Fatalf("on disk: %+v, %v; want 7 remaining", d.Windows[0], err)
-	}
+	wantOnDisk(t, g, data, "k", &p, 7)
 }
 
 // TestQuotaSync: serve's quota service syncs a key's counters to disk at
@@ -50,12 +43,20 @@ func TestQuotaSync(t *testing.T) {
 	if err := sluice.SyncQuota(ctx, g.m.Quota, "k"); err != nil {
 		t.Fatal(err)
 	}
+	wantOnDisk(t, g, data, "k", &p, 7)
+}
+
+// wantOnDisk checks that the counters in data's quota.db leave remaining
+// units of key's first window under p.
+func wantOnDisk(t *testing.T, g *gateway, data, key string, p *sluice.Policy, remaining int64) {
+	t.Helper()
+	ctx := context.Background()
 	other, err := inmem.Open(ctx, filepath.Join(data, "quota.db"), time.Hour, inmem.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	if d, err := other.Peek(ctx, "k", &p, g.clock.Now()); err != nil || d.Windows[0].Remaining != 7 {
-		t.Fatalf("on disk: %+v, %v; want 7 remaining", d.Windows[0], err)
+	if d, err := other.Peek(ctx, key, p, g.clock.Now()); err != nil || d.Windows[0].Remaining != remaining {
+		t.Fatalf("on disk: %+v, %v; want %d remaining", d.Windows[0], err, remaining)
 	}
 }
