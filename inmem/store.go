@@ -46,7 +46,10 @@ type Store struct {
 	once sync.Once
 }
 
-var _ sluice.QuotaStore = (*Store)(nil)
+var (
+	_ sluice.QuotaStore  = (*Store)(nil)
+	_ sluice.QuotaSyncer = (*Store)(nil)
+)
 
 type shard struct {
 	mu    sync.Mutex

@@ -144,7 +144,10 @@ type Limiter struct {
 // because the store failed repeatedly.
 var ErrBreakerOpen = errors.New("quota store circuit breaker open")
 
-var _ sluice.QuotaService = (*Limiter)(nil)
+var (
+	_ sluice.QuotaService = (*Limiter)(nil)
+	_ sluice.QuotaSyncer  = (*Limiter)(nil)
+)
 
 var errUnavailable = &sluice.Error{Code: sluice.EUNAVAILABLE, Message: "The quota service is unavailable; please retry shortly."}
 
