@@ -190,3 +190,43 @@ func BenchmarkTakeSync(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCompact measures the sweep that follows a spike of 1,000,000
+// keys of which 100,000 still count: the sweep forgets the rest and
+// compacts the arena, every shard waiting meanwhile. It reports the heap
+// held before and after (a collection each).
+func BenchmarkCompact(b *testing.B) {
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 0)
+	perIP := sluice.Policy{Windows: []sluice.Window{{Name: "minute", Length: time.Minute, Limit: 10}}}
+	keys := make([]string, 1_000_000) // made before measuring: the caller owns them
+	for i := range keys {
+		keys[i] = "{ip:" + strconv.Itoa(i) + "}"
+	}
+	var before, after runtime.MemStats
+	for b.Loop() {
+		b.StopTimer()
+		s := inmem.New(inmem.Options{SweepInterval: time.Hour})
+		for i, k := range keys {
+			if i%10 == 0 {
+				s.Take(ctx, k, &benchPolicy, 1, now) // an hour and a day: still counts
+			} else {
+				s.Take(ctx, k, &perIP, 1, now)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		b.StartTimer()
+		s.Sweep(now.Add(2 * time.Minute))
+		b.StopTimer()
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if n := s.Len(); n != 100_000 {
+			b.Fatalf("%d keys after the sweep, want 100,000", n)
+		}
+		s.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(before.HeapAlloc)/(1<<20), "MB-before")
+	b.ReportMetric(float64(after.HeapAlloc)/(1<<20), "MB-after")
+}

@@ -65,3 +65,10 @@ func RowsForTest(path string) ([]string, error) {
 	}
 	return keys, rows.Err()
 }
+
+// ArenaSlots returns the number of slots the arena has handed out.
+func (s *Store) ArenaSlots() int {
+	s.arena.mu.Lock()
+	defer s.arena.mu.Unlock()
+	return int(s.arena.next)
+}

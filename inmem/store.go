@@ -366,13 +366,34 @@ func (s *Store) sweepTick(wall time.Time) {
 }
 
 // sweep forgets, in memory, every key whose state counts nothing at the
-// Unix second sec.
+// Unix second sec, and compacts the arena if that left it mostly empty.
 func (s *Store) sweep(sec int64) {
+	live := 0
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		sh.t.sweep(sec)
+		live += sh.t.count
 		sh.mu.Unlock()
+	}
+	s.arena.mu.Lock()
+	next := s.arena.next
+	s.arena.mu.Unlock()
+	if wantsCompact(live, next) {
+		s.compact()
+	}
+}
+
+// compact compacts the arena, every shard locked meanwhile.
+func (s *Store) compact() {
+	tabs := make([]*table, len(s.shards))
+	for i := range s.shards {
+		s.shards[i].mu.Lock()
+		tabs[i] = &s.shards[i].t
+	}
+	s.arena.compact(tabs)
+	for i := range s.shards {
+		s.shards[i].mu.Unlock()
 	}
 }
 

@@ -187,6 +187,44 @@ func TestSync(t *testing.T) {
 	}
 }
 
+// TestCompactAfterSpike: a spike of keys (a flood of addresses on a per-IP
+// limit) that then expire gives the arena's slots back at the sweep, and
+// the keys still held keep their counts and take charges as before.
+func TestCompactAfterSpike(t *testing.T) {
+	ctx := context.Background()
+	s := inmem.New(inmem.Options{SweepInterval: time.Hour})
+	defer s.Close()
+	now := time.Unix(1_800_000_000, 0)
+	perIP := sluice.Policy{Windows: []sluice.Window{{Name: "minute", Length: time.Minute, Limit: 10}}}
+	account := func(i int) string { return fmt.Sprintf("{acct:%d}", i) }
+	for i := range 100_000 {
+		s.Take(ctx, fmt.Sprintf("{ip:%d}", i), &perIP, 1, now)
+		if i%100 == 0 {
+			s.Take(ctx, account(i/100), &hourDay, int64(1+i/100%5), now)
+		}
+	}
+	if n := s.ArenaSlots(); n < 101_000 {
+		t.Fatalf("%d slots for 101,000 keys", n)
+	}
+	s.Sweep(now.Add(2 * time.Minute))
+	if n, keys := s.ArenaSlots(), s.Len(); keys != 1000 || n > 1536 {
+		t.Fatalf("after the sweep: %d keys in %d slots; want 1,000 in at most 1,536 (half again, whole chunks)", keys, n)
+	}
+	later := now.Add(2 * time.Minute)
+	for i := range 1000 {
+		d, err := s.Take(ctx, account(i), &hourDay, 1, later)
+		if want := int64(100 - 2 - i%5); err != nil || d.Windows[0].Remaining != want {
+			t.Fatalf("%s after the compaction: %d left, %v; want %d", account(i), d.Windows[0].Remaining, err, want)
+		}
+	}
+	for i := range 5000 { // the arena grows again
+		s.Take(ctx, fmt.Sprintf("{ip:%d}", i), &perIP, 1, later)
+	}
+	if n := s.Len(); n != 6000 {
+		t.Fatalf("%d keys, want 6,000", n)
+	}
+}
+
 func TestOpenCorruptState(t *testing.T) {
 	// A row that cannot be decoded is skipped, not fatal.
 	ctx := context.Background()

@@ -81,9 +81,11 @@ const minSpill = 8
 
 // The arena holds the slots of every shard in chunks that never move. A
 // slot belongs to the table that took it, which alone reads and writes it,
-// under its shard's lock; a freed slot goes back to its table. Chunks are
-// never freed: a store keeps the slots of the most keys it held at once,
-// as a Go map keeps its buckets.
+// under its shard's lock; a freed slot goes back to its table. After a
+// spike of keys (a flood of addresses on the per-IP limits) the sweep
+// compacts it, with every shard locked, once fewer than a quarter of its
+// slots hold keys: the keys move to free slots low in the arena and the
+// chunks above them are dropped (compact).
 type arena struct {
 	mu   sync.Mutex
 	dir  atomic.Pointer[[]*chunk] // grows by copy under mu; read without it
@@ -117,6 +119,80 @@ func (a *arena) take() uint32 {
 	}
 	a.next++
 	return id
+}
+
+// Compaction: an arena of at least minCompact slots is compacted once
+// fewer than a quarter of them hold keys, down to half as many again as
+// the keys it holds (whole chunks), so that it does not compact again
+// until a quarter of that is left.
+const minCompact = 4 << chunkBits
+
+// wantsCompact reports whether an arena of next slots of which live hold
+// keys is worth compacting.
+func wantsCompact(live int, next uint32) bool {
+	return next >= minCompact && uint64(live)*4 < uint64(next)
+}
+
+// compact moves every key of tabs (all the tables with slots in a, whose
+// shards' locks the caller holds) to a slot below live+live/2 rounded up to
+// whole chunks, and drops the chunks above, which the garbage collector
+// then frees. It takes time in the keys it moves, all shards waiting: the
+// sweep runs it only when wantsCompact.
+func (a *arena) compact(tabs []*table) {
+	live := 0
+	for _, t := range tabs {
+		live += t.count
+	}
+	a.compactTo(tabs, live+live/2)
+}
+
+// compactTo is compact to keep slots or more (whole chunks; at least the
+// keys held).
+func (a *arena) compactTo(tabs []*table, n int) {
+	const perChunk = 1 << chunkBits
+	keep := uint32((n + perChunk - 1) / perChunk * perChunk)
+	if keep >= a.next {
+		return
+	}
+	// Below keep every slot holds a key or is in a table's free list, and
+	// there are at least as many free ones as keys above keep.
+	var free []uint32
+	for _, t := range tabs {
+		for _, id := range t.free {
+			if id < keep {
+				free = append(free, id)
+			}
+		}
+		t.free = t.free[:0]
+	}
+	dir := *a.dir.Load()
+	at := func(id uint32) *slot { return &dir[id>>chunkBits][id&(perChunk-1)] }
+	for _, t := range tabs {
+		for i, e := range t.index {
+			id := uint32(e) - 1
+			if e == 0 || id < keep {
+				continue
+			}
+			to := free[len(free)-1]
+			free = free[:len(free)-1]
+			*at(to) = *at(id)
+			t.index[i] = e>>32<<32 | uint64(to+1)
+			if key, ok := t.long[id]; ok {
+				delete(t.long, id)
+				t.long[to] = key
+			}
+		}
+	}
+	// The free slots left go back to the tables, a share each.
+	for i, id := range free {
+		t := tabs[i%len(tabs)]
+		t.free = append(t.free, id)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	kept := append([]*chunk(nil), dir[:keep>>chunkBits]...)
+	a.dir.Store(&kept)
+	a.next = keep
 }
 
 // minIndex is the smallest index; the index grows by a half past 3/4 full

@@ -58,10 +58,38 @@ func TestTableModel(t *testing.T) {
 		if tabs[0].count != n {
 			t.Fatalf("step %d: count %d, want %d", step, tabs[0].count, n)
 		}
+		// Every slot the arena handed out holds a key or is free, once.
+		seen := map[uint32]bool{}
+		for _, tab := range tabs {
+			ids := append([]uint32(nil), tab.free...)
+			for _, e := range tab.index {
+				if e != 0 {
+					ids = append(ids, uint32(e)-1)
+				}
+			}
+			for _, id := range ids {
+				if seen[id] || id >= a.next {
+					t.Fatalf("step %d: slot %d twice or past the arena's %d", step, id, a.next)
+				}
+				seen[id] = true
+			}
+		}
+		chunks := 0
+		if d := a.dir.Load(); d != nil {
+			chunks = len(*d)
+		}
+		if len(seen) != int(a.next) || chunks<<chunkBits < int(a.next) {
+			t.Fatalf("step %d: %d slots held or free of %d handed out (%d chunks)", step, len(seen), a.next, chunks)
+		}
 	}
 	hashes := map[int]uint64{}
+	compactions := 0
 	for step := range 20000 {
-		i := r.IntN(600)
+		// Many keys, then few: the arena has slots to give back.
+		i := r.IntN(1500)
+		if step > 10000 {
+			i = r.IntN(200)
+		}
 		k := key(i)
 		if _, ok := hashes[i]; !ok {
 			hashes[i] = hash(i)
@@ -92,10 +120,19 @@ func TestTableModel(t *testing.T) {
 			tabs[tab].keep(s, st)
 			e.words = append([]uint64(nil), st[0]...)
 			s.expires = uint32(step + r.IntN(200))
+			if step < 10000 {
+				s.expires += 5000 // kept a while: the arena grows
+			}
 			e.expires = s.expires
 		case op < 7:
 			tabs[tab].delete(h, k)
 			delete(model, k)
+		case op == 7 && r.IntN(4) == 0: // compact, as tightly as it may
+			before := a.next
+			a.compactTo(tabs, tabs[0].count+tabs[1].count)
+			if a.next < before {
+				compactions++
+			}
 		case op == 7:
 			sec := int64(step)
 			for _, tb := range tabs {
@@ -116,6 +153,10 @@ func TestTableModel(t *testing.T) {
 		}
 	}
 	check(-1)
+	if compactions == 0 {
+		t.Fatal("the arena was never compacted")
+	}
+	t.Logf("%d compactions", compactions)
 }
 
 // TestTableSpillEmptyWindow spills a state whose other window is empty in
