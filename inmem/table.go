@@ -146,8 +146,9 @@ func (a *arena) compact(tabs []*table) {
 	a.compactTo(tabs, live+live/2)
 }
 
-// compactTo is compact to keep slots or more (whole chunks; at least the
-// keys held).
+// compactTo is compact down to n slots, rounded up to whole chunks; n is
+// at least the keys the tables hold, so that a free slot below the new end
+// awaits every key above it.
 func (a *arena) compactTo(tabs []*table, n int) {
 	const perChunk = 1 << chunkBits
 	keep := uint32((n + perChunk - 1) / perChunk * perChunk)
