@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -184,6 +185,70 @@ func TestSync(t *testing.T) {
 			t.Errorf("%s: Sync: %v", name, err)
 		}
 		st.Close()
+	}
+}
+
+// TestSyncConcurrent: takes, syncs and flushes at once on a persistent
+// store; after a last sync of every key (no flush, no Close), another store
+// on the file holds what memory holds.
+func TestSyncConcurrent(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "quota.db")
+	now := time.Now()
+	s, err := inmem.Open(ctx, path, time.Hour, inmem.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const keys, takes = 20, 200
+	key := func(i int) string { return fmt.Sprintf("{acct:%d}", i) }
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range takes {
+				k := key((g*takes + i) % keys)
+				if _, err := s.Take(ctx, k, &hourDay, 1, now); err != nil {
+					t.Error(err)
+					return
+				}
+				if i%3 == 0 {
+					if err := s.Sync(ctx, k); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range 20 {
+			if err := s.Flush(); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	for i := range keys {
+		if err := s.Sync(ctx, key(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other, err := inmem.Open(ctx, path, time.Hour, inmem.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	for i := range keys {
+		mem, _ := s.Peek(ctx, key(i), &hourDay, now)
+		disk, _ := other.Peek(ctx, key(i), &hourDay, now)
+		if want := int64(100 - 4*takes/keys); mem.Windows[0].Remaining != want || disk.Windows[0].Remaining != want {
+			t.Fatalf("%s: %d left in memory, %d on disk; want %d", key(i), mem.Windows[0].Remaining, disk.Windows[0].Remaining, want)
+		}
 	}
 }
 
