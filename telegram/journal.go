@@ -88,13 +88,12 @@ func (b *Bot) count(o string) { b.updates.WithLabelValues(o).Inc() }
 type job struct {
 	u         *models.Update
 	journaled bool // recorded in b.Journal and held by this instance
-	// inherited is the charge taken over with the update: its units at
-	// the instant inheritedAt, to be served on instead of a new charge;
-	// 0 once a prompt serves on it or it is refunded. Only the goroutine
+	// inherited is the charge taken over with the update (its units; its
+	// instant is chargedAt), to be served on instead of a new charge; 0
+	// once a prompt serves on it or it is refunded. Only the goroutine
 	// that has the job (its chat's worker, once queued) touches it.
-	inherited   int64
-	inheritedAt time.Time
-	deferred    bool // finished once its photo is sent, not by its worker
+	inherited int64
+	deferred  bool // finished once its photo is sent, not by its worker
 
 	mu        sync.Mutex
 	charged   int64     // the units of this job's charge that the journal holds
@@ -199,7 +198,7 @@ func (b *Bot) claim(ctx context.Context) {
 // takeOver queues an update claimed from a stopped instance, or gives it up
 // if it was held too often.
 func (b *Bot) takeOver(r *sluice.BotUpdate) {
-	j := &job{u: new(models.Update), journaled: true, inherited: r.Charged, inheritedAt: r.ChargedAt, charged: r.Charged, chargedAt: r.ChargedAt}
+	j := &job{u: new(models.Update), journaled: true, inherited: r.Charged, charged: r.Charged, chargedAt: r.ChargedAt}
 	err := json.Unmarshal(r.Payload, j.u)
 	m := messageOf(j.u)
 	log := b.logger().With(slog.Int64("update_id", r.ID), slog.Int("attempts", r.Attempts), slog.Int64("charged", r.Charged))
@@ -247,7 +246,7 @@ func (b *Bot) refundInherited(j *job) {
 // inheritedDecision is the decision whose refund gives back j's inherited
 // charge: its instant, in the windows of pol.
 func inheritedDecision(j *job, pol *sluice.Policy) sluice.Decision {
-	return sluice.Decision{Allowed: true, Time: j.inheritedAt, Blocking: -1, N: len(pol.Windows)}
+	return sluice.Decision{Allowed: true, Time: j.chargedAt, Blocking: -1, N: len(pol.Windows)}
 }
 
 // charged records on j's update that one unit of the quota key key was
