@@ -97,6 +97,14 @@ func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return t.base.RoundTrip(r)
 }
 
+// CloseIdleConnections closes the idle connections of the base transport,
+// if it keeps any.
+func (t *transport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 // Extract returns ctx with the remote span context of the headers h (an
 // incoming traceparent), if any.
 func Extract(ctx context.Context, h http.Header) context.Context {

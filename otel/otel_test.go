@@ -87,3 +87,25 @@ func TestTransport(t *testing.T) {
 		t.Fatalf("traceparents %q, want [%q \"\"]", got, want)
 	}
 }
+
+// closer is a RoundTripper that counts its CloseIdleConnections calls.
+type closer struct {
+	http.RoundTripper
+	closed int
+}
+
+func (c *closer) CloseIdleConnections() { c.closed++ }
+
+// TestTransportCloseIdle: the traced transport passes CloseIdleConnections
+// on, so that a reload still closes the old upstream's idle connections.
+func TestTransportCloseIdle(t *testing.T) {
+	base := &closer{RoundTripper: http.DefaultTransport}
+	c, ok := Transport(base).(interface{ CloseIdleConnections() })
+	if !ok {
+		t.Fatal("Transport's result has no CloseIdleConnections")
+	}
+	c.CloseIdleConnections()
+	if base.closed != 1 {
+		t.Errorf("base closed %d times, want 1", base.closed)
+	}
+}
