@@ -32,9 +32,18 @@ const (
 type Upstream struct {
 	url     string // <base URL>/images/generations
 	apiKey  string
+	auth    []string // the Authorization header's value; nil without a key
 	timeout time.Duration
-	client  *http.Client
+	rt      http.RoundTripper
 }
+
+// The values of the headers every request carries, shared by all requests:
+// a header's value slice is only read, or replaced (a full slice appends
+// into a new array), so none of them ever changes.
+var (
+	jsonValue  = []string{"application/json"}
+	agentValue = []string{"sluice"}
+)
 
 var _ sluice.ImageGenerator = (*Upstream)(nil)
 
@@ -44,30 +53,37 @@ var _ sluice.ImageGenerator = (*Upstream)(nil)
 // is empty. Each request, reading the answer's body included, is bounded by
 // timeout, or DefaultTimeout if timeout is not positive.
 //
-// A nil client means a client of its own, whose transport bounds dialling
-// and TLS handshakes and keeps up to 64 idle connections per host. It sets
-// no ResponseHeaderTimeout: an images endpoint sends its headers only once
-// the images are done, so that bound would be the request's timeout, which
-// the request's context already enforces.
-func NewUpstream(baseURL, apiKey string, timeout time.Duration, client *http.Client) *Upstream {
+// The requests go through rt, or if it is nil a transport of its own
+// (NewTransport). They go to rt directly, not through an http.Client: a
+// redirect is not followed but is an answer other than 2xx, like any other
+// (a client would send the prompt again elsewhere, or turn the POST into a
+// GET), and no request pays for a client's redirect bookkeeping (a copy of
+// its headers).
+func NewUpstream(baseURL, apiKey string, timeout time.Duration, rt http.RoundTripper) *Upstream {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	if client == nil {
-		client = &http.Client{Transport: NewTransport()}
+	if rt == nil {
+		rt = NewTransport()
 	}
-	return &Upstream{
+	u := &Upstream{
 		url:     strings.TrimRight(baseURL, "/") + "/images/generations",
 		apiKey:  apiKey,
 		timeout: timeout,
-		client:  client,
+		rt:      rt,
 	}
+	if apiKey != "" {
+		u.auth = []string{"Bearer " + apiKey}
+	}
+	return u
 }
 
-// NewTransport returns the transport of NewUpstream's own client: it bounds
-// dialling and TLS handshakes and keeps up to 256 idle connections per host,
-// without a ResponseHeaderTimeout (see NewUpstream). Callers that wrap it
-// (to add headers, say) pass the result to NewUpstream in a client.
+// NewTransport returns the transport NewUpstream uses by default: it bounds
+// dialling and TLS handshakes and keeps up to 256 idle connections per
+// host. It sets no ResponseHeaderTimeout: an images endpoint sends its
+// headers only once the images are done, so that bound would be the
+// request's timeout, which the request's context already enforces. Callers
+// that wrap it (to add headers, say) pass the result to NewUpstream.
 func NewTransport() *http.Transport {
 	return &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
@@ -104,14 +120,13 @@ func (u *Upstream) Generate(ctx context.Context, req *sluice.ImageRequest) (*slu
 		cancel()
 		return nil, &UpstreamError{Err: err} // a malformed base URL
 	}
-	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("Accept", "application/json")
-	hreq.Header.Set("User-Agent", "sluice")
-	if u.apiKey != "" {
-		hreq.Header.Set("Authorization", "Bearer "+u.apiKey)
+	h := hreq.Header // canonical names, shared values: no allocation but the map's
+	h["Content-Type"], h["Accept"], h["User-Agent"] = jsonValue, jsonValue, agentValue
+	if u.auth != nil {
+		h["Authorization"] = u.auth
 	}
 
-	resp, err := u.client.Do(hreq)
+	resp, err := u.rt.RoundTrip(hreq)
 	if err != nil {
 		cancel()
 		return nil, failure(ctx, err)
@@ -145,9 +160,14 @@ func (u *Upstream) statusError(resp *http.Response) error {
 	return &UpstreamError{Status: resp.StatusCode, Err: fmt.Errorf("status %q, body %q", resp.Status, s)}
 }
 
-// CloseIdleConnections closes the client's idle connections, for a clean
-// shutdown.
-func (u *Upstream) CloseIdleConnections() { u.client.CloseIdleConnections() }
+// CloseIdleConnections closes the transport's idle connections, for a clean
+// shutdown, if it has a CloseIdleConnections method (as *http.Transport
+// has).
+func (u *Upstream) CloseIdleConnections() {
+	if c, ok := u.rt.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
 
 // upstreamBody is the body of a 2xx answer. Close ends the request's
 // context, which otherwise ends at the timeout.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -218,6 +219,47 @@ func TestUpstreamStatus(t *testing.T) {
 	}
 }
 
+// TestUpstreamRedirect checks that a redirect is not followed: it fails
+// as any answer other than 2xx does, and the prompt is not sent again.
+func TestUpstreamRedirect(t *testing.T) {
+	verifyNoLeaks(t)
+	var (
+		mu    sync.Mutex
+		paths []string
+	)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		io.Copy(io.Discard, r.Body)
+		// The base URL's path is the status to answer: /307/images/generations.
+		first, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+		code, _ := strconv.Atoi(first)
+		if code == 0 {
+			w.Write([]byte(`{"created":0,"data":[]}`))
+			return
+		}
+		http.Redirect(w, r, "/elsewhere", code)
+	})
+	for _, code := range []int{301, 302, 303, 307, 308} {
+		mu.Lock()
+		paths = nil
+		mu.Unlock()
+		u := newUpstream(t, srv.URL+"/"+strconv.Itoa(code), time.Second)
+		res, err := u.Generate(context.Background(), testReq)
+		if err == nil {
+			res.Body.Close()
+			t.Fatalf("%d: Generate succeeded", code)
+		}
+		checkUpstreamError(t, err, code, "The image generator failed: upstream returned "+strconv.Itoa(code)+".")
+		mu.Lock()
+		if want := []string{"POST /" + strconv.Itoa(code) + "/images/generations"}; !slices.Equal(paths, want) {
+			t.Errorf("%d: requests %q, want %q", code, paths, want)
+		}
+		mu.Unlock()
+	}
+}
+
 // stall is a handler that answers only when the request ends or the test
 // server closes, but no later than a few seconds, so that a broken timeout
 // makes the test fail instead of hang.
@@ -339,4 +381,32 @@ func TestUpstreamCloseEarly(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the upstream request still runs after Close")
 	}
+}
+
+// BenchmarkUpstream measures one generation through Upstream against a
+// trivial upstream in the same process (whose own work is in the figures
+// too): the request's encoding and headers, the round trip on a kept-alive
+// connection, and the relay of a small answer.
+func BenchmarkUpstream(b *testing.B) {
+	answer := []byte(`{"created":1709900000,"data":[{"b64_json":"aGVsbG8="}]}`)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header()["Content-Type"] = []string{"application/json"}
+		w.Write(answer)
+	}))
+	defer srv.Close()
+	u := imagegen.NewUpstream(srv.URL, testKey, time.Minute, nil)
+	defer u.CloseIdleConnections()
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			res, err := u.Generate(ctx, testReq)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+		}
+	})
 }

@@ -74,11 +74,11 @@ func newGenerator(u config.Upstream, traced bool) *generator {
 	if u.URL == "" {
 		return &generator{ImageGenerator: &imagegen.Demo{}}
 	}
-	var client *http.Client
+	var rt http.RoundTripper
 	if traced {
-		client = &http.Client{Transport: otel.Transport(imagegen.NewTransport())}
+		rt = otel.Transport(imagegen.NewTransport())
 	}
-	up := imagegen.NewUpstream(u.URL, u.APIKey, u.Timeout, client)
+	up := imagegen.NewUpstream(u.URL, u.APIKey, u.Timeout, rt)
 	return &generator{ImageGenerator: up, close: up.CloseIdleConnections}
 }
 
