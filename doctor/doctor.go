@@ -1,6 +1,7 @@
 // Package doctor is `sluice doctor`: it checks a configuration and reaches
-// every store and service it names (the SQLite file or PostgreSQL, Redis,
-// the SMTP server, the Bot API, the upstream), so that a misconfigured
+// every store and service it names (the SQLite file or PostgreSQL, the
+// embedded counters' file or Redis, the SMTP server, the Bot API, the
+// upstream), so that a misconfigured
 // deployment is found before its first failing request.
 //
 // Each check is bounded by a timeout and gives one line: "ok" when it passed,
@@ -27,6 +28,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicehq/sluice/inmem"
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/mail"
 	"github.com/sluicehq/sluice/postgres"
@@ -53,7 +55,7 @@ const (
 
 // Result is the outcome of one check: one line of the report.
 type Result struct {
-	Check  string // "config", "sqlite", "postgres", "redis", "smtp", "telegram", "upstream", "data"
+	Check  string // "config", "data", "sqlite", "postgres", "quota", "redis", "smtp", "telegram", "upstream"
 	Status Status
 	Detail string // never holds a secret
 }
@@ -100,6 +102,8 @@ func (d *Doctor) Run(ctx context.Context) []Result {
 	}
 	if c.Quota.Store == config.StoreRedis {
 		add("redis", d.checkRedis)
+	} else {
+		add("quota", d.checkQuotaFile)
 	}
 	if c.Mail.SMTPHost != "" {
 		add("smtp", d.checkSMTP)
@@ -175,6 +179,31 @@ func (d *Doctor) checkSQLite(ctx context.Context) Result {
 		return Result{Status: Fail, Detail: fmt.Sprintf("%s: %v", path, err)}
 	}
 	return schema(path, have, want)
+}
+
+// checkQuotaFile reads the embedded store's file of counters as a start
+// would load it: a file that cannot be read stops the start, and rows that
+// cannot be read are skipped, their keys' counters starting from zero.
+func (d *Doctor) checkQuotaFile(ctx context.Context) Result {
+	path := filepath.Join(d.Config.Server.Data, "quota.db")
+	in, err := inmem.Inspect(ctx, path, d.now())
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return Result{Status: OK, Detail: fmt.Sprintf("%s does not exist yet; the first start creates it", path)}
+	case err != nil:
+		return Result{Status: Fail, Detail: fmt.Sprintf("%s: %v", path, err)}
+	case in.Unreadable > 0:
+		return Result{Status: Warn, Detail: fmt.Sprintf("%s: %s counting, and %s that cannot be read: a start skips them, and their keys' counters start from zero", path, count(in.Keys, "key"), count(in.Unreadable, "row"))}
+	}
+	return Result{Status: OK, Detail: fmt.Sprintf("%s reachable, %s counting", path, count(in.Keys, "key"))}
+}
+
+// count is "1 key", "2 keys".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func (d *Doctor) checkPostgres(ctx context.Context) Result {

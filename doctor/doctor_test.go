@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
 	"net"
 	"net/http"
@@ -17,6 +18,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/rueidis"
 
+	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/inmem"
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/testenv"
 	"github.com/sluicehq/sluice/postgres"
@@ -259,6 +262,75 @@ func TestDoctor(t *testing.T) {
 				}
 			}
 			t.Logf("\n%s", out.String())
+		})
+	}
+}
+
+// TestDoctorQuotaFile: with embedded storage the doctor reads the file of
+// counters as a start would load it, while a store may be serving from it.
+func TestDoctorQuotaFile(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	policy := &sluice.Policy{Windows: []sluice.Window{{Name: "hour", Length: time.Hour, Limit: 5}}}
+	for _, tc := range []struct {
+		name   string
+		setup  func(t *testing.T, path string)
+		status Status
+		detail string
+	}{
+		{"no file yet", func(t *testing.T, path string) {}, OK, "does not exist yet"},
+		{"counters, the store serving", func(t *testing.T, path string) {
+			s, err := inmem.Open(ctx, path, time.Hour, inmem.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			for _, k := range []string{"a", "b"} {
+				s.Take(ctx, k, policy, 1, now)
+			}
+			if err := s.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}, OK, "reachable, 2 keys counting"},
+		{"an unreadable row", func(t *testing.T, path string) {
+			s, err := inmem.Open(ctx, path, time.Hour, inmem.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Take(ctx, "a", policy, 1, now)
+			s.Close()
+			db, err := sql.Open("sqlite", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if _, err := db.Exec(`INSERT INTO quota_state (key, alg, state, expires) VALUES ('b', 0, x'ff', ?)`, now.Add(time.Hour).Unix()); err != nil {
+				t.Fatal(err)
+			}
+		}, Warn, "1 key counting, and 1 row that cannot be read"},
+		{"not a database", func(t *testing.T, path string) {
+			if err := os.WriteFile(path, bytes.Repeat([]byte("not sqlite "), 100), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, Fail, "quota.db: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := config.Default()
+			c.Server.Data = t.TempDir()
+			tc.setup(t, filepath.Join(c.Server.Data, "quota.db"))
+			d := &Doctor{Config: c, Now: func() time.Time { return now }}
+			var got *Result
+			for _, r := range d.Run(ctx) {
+				if r.Check == "quota" {
+					got = &r
+				}
+			}
+			if got == nil {
+				t.Fatal("no quota check with embedded storage")
+			}
+			if got.Status != tc.status || !strings.Contains(got.Detail, tc.detail) {
+				t.Errorf("quota: %s %q, want %s with %q", got.Status, got.Detail, tc.status, tc.detail)
+			}
 		})
 	}
 }

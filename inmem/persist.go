@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -90,6 +91,55 @@ func Open(ctx context.Context, path string, flushInterval time.Duration, opts Op
 	return s, nil
 }
 
+// Inspection is what Inspect found in a file of counters.
+type Inspection struct {
+	Keys       int // keys whose state still counts, as Open would load them
+	Unreadable int // rows Open would skip (with a warning): their keys start afresh
+}
+
+// Inspect reads the file of counters at path as Open would load it, without
+// writing to it (another process may be serving from it), and reports what
+// it holds. A file that does not exist is an error satisfying
+// errors.Is(err, fs.ErrNotExist); one without the table yet holds nothing.
+func Inspect(ctx context.Context, path string, now time.Time) (Inspection, error) {
+	var in Inspection
+	if _, err := os.Stat(path); err != nil {
+		return in, err
+	}
+	db, err := sql.Open("sqlite", fmt.Sprintf("file:%s?mode=ro&_pragma=busy_timeout(5000)", path))
+	if err != nil {
+		return in, err
+	}
+	defer db.Close()
+	var tables int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'quota_state'`).Scan(&tables); err != nil {
+		return in, err
+	}
+	if tables == 0 {
+		return in, nil
+	}
+	rows, err := db.QueryContext(ctx, `SELECT alg, state FROM quota_state WHERE expires > ?`, now.Unix())
+	if err != nil {
+		return in, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			alg  int64
+			blob []byte
+		)
+		if err := rows.Scan(&alg, &blob); err != nil {
+			return in, err
+		}
+		if _, ok := decodeRow(alg, blob); !ok {
+			in.Unreadable++
+			continue
+		}
+		in.Keys++
+	}
+	return in, rows.Err()
+}
+
 // Flush writes every change not yet written. It runs every flush interval;
 // tests call it directly.
 func (s *Store) Flush() error {
@@ -115,8 +165,8 @@ func (p *persister) load(ctx context.Context, s *Store, now time.Time) error {
 		if err := rows.Scan(&key, &alg, &blob, &expires); err != nil {
 			return fmt.Errorf("load quota state: %w", err)
 		}
-		st, ok := decodeState(blob)
-		if !ok || alg < 0 || alg > int64(sluice.TokenBucket) {
+		st, ok := decodeRow(alg, blob)
+		if !ok {
 			s.logger.Warn("skipping unreadable quota state", slog.String("key", key))
 			continue
 		}
@@ -135,6 +185,13 @@ func (p *persister) load(ctx context.Context, s *Store, now time.Time) error {
 		return fmt.Errorf("load quota state: %w", err)
 	}
 	return nil
+}
+
+// decodeRow returns the state of a row, and false if the row cannot be
+// read: a state that does not decode, or an algorithm this build lacks.
+func decodeRow(alg int64, blob []byte) ([][]uint64, bool) {
+	st, ok := decodeState(blob)
+	return st, ok && alg >= 0 && alg <= int64(sluice.TokenBucket)
 }
 
 type row struct {
