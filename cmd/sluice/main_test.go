@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"image/png"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -299,6 +300,56 @@ func TestMainRestart(t *testing.T) {
 	tok, _ := os.ReadFile(filepath.Join(dir, "admin-token"))
 	if !strings.Contains(out.String(), strings.TrimSpace(string(tok))) || !strings.Contains(out.String(), "curl") {
 		t.Fatalf("the first start does not print the token and a quickstart:\n%s", out.String())
+	}
+}
+
+// TestMainDataLocked: a second gateway on the embedded counters of a
+// running one waits for it to stop, then serves on the counters it wrote;
+// one that cannot wait long enough fails, naming the other.
+func TestMainDataLocked(t *testing.T) {
+	data := t.TempDir()
+	g := startMain(t, data, map[string]string{})
+	_, key := g.account("l@example.com", "vip")
+	g.generate(key, 3)
+
+	second := NewMain(io.Discard, io.Discard)
+	second.Getenv = func(k string) string { return map[string]string{"SLUICE_ADMIN_TOKEN": "test-admin-token"}[k] }
+	if err := second.ParseFlags([]string{"--addr", "127.0.0.1:0", "--data", data}); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	second.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	started := make(chan error, 1)
+	go func() { started <- second.Run(context.Background()) }()
+	select {
+	case err := <-started:
+		t.Fatalf("a second gateway on the same counters started: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if !strings.Contains(logs.String(), "waiting for it to stop") || !strings.Contains(logs.String(), "pid="+strconv.Itoa(os.Getpid())) {
+		t.Errorf("the waiting gateway logged %q", logs.String())
+	}
+	if err := g.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second gateway did not start once the first stopped")
+	}
+	defer second.Close()
+	g2 := &gateway{t: t, m: second, url: second.Server.URL()}
+	if r := g2.do("GET", "/v1/usage", key, ""); r.json(t)["hour"].(map[string]any)["used"] != 3.0 {
+		t.Fatalf("the second gateway's usage: %s", r.body)
+	}
+
+	// One that cannot wait long enough fails.
+	_, err := lockQuota(context.Background(), filepath.Join(data, "quota.db"), 200*time.Millisecond, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "one gateway at a time") || !strings.Contains(err.Error(), strconv.Itoa(os.Getpid())) {
+		t.Fatalf("lockQuota while held: %v", err)
 	}
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/sluicehq/sluice/inmem"
 	"github.com/sluicehq/sluice/internal/cache"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/flock"
 	"github.com/sluicehq/sluice/mail"
 	"github.com/sluicehq/sluice/otel"
 	"github.com/sluicehq/sluice/postgres"
@@ -144,6 +145,15 @@ func (m *Main) Run(ctx context.Context) error {
 	log := m.Logger
 	if err := os.MkdirAll(cfg.Server.Data, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
+	}
+	if cfg.Quota.Store == config.StoreEmbedded {
+		// Released last, once the counters are written (closers run
+		// in reverse).
+		unlock, err := lockQuota(ctx, filepath.Join(cfg.Server.Data, "quota.db"), cfg.Server.ShutdownTimeout+quotaLockMargin, log)
+		if err != nil {
+			return err
+		}
+		m.closers = append(m.closers, unlock)
 	}
 
 	// Accounts.
@@ -446,6 +456,29 @@ func (m *Main) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), m.Config.Server.ShutdownTimeout)
 	defer cancel()
 	return m.Server.Close(ctx)
+}
+
+// quotaLockMargin is how much longer than its shutdown timeout a gateway
+// may take to stop: the last flush of its counters and the hand-over of its
+// bot's messages.
+const quotaLockMargin = 10 * time.Second
+
+// lockQuota keeps a second gateway off the embedded counters at path: it
+// would admit a whole plan of its own, and overwrite these counts. While
+// another holds them it waits, at most wait (as long as a gateway may take
+// to stop), so that a restart whose new process starts before the old one
+// has written its counters loads them once written instead of failing.
+func lockQuota(ctx context.Context, path string, wait time.Duration, log *slog.Logger) (unlock func() error, err error) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	unlock, err = flock.Lock(ctx, path+".lock", func(holder string) {
+		log.Warn("another gateway serves this data directory's counters; waiting for it to stop",
+			slog.String("file", path), slog.String("pid", holder), slog.Duration("at_most", wait))
+	})
+	if errors.Is(err, flock.ErrBusy) {
+		return nil, fmt.Errorf("%w: the embedded quota store serves one gateway at a time (stop the other, or set quota.store: redis to run several)", err)
+	}
+	return unlock, err
 }
 
 // Close stops the gateway: it stops accepting requests, drains the ones in
