@@ -11,11 +11,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -304,33 +306,89 @@ func TestMainRestart(t *testing.T) {
 }
 
 // TestMainDataLocked: a second gateway on the embedded counters of a
-// running one waits for it to stop, then serves on the counters it wrote;
-// one that cannot wait long enough fails, naming the other.
+// running one fails at once, naming it; one started while it stops waits
+// for it, then serves on the counters it wrote.
 func TestMainDataLocked(t *testing.T) {
+	// An upstream that holds a generation while hold is set, as a slow
+	// one would, so that the first gateway's drain takes a while.
+	var hold atomic.Bool
+	inFlight, release := make(chan struct{}), make(chan struct{})
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hold.Load() {
+			close(inFlight)
+			<-release
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"created":1,"data":[{"b64_json":"aGVsbG8="}]}`)
+	}))
+	defer upstream.Close()
 	data := t.TempDir()
-	g := startMain(t, data, map[string]string{})
+	g := startMain(t, data, map[string]string{"SLUICE_UPSTREAM_URL": upstream.URL})
 	_, key := g.account("l@example.com", "vip")
 	g.generate(key, 3)
 
-	second := NewMain(io.Discard, io.Discard)
-	second.Getenv = func(k string) string { return map[string]string{"SLUICE_ADMIN_TOKEN": "test-admin-token"}[k] }
-	if err := second.ParseFlags([]string{"--addr", "127.0.0.1:0", "--data", data}); err != nil {
-		t.Fatal(err)
+	second := func() (*Main, *syncBuffer) {
+		m := NewMain(io.Discard, io.Discard)
+		env := map[string]string{"SLUICE_ADMIN_TOKEN": "test-admin-token", "SLUICE_UPSTREAM_URL": upstream.URL}
+		m.Getenv = func(k string) string { return env[k] }
+		if err := m.ParseFlags([]string{"--addr", "127.0.0.1:0", "--data", data}); err != nil {
+			t.Fatal(err)
+		}
+		logs := &syncBuffer{}
+		m.Logger = slog.New(slog.NewTextHandler(logs, nil))
+		return m, logs
 	}
-	var logs syncBuffer
-	second.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	pid := strconv.Itoa(os.Getpid())
+	m, _ := second()
+	err := m.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "serves one at a time") || !strings.Contains(err.Error(), "(process "+pid+")") {
+		t.Fatalf("a second gateway on running counters: %v", err)
+	}
+	m.Close()
+
+	// Stopping: the first gateway drains a generation in flight.
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	defer unblock() // a failure below must not leave the upstream's handler, and its Close, waiting
+	hold.Store(true)
+	slow := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", g.url+"/v1/images/generations", strings.NewReader(`{"model":"sluice-sketch","prompt":"a lighthouse"}`))
+		req.Header.Set("Authorization", "Bearer "+key)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			slow <- 0
+			return
+		}
+		res.Body.Close()
+		slow <- res.StatusCode
+	}()
+	<-inFlight
+	closed := make(chan error, 1)
+	go func() { closed <- g.m.Close() }()
+	lockFile := filepath.Join(data, "quota.db.lock")
+	for b, _ := os.ReadFile(lockFile); !strings.Contains(string(b), pid+" stopping"); b, _ = os.ReadFile(lockFile) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	m, logs := second()
 	started := make(chan error, 1)
-	go func() { started <- second.Run(context.Background()) }()
+	go func() { started <- m.Run(context.Background()) }()
+	defer m.Close()
+	time.Sleep(500 * time.Millisecond)
 	select {
 	case err := <-started:
-		t.Fatalf("a second gateway on the same counters started: %v", err)
-	case <-time.After(500 * time.Millisecond):
+		t.Fatalf("a gateway started while the one before it drained: %v", err)
+	default:
 	}
-	if !strings.Contains(logs.String(), "waiting for it to stop") || !strings.Contains(logs.String(), "pid="+strconv.Itoa(os.Getpid())) {
+	if !strings.Contains(logs.String(), "is stopping; waiting for it") || !strings.Contains(logs.String(), "pid="+pid) {
 		t.Errorf("the waiting gateway logged %q", logs.String())
 	}
-	if err := g.m.Close(); err != nil {
+	unblock()
+	if err := <-closed; err != nil {
 		t.Fatal(err)
+	}
+	if status := <-slow; status != http.StatusOK {
+		t.Errorf("the generation in flight during the stop: %d, want 200", status)
 	}
 	select {
 	case err := <-started:
@@ -340,16 +398,9 @@ func TestMainDataLocked(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the second gateway did not start once the first stopped")
 	}
-	defer second.Close()
-	g2 := &gateway{t: t, m: second, url: second.Server.URL()}
-	if r := g2.do("GET", "/v1/usage", key, ""); r.json(t)["hour"].(map[string]any)["used"] != 3.0 {
+	g2 := &gateway{t: t, m: m, url: m.Server.URL()}
+	if r := g2.do("GET", "/v1/usage", key, ""); r.json(t)["hour"].(map[string]any)["used"] != 4.0 {
 		t.Fatalf("the second gateway's usage: %s", r.body)
-	}
-
-	// One that cannot wait long enough fails.
-	_, err := lockQuota(context.Background(), filepath.Join(data, "quota.db"), 200*time.Millisecond, slog.New(slog.DiscardHandler))
-	if err == nil || !strings.Contains(err.Error(), "one gateway at a time") || !strings.Contains(err.Error(), strconv.Itoa(os.Getpid())) {
-		t.Fatalf("lockQuota while held: %v", err)
 	}
 }
 

@@ -93,6 +93,9 @@ type Main struct {
 	images                         *swapImages
 
 	closers []func() error // run in reverse by Close
+	// quotaLock keeps other gateways off the embedded counters; nil
+	// with Redis.
+	quotaLock *flock.Lock
 }
 
 // NewMain returns a Main with the default configuration.
@@ -149,11 +152,12 @@ func (m *Main) Run(ctx context.Context) error {
 	if cfg.Quota.Store == config.StoreEmbedded {
 		// Released last, once the counters are written (closers run
 		// in reverse).
-		unlock, err := lockQuota(ctx, filepath.Join(cfg.Server.Data, "quota.db"), cfg.Server.ShutdownTimeout+quotaLockMargin, log)
+		lk, err := lockQuota(ctx, filepath.Join(cfg.Server.Data, "quota.db"), cfg.Server.ShutdownTimeout+quotaLockMargin, log)
 		if err != nil {
 			return err
 		}
-		m.closers = append(m.closers, unlock)
+		m.quotaLock = lk
+		m.closers = append(m.closers, lk.Unlock)
 	}
 
 	// Accounts.
@@ -464,31 +468,50 @@ func (m *Main) shutdown() error {
 const quotaLockMargin = 10 * time.Second
 
 // lockQuota keeps a second gateway off the embedded counters at path: it
-// would admit a whole plan of its own, and overwrite these counts. While
-// another holds them it waits, at most wait (as long as a gateway may take
-// to stop), so that a restart whose new process starts before the old one
-// has written its counters loads them once written instead of failing.
-func lockQuota(ctx context.Context, path string, wait time.Duration, log *slog.Logger) (unlock func() error, err error) {
+// would admit a whole plan of its own, and overwrite these counts. If the
+// gateway holding them is stopping, it waits for it, at most wait (as long
+// as a gateway may take to stop), so that a restart whose new process
+// starts while the old one drains loads the counters the old one wrote;
+// otherwise it fails after a second.
+func lockQuota(ctx context.Context, path string, wait time.Duration, log *slog.Logger) (*flock.Lock, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	unlock, err = flock.Lock(ctx, path+".lock", func(holder string) {
-		log.Warn("another gateway serves this data directory's counters; waiting for it to stop",
-			slog.String("file", path), slog.String("pid", holder), slog.Duration("at_most", wait))
+	logged := false
+	// A holder about to stop may not have said so yet (a restart that
+	// signals the old process and starts the new one at once): give it a
+	// second to.
+	grace := time.Now().Add(time.Second)
+	lk, err := flock.Acquire(ctx, path+".lock", func(h flock.Holder) bool {
+		if h.Note != lockStopping {
+			return time.Now().Before(grace)
+		}
+		if !logged {
+			logged = true
+			log.Warn("the gateway that serves this data directory's counters is stopping; waiting for it",
+				slog.String("file", path), slog.String("pid", h.PID), slog.Duration("at_most", wait))
+		}
+		return true
 	})
 	if errors.Is(err, flock.ErrBusy) {
-		return nil, fmt.Errorf("%w: the embedded quota store serves one gateway at a time (stop the other, or set quota.store: redis to run several)", err)
+		return nil, fmt.Errorf("%w: another gateway serves these counters, and the embedded quota store serves one at a time (stop it, or set quota.store: redis to run several)", err)
 	}
-	return unlock, err
+	return lk, err
 }
+
+// lockStopping is the quota lock's note while its gateway stops.
+const lockStopping = "stopping"
 
 // Close stops the gateway: it stops accepting requests, drains the ones in
 // flight, then flushes the counters and closes the stores.
 func (m *Main) Close() error {
+	if m.quotaLock != nil {
+		m.quotaLock.Note(lockStopping) // a gateway starting on these counters waits
+	}
 	var errs []error
 	for i := len(m.closers) - 1; i >= 0; i-- {
 		errs = append(errs, m.closers[i]())
 	}
-	m.closers = nil
+	m.closers, m.quotaLock = nil, nil
 	return errors.Join(errs...)
 }
 

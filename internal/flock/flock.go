@@ -4,9 +4,10 @@
 // plan and overwrite each other's counts.
 //
 // The lock is an advisory lock (flock) on a file beside the one it guards,
-// holding the process id of its holder. The kernel releases it when its
-// holder exits, however it exits, so a crash leaves no stale lock. On
-// systems without flock (not Unix) Lock takes no lock.
+// holding its holder's process id and a note of what the holder is doing
+// ("stopping"), for those who wait. The kernel releases it when its holder
+// exits, however it exits, so a crash leaves no stale lock. On systems
+// without flock (not Unix) Acquire takes no lock.
 package flock
 
 import (
@@ -19,25 +20,48 @@ import (
 	"time"
 )
 
-// retry is how often Lock tries again while another process holds the lock.
+// retry is how often Acquire tries again while another process holds the
+// lock.
 const retry = 100 * time.Millisecond
 
-// ErrBusy is the error of Lock when another process held the lock until ctx
-// ended.
+// ErrBusy is the error of Acquire when another process holds the lock.
 var ErrBusy = errors.New("locked by another process")
 
-// Lock takes the lock of the file at path (created if need be, mode 0600)
-// and writes this process's id into it. While another process holds it,
-// Lock tries again every 100 ms until ctx ends; the first time it finds the
-// lock taken it calls busy, if not nil, with the holder's process id as
-// the file gives it ("" if unknown). The error of a lock held until ctx
-// ends wraps ErrBusy and names the holder. Unlock releases the lock.
-func Lock(ctx context.Context, path string, busy func(holder string)) (unlock func() error, err error) {
+// Holder is what the lock's file says of the process that holds it.
+type Holder struct {
+	PID  string // "" if unknown
+	Note string // the holder's last Note
+}
+
+func (h Holder) String() string {
+	s := "process " + h.PID
+	if h.PID == "" {
+		s = "a process"
+	}
+	if h.Note != "" {
+		s += ", " + h.Note
+	}
+	return s
+}
+
+// A Lock is held until Unlock, or until its process exits.
+type Lock struct {
+	f   *os.File
+	pid string
+}
+
+// Acquire takes the lock of the file at path (created if need be, mode
+// 0600) and writes this process's id into it. While another process holds
+// it, Acquire calls busy with what the file says of the holder, and if busy
+// returns true (a nil busy never does) tries again 100 ms later, until ctx
+// ends. The error of a lock it did not get wraps ErrBusy and names the
+// holder.
+func Acquire(ctx context.Context, path string, busy func(Holder) (wait bool)) (*Lock, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	for first := true; ; first = false {
+	for {
 		ok, err := tryLock(f)
 		if err != nil {
 			f.Close()
@@ -46,38 +70,56 @@ func Lock(ctx context.Context, path string, busy func(holder string)) (unlock fu
 		if ok {
 			break
 		}
-		holder := readHolder(f)
-		if first && busy != nil {
-			busy(holder)
+		h := readHolder(f)
+		if busy == nil || !busy(h) {
+			f.Close()
+			return nil, fmt.Errorf("%s: %w (%v)", path, ErrBusy, h)
 		}
 		t := time.NewTimer(retry)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			f.Close()
-			if holder == "" {
-				return nil, fmt.Errorf("%s: %w", path, ErrBusy)
-			}
-			return nil, fmt.Errorf("%s: %w (process %s)", path, ErrBusy, holder)
+			return nil, fmt.Errorf("%s: %w (%v)", path, ErrBusy, h)
 		case <-t.C:
 		}
 	}
-	if err := f.Truncate(0); err == nil {
-		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
-	return func() error {
-		f.Truncate(0) // the file may stay; it names no holder
-		return errors.Join(unlockFile(f), f.Close())
-	}, nil
+	l := &Lock{f: f, pid: strconv.Itoa(os.Getpid())}
+	l.write("")
+	return l, nil
 }
 
-// readHolder returns the process id written in f, or "".
-func readHolder(f *os.File) string {
-	b := make([]byte, 32)
-	n, _ := f.ReadAt(b, 0)
-	s := strings.TrimSpace(string(b[:n]))
-	if _, err := strconv.Atoi(s); err != nil {
-		return ""
+// Note records what the holder is doing, for those who wait for the lock:
+// "stopping" tells them it will be free soon.
+func (l *Lock) Note(note string) error { return l.write(note) }
+
+func (l *Lock) write(note string) error {
+	s := l.pid
+	if note != "" {
+		s += " " + note
 	}
-	return s
+	// Truncate after the write, not before, so that a reader never finds
+	// the file empty.
+	if _, err := l.f.WriteAt([]byte(s+"\n"), 0); err != nil {
+		return err
+	}
+	return l.f.Truncate(int64(len(s) + 1))
+}
+
+// Unlock releases the lock. The file stays, naming no holder.
+func (l *Lock) Unlock() error {
+	l.f.Truncate(0)
+	return errors.Join(unlockFile(l.f), l.f.Close())
+}
+
+// readHolder returns what f says of its holder: "PID[ NOTE]\n".
+func readHolder(f *os.File) Holder {
+	b := make([]byte, 256)
+	n, _ := f.ReadAt(b, 0)
+	line, _, _ := strings.Cut(string(b[:n]), "\n")
+	pid, note, _ := strings.Cut(line, " ")
+	if _, err := strconv.Atoi(pid); err != nil {
+		return Holder{}
+	}
+	return Holder{PID: pid, Note: note}
 }

@@ -16,32 +16,44 @@ import (
 )
 
 func TestLock(t *testing.T) {
+	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "quota.lock")
-	unlock, err := Lock(context.Background(), path, nil)
+	l, err := Acquire(ctx, path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A second lock, even in this process, waits and then fails, naming
-	// the holder.
-	var holders []string
-	ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
-	defer cancel()
-	if _, err := Lock(ctx, path, func(h string) { holders = append(holders, h) }); !errors.Is(err, ErrBusy) {
-		t.Fatalf("second Lock: %v, want ErrBusy", err)
-	} else if pid := strconv.Itoa(os.Getpid()); len(holders) != 1 || holders[0] != pid {
-		t.Errorf("busy called with %q, want once with %q", holders, pid)
+	pid := strconv.Itoa(os.Getpid())
+	// A second lock, even in this process, fails at once without a busy
+	// that waits, naming the holder.
+	var holders []Holder
+	_, err = Acquire(ctx, path, func(h Holder) bool { holders = append(holders, h); return false })
+	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "(process "+pid+")") {
+		t.Fatalf("second Acquire: %v, want ErrBusy naming process %s", err, pid)
 	}
-	// A lock released while another waits is taken by the waiter.
+	if len(holders) != 1 || holders[0] != (Holder{PID: pid}) {
+		t.Errorf("busy called with %+v, want once with pid %s", holders, pid)
+	}
+	// One that waits sees the holder's note, fails when its context ends,
+	// and gets the lock once it is released.
+	if err := l.Note("stopping"); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
+	defer cancel()
+	wait := func(h Holder) bool { return h.Note == "stopping" }
+	if _, err := Acquire(short, path, wait); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "(process "+pid+", stopping)") {
+		t.Fatalf("Acquire until the context ends: %v", err)
+	}
 	done := make(chan error, 1)
 	go func() {
-		u, err := Lock(context.Background(), path, nil)
+		l2, err := Acquire(ctx, path, wait)
 		if err == nil {
-			err = u()
+			err = l2.Unlock()
 		}
 		done <- err
 	}()
 	time.Sleep(150 * time.Millisecond)
-	if err := unlock(); err != nil {
+	if err := l.Unlock(); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -58,7 +70,7 @@ func TestLock(t *testing.T) {
 // once; its pid, left in the file, named it while it lived.
 func TestLockHolderKilled(t *testing.T) {
 	if path := os.Getenv("FLOCK_TEST_HOLD"); path != "" {
-		if _, err := Lock(context.Background(), path, nil); err != nil {
+		if _, err := Acquire(context.Background(), path, nil); err != nil {
 			os.Exit(1)
 		}
 		os.Stdout.WriteString("locked\n")
@@ -78,19 +90,15 @@ func TestLockHolderKilled(t *testing.T) {
 	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "locked\n" {
 		t.Fatalf("holder said %q", line)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
-	defer cancel()
-	_, err = Lock(ctx, path, nil)
+	_, err = Acquire(context.Background(), path, nil)
 	if want := "(process " + strconv.Itoa(cmd.Process.Pid) + ")"; !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), want) {
-		t.Fatalf("Lock while held: %v, want ErrBusy naming %s", err, want)
+		t.Fatalf("Acquire while held: %v, want ErrBusy naming %s", err, want)
 	}
 	cmd.Process.Kill()
 	cmd.Wait()
-	ctx, cancel = context.WithTimeout(context.Background(), 150*time.Millisecond)
-	defer cancel()
-	unlock, err := Lock(ctx, path, nil)
+	l, err := Acquire(context.Background(), path, nil)
 	if err != nil {
-		t.Fatalf("Lock after the holder was killed: %v", err)
+		t.Fatalf("Acquire after the holder was killed: %v", err)
 	}
-	unlock()
+	l.Unlock()
 }
