@@ -1,8 +1,8 @@
 // Package doctor is `sluice doctor`: it checks a configuration and reaches
 // every store and service it names (the SQLite file or PostgreSQL, the
 // embedded counters' file or Redis, the SMTP server, the Bot API, the
-// upstream), so that a misconfigured
-// deployment is found before its first failing request.
+// upstream), so that a misconfigured deployment is found before its first
+// failing request.
 //
 // Each check is bounded by a timeout and gives one line: "ok" when it passed,
 // "warn" for something to know that does not stop the gateway (migrations
