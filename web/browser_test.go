@@ -59,13 +59,17 @@ func TestConsoleScreenshots(t *testing.T) {
 		}
 	}
 	at := func(d time.Duration) time.Time { return now.Add(-d).Truncate(time.Minute) }
+	// The account's story, as the charts tell it: created 30 days ago,
+	// Telegram from the next day, the VIP plan (API access) and a first
+	// key 21 days ago, the day before the API bars begin.
+	const day = 24 * time.Hour
 	f.events = []*sluice.AuditEvent{
 		{ID: 6, At: at(2 * time.Hour), Actor: sluice.Actor{Type: sluice.ActorUser, ID: "1", IP: "203.0.113.7"}, Action: sluice.AuditKeyCreated, AccountID: 1, Details: map[string]any{"name": "batch job"}},
-		{ID: 5, At: at(26 * time.Hour), Actor: sluice.Actor{Type: sluice.ActorTelegram, ID: "48151623"}, Action: sluice.AuditTelegramLinked, AccountID: 1},
-		{ID: 4, At: at(3 * 24 * time.Hour), Actor: sluice.Actor{Type: sluice.ActorUser, ID: "1", IP: "203.0.113.7"}, Action: sluice.AuditKeyCreated, AccountID: 1, Details: map[string]any{"name": "laptop"}},
-		{ID: 3, At: at(3*24*time.Hour + time.Hour), Actor: sluice.Actor{Type: sluice.ActorAdmin, IP: "198.51.100.4"}, Action: sluice.AuditPlanChanged, AccountID: 1, Details: map[string]any{"from": "starter", "to": "vip"}},
-		{ID: 2, At: at(21 * 24 * time.Hour), Actor: sluice.Actor{Type: sluice.ActorUser, ID: "1", IP: "203.0.113.7"}, Action: sluice.AuditPasswordReset, AccountID: 1},
-		{ID: 1, At: at(22 * 24 * time.Hour), Actor: sluice.Actor{Type: sluice.ActorUser, IP: "203.0.113.7"}, Action: sluice.AuditAccountCreated, AccountID: 1},
+		{ID: 5, At: at(12 * day), Actor: sluice.Actor{Type: sluice.ActorUser, ID: "1", IP: "203.0.113.7"}, Action: sluice.AuditPasswordReset, AccountID: 1},
+		{ID: 4, At: at(21*day - time.Hour), Actor: sluice.Actor{Type: sluice.ActorUser, ID: "1", IP: "203.0.113.7"}, Action: sluice.AuditKeyCreated, AccountID: 1, Details: map[string]any{"name": "laptop"}},
+		{ID: 3, At: at(21 * day), Actor: sluice.Actor{Type: sluice.ActorAdmin, IP: "198.51.100.4"}, Action: sluice.AuditPlanChanged, AccountID: 1, Details: map[string]any{"from": "starter", "to": "vip"}},
+		{ID: 2, At: at(29*day + time.Hour), Actor: sluice.Actor{Type: sluice.ActorTelegram, ID: "48151623"}, Action: sluice.AuditTelegramLinked, AccountID: 1},
+		{ID: 1, At: at(30 * day), Actor: sluice.Actor{Type: sluice.ActorUser, IP: "203.0.113.7"}, Action: sluice.AuditAccountCreated, AccountID: 1},
 	}
 	alerts := &alertSpy{}
 	e := newEnv(t, func(c *Server, _ *shttp.Server) {
@@ -74,13 +78,23 @@ func TestConsoleScreenshots(t *testing.T) {
 		c.TelegramBot = "sluice_demo_bot"
 	})
 	ctx := t.Context()
+	e.dbBehind.Store(int64(time.Since(at(30 * day))))
 	a := e.register("ann@example.com", "correct horse")
+	e.dbBehind.Store(int64(time.Since(at(9 * day))))
 	e.register("bob@example.org", "correct horse")
+	e.dbBehind.Store(0)
 	e.db.SetPlan(ctx, a.ID, "vip")
 	e.db.LinkTelegram(ctx, a.ID, 48151623)
-	for _, name := range []string{"laptop", "batch job"} {
+	// The keys are created when the activity below says they were.
+	for _, k := range []struct {
+		name string
+		ago  time.Duration
+	}{{"laptop", 21*day - time.Hour}, {"batch job", 2 * time.Hour}} {
 		_, id, hash := sluice.NewAPIKey()
-		if err := e.db.CreateAPIKey(ctx, &sluice.APIKey{ID: id, AccountID: a.ID, Name: name, Hash: hash}); err != nil {
+		e.dbBehind.Store(int64(time.Since(at(k.ago))))
+		err := e.db.CreateAPIKey(ctx, &sluice.APIKey{ID: id, AccountID: a.ID, Name: k.name, Hash: hash})
+		e.dbBehind.Store(0)
+		if err != nil {
 			t.Fatal(err)
 		}
 		e.db.TouchAPIKey(ctx, id, now.Add(-14*time.Minute))

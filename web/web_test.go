@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,6 +32,9 @@ type env struct {
 	api     *shttp.Server
 	db      *sqlite.DB
 	ts      *httptest.Server
+	// dbBehind sets the account store's clock back from the wall clock
+	// (nanoseconds), to date what a test creates.
+	dbBehind *atomic.Int64
 }
 
 func newEnv(t testing.TB, edit func(*Server, *shttp.Server)) *env {
@@ -40,6 +44,8 @@ func newEnv(t testing.TB, edit func(*Server, *shttp.Server)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	behind := new(atomic.Int64)
+	db.Now = func() time.Time { return time.Now().Add(-time.Duration(behind.Load())) }
 	store := inmem.New(inmem.Options{})
 	t.Cleanup(func() { store.Close() })
 	q := &quota.Limiter{Store: store}
@@ -56,7 +62,7 @@ func newEnv(t testing.TB, edit func(*Server, *shttp.Server)) *env {
 		ts.Close()
 		api.Close(context.Background())
 	})
-	return &env{t: t, console: c, api: api, db: db, ts: ts}
+	return &env{t: t, console: c, api: api, db: db, ts: ts, dbBehind: behind}
 }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
