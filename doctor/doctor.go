@@ -368,14 +368,15 @@ func Write(w io.Writer, rs []Result) (ok bool) {
 	return ok
 }
 
-const usage = `Usage: sluice doctor [--config FILE] [--timeout D]
+const usage = `Usage: sluice doctor [--config FILE] [--data DIR] [--timeout D]
 
-Checks the configuration (the file, then the SLUICE_* variables, as "sluice
-serve" reads them) and reaches every store and service it names: the SQLite
-file or PostgreSQL (with their schema versions), Redis (its version, 6.2 or
-later, and its clock's difference to this machine's), the SMTP server, the
-Telegram Bot API and the upstream. One line per check; exit status 0 only if
-none failed.
+Checks the configuration (the file, then the SLUICE_* variables, then
+--data, as "sluice serve" reads them) and reaches every store and service it
+names: the data directory, the SQLite file or PostgreSQL (with their schema
+versions), the embedded counters' file or Redis (its version, 6.2 or later,
+and its clock's difference to this machine's), the SMTP server, the Telegram
+Bot API and the upstream. One line per check; exit status 0 only if none
+failed.
 
 `
 
@@ -390,6 +391,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		fset.PrintDefaults()
 	}
 	path := fset.String("config", "", "YAML configuration `file`")
+	data := fset.String("data", "", "data `directory`, as given to sluice serve (default ./sluice-data, or server.data)")
 	timeout := fset.Duration("timeout", DefaultTimeout, "bound of each check")
 	if err := fset.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -409,6 +411,9 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		}
 		Write(stdout, rs)
 		return 1
+	}
+	if *data != "" {
+		cfg.Server.Data = *data
 	}
 	source := "defaults"
 	if *path != "" {

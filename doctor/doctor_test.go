@@ -370,7 +370,9 @@ func TestMainCommand(t *testing.T) {
 	}{
 		{[]string{"--config", bad}, 1, []string{"FAIL  config: ", "limits.mode", "limits.max_n"}},
 		{[]string{"--config", filepath.Join(dir, "missing.yaml")}, 1, []string{"FAIL  config: ", "missing.yaml"}},
-		{[]string{"--config", good}, 0, []string{"ok    config: " + good, "ok    data: ", "ok    sqlite: "}},
+		{[]string{"--config", good}, 0, []string{"ok    config: " + good, "ok    data: ", "ok    sqlite: ", "ok    quota: "}},
+		// --data wins over server.data, as for sluice serve.
+		{[]string{"--config", good, "--data", filepath.Join(dir, "other")}, 0, []string{"ok    data: " + filepath.Join(dir, "other") + " does not exist yet"}},
 		{[]string{"extra"}, 2, nil},
 		{[]string{"--bogus"}, 2, nil},
 	} {

@@ -33,7 +33,7 @@ Usage:
   sluice serve [--config FILE] [--addr ADDR] [--data DIR]   run the gateway
   sluice batch --url URL --key KEY --model ID [--out DIR] [--concurrency N] FILE
                                                            generate images in bulk
-  sluice doctor [--config FILE]                            check the configuration and reach
+  sluice doctor [--config FILE] [--data DIR]               check the configuration and reach
                                                            every store and service it names
   sluice version
 
