@@ -102,3 +102,38 @@ func TestLockHolderKilled(t *testing.T) {
 	}
 	l.Unlock()
 }
+
+// FuzzReadHolder: whatever the lock's file holds, reading it never fails
+// but names no holder, and what a holder writes reads back as written.
+func FuzzReadHolder(f *testing.F) {
+	f.Add([]byte("4512\n"), "4512", "stopping")
+	f.Add([]byte("4512 stopping\n"), "1", "")
+	f.Add([]byte("\x00\xff"), "x", "a b\nc")
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, content []byte, pid, note string) {
+		path := filepath.Join(dir, "lock")
+		if err := os.WriteFile(path, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		file, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer file.Close()
+		if h := readHolder(file); h.PID != "" {
+			if _, err := strconv.Atoi(h.PID); err != nil {
+				t.Fatalf("holder %+v from %q", h, content)
+			}
+		}
+		if _, err := strconv.Atoi(pid); err != nil || strings.ContainsAny(pid, " \n") || strings.Contains(note, "\n") || len(pid)+len(note) > 200 {
+			return // not what a holder writes
+		}
+		l := &Lock{f: file, pid: pid}
+		if err := l.Note(note); err != nil {
+			t.Fatal(err)
+		}
+		if h := readHolder(file); h != (Holder{PID: pid, Note: note}) {
+			t.Fatalf("wrote %q %q, read %+v", pid, note, h)
+		}
+	})
+}
