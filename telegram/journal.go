@@ -276,11 +276,24 @@ func (b *Bot) recordCharge(j *job, key string, at time.Time) error {
 	if err := sluice.SyncQuota(ctx, b.Quota, key); err != nil {
 		return err
 	}
-	if err := b.Journal.Charge(ctx, b.botID, j.u.ID, b.holder, 1, at, at.Add(UpdateTTL)); err != nil {
+	was, wasAt := j.charged, j.chargedAt
+	j.charged, j.chargedAt = 1, at
+	if err := b.writeCharge(ctx, j); err != nil {
+		j.charged, j.chargedAt = was, wasAt
 		return err
 	}
-	j.charged, j.chargedAt = 1, at
 	return nil
+}
+
+// writeCharge writes on j's update the charge j holds: none, or j.charged
+// units at j.chargedAt, to be inherited as long as the update is kept.
+// j.mu is held.
+func (b *Bot) writeCharge(ctx context.Context, j *job) error {
+	var until time.Time
+	if j.charged > 0 {
+		until = j.chargedAt.Add(UpdateTTL)
+	}
+	return b.Journal.Charge(ctx, b.botID, j.u.ID, b.holder, j.charged, j.chargedAt, until)
 }
 
 // unrecord clears j's charge from the journal before it is refunded, so
@@ -294,10 +307,10 @@ func (b *Bot) unrecord(j *job) {
 	if j.charged == 0 {
 		return
 	}
-	j.charged = 0
+	j.charged, j.chargedAt = 0, time.Time{}
 	ctx, cancel := context.WithTimeout(context.Background(), journalCallTimeout)
 	defer cancel()
-	if err := b.Journal.Charge(ctx, b.botID, j.u.ID, b.holder, 0, time.Time{}, time.Time{}); err != nil {
+	if err := b.writeCharge(ctx, j); err != nil {
 		b.logger().Warn("telegram: clear a refunded charge in the journal", slog.Int64("update_id", j.u.ID), slog.String("error", err.Error()))
 	}
 }
@@ -340,13 +353,9 @@ func (b *Bot) held(j *job) bool {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	var until time.Time
-	if j.charged > 0 {
-		until = j.chargedAt.Add(UpdateTTL)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), journalCallTimeout)
 	defer cancel()
-	err := b.Journal.Charge(ctx, b.botID, j.u.ID, b.holder, j.charged, j.chargedAt, until)
+	err := b.writeCharge(ctx, j)
 	if sluice.ErrorCode(err) == sluice.ENOTFOUND {
 		b.logger().Warn("telegram: an update this instance held was claimed by another; left to it", slog.Int64("update_id", j.u.ID))
 		j.journaled = false // not ours to finish
