@@ -55,7 +55,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		m := NewMain(stdout, stderr)
-		m.Interactive = isTerminal(stdout)
 		if err := m.ParseFlags(args[1:]); err != nil {
 			if errors.Is(err, errHelp) {
 				return 0
@@ -99,14 +98,4 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "sluice: unknown command %q\n\n%s", args[0], usage)
 	return 2
-}
-
-// isTerminal reports whether w is a terminal, not a file, a pipe or a log.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

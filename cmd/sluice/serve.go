@@ -49,11 +49,7 @@ type Main struct {
 	Getenv func(string) string
 
 	Stdout, Stderr io.Writer
-	// Interactive: Stdout is a terminal. A first start shows the admin
-	// token it generated there; otherwise (a log: systemd's journal, a
-	// container's) it says where the token is kept instead.
-	Interactive bool
-	Logger      *slog.Logger
+	Logger         *slog.Logger
 
 	Accounts sluice.AccountService
 	Quota    *quota.Limiter // plan quotas
@@ -550,12 +546,9 @@ func (m *Main) quickstart(token string, created bool) {
 	w := m.Stdout
 	fmt.Fprintf(w, "\nsluice %s is running at %s\n\n", Version, base)
 	switch {
-	case created && m.Interactive:
+	case created:
 		fmt.Fprintf(w, "Admin token (shown once; kept in %s, mode 0600):\n\n  export SLUICE_ADMIN_TOKEN=%s\n\n",
 			filepath.Join(m.Config.Server.Data, "admin-token"), token)
-	case created:
-		path := filepath.Join(m.Config.Server.Data, "admin-token")
-		fmt.Fprintf(w, "Admin token: generated and kept in %s (mode 0600); not shown here, since this output is\nnot a terminal and may be a log.\n\n  export SLUICE_ADMIN_TOKEN=$(cat %s)\n\n", path, path)
 	case subtle.ConstantTimeCompare([]byte(token), []byte(m.Getenv("SLUICE_ADMIN_TOKEN"))) == 1:
 		fmt.Fprintf(w, "Admin token: from SLUICE_ADMIN_TOKEN.\n\n")
 	default:
